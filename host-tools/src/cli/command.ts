@@ -1,0 +1,19 @@
+// Every `airlock` sub-command is a yargs CommandModule in its own file under cli/commands/, listed
+// once in cli/commands/index.ts. Handlers throw AirlockError for user mistakes; run-cli.ts turns
+// them into a one-paragraph message and an exit status.
+import type { CommandModule } from "yargs";
+
+// yargs' own generics are too precise to list heterogeneous commands together.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type AirlockCommand = CommandModule<any, any>;
+
+/** Exit status a handler asks for (e.g. `airlock run` returns the workload's). */
+export let requestedExitCode = 0;
+export function setExitCode(code: number): void {
+  requestedExitCode = code;
+}
+
+/** Prints a result for people or, with --json, for machines. */
+export function printResult(json: boolean, value: unknown, human: () => string): void {
+  process.stdout.write(json ? `${JSON.stringify(value, null, 2)}\n` : `${human()}\n`);
+}
