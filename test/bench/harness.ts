@@ -1,0 +1,38 @@
+// Benchmarks are programs, not tests: each file in this folder named *.bench.ts exports a default
+// function that measures and reports figures through a Reporter. `npm run bench` runs them all
+// (or those whose name contains an argument: `npm run bench -- fabric`) and prints one table.
+
+export interface Figure {
+  name: string;
+  value: number;
+  unit: string;
+  /** How it was obtained, e.g. "median of 5". */
+  note?: string;
+}
+
+export interface Reporter {
+  figure(name: string, value: number, unit: string, note?: string): void;
+  /** A ratio of two figures measured in the same run, with the aim the issue sets. */
+  ratio(name: string, value: number, aim?: string): void;
+  log(message: string): void;
+}
+
+export type Bench = (report: Reporter) => Promise<void>;
+
+/** Runs fn `runs` times after `warmup` runs and returns the median duration in milliseconds. */
+export async function medianMs(fn: () => unknown, runs = 5, warmup = 1): Promise<number> {
+  for (let i = 0; i < warmup; i++) await fn();
+  const times: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const t0 = process.hrtime.bigint();
+    await fn();
+    times.push(Number(process.hrtime.bigint() - t0) / 1e6);
+  }
+  times.sort((a, b) => a - b);
+  return times[Math.floor(times.length / 2)]!;
+}
+
+/** Bytes per second given a size and a duration in ms. */
+export function throughput(bytes: number, ms: number): number {
+  return (bytes / ms) * 1000;
+}
