@@ -1,0 +1,87 @@
+import { mkdtempSync, writeFileSync, mkdirSync, cpSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { describe, expect, it } from "vitest";
+import { AirlockError } from "../errors.ts";
+import { loadManifest, manifestDigest } from "./index.ts";
+
+const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
+const hello = path.join(repo, "examples/hello/room.yaml");
+
+function roomWith(yaml: string): string {
+  const dir = mkdtempSync(path.join(tmpdir(), "airlock-manifest-"));
+  mkdirSync(path.join(dir, "workload"));
+  writeFileSync(path.join(dir, "workload/run.sh"), "#!/bin/sh\necho hi\n");
+  const file = path.join(dir, "room.yaml");
+  writeFileSync(file, yaml);
+  return file;
+}
+
+function problems(file: string): string {
+  try {
+    loadManifest(file);
+  } catch (err) {
+    expect(err).toBeInstanceOf(AirlockError);
+    expect((err as AirlockError).code).toBe("MANIFEST_INVALID");
+    return (err as AirlockError).message;
+  }
+  throw new Error("manifest was accepted");
+}
+
+describe("room manifest", () => {
+  it("loads the hello example with defaults applied", () => {
+    const m = loadManifest(hello);
+    expect(m.name).toBe("hello");
+    expect(m.workload.bundle).toBe(path.join(repo, "examples/hello/workload"));
+    expect(m.outputs[0]).toMatchObject({ name: "greeting", mode: "open", format: "text", maxBytes: 4096 });
+    expect(m.resources.sandbox.vcpus).toBe(1);
+  });
+
+  it("names the file, the field and what was expected", () => {
+    const file = roomWith(`apiVersion: airlock/v1
+name: Bad_Name
+workload:
+  bundle: ./workload
+  command: /bin/sh run.sh
+  env: {N: 3}
+outputs:
+  - name: o
+    mount: /etc/passwd
+    mode: public
+    recipient: age1xyz
+`);
+    const msg = problems(file);
+    expect(msg).toContain(file);
+    expect(msg).toContain("name: expected a lower-case name");
+    expect(msg).toContain("workload.command: expected a non-empty list of non-empty strings");
+    expect(msg).toContain('workload.env.N: expected a string value (quote numbers), got 3');
+    expect(msg).toContain("outputs[0].mount: expected a normalized absolute path under /data/out/");
+    expect(msg).toContain("outputs[0].mode: expected one of secure | trusted | open");
+  });
+
+  it("rejects unknown fields, missing bundles, bad YAML and overlapping mounts", () => {
+    expect(problems(roomWith("apiVersion: airlock/v1\nname: a\nworkload: {bundle: ./nope, command: [x]}\nworklaod: {}\n"))).toMatch(
+      /worklaod: unknown field[\s\S]*workload.bundle: expected an existing directory/,
+    );
+    expect(problems(roomWith("apiVersion: airlock/v1\nname: [a\n"))).toMatch(/not valid YAML:\n {2}- line \d+, column \d+: Flow sequence/);
+    expect(
+      problems(
+        roomWith(
+          "apiVersion: airlock/v1\nname: a\nworkload: {bundle: ./workload, command: [x]}\noutputs:\n  - {name: a, mount: /data/out/a}\n  - {name: b, mount: /data/out/a/b}\n",
+        ),
+      ),
+    ).toContain("mount /data/out/a/b: overlaps another input or output mount");
+    expect(problems(path.join(tmpdir(), "no-such-room.yaml"))).toContain("cannot read the room manifest (ENOENT)");
+  });
+
+  it("digests what changes the room, not where it sits on the host", () => {
+    const a = manifestDigest(loadManifest(hello));
+    expect(a).toHaveLength(32);
+    const copy = mkdtempSync(path.join(tmpdir(), "airlock-manifest-"));
+    cpSync(path.join(repo, "examples/hello"), copy, { recursive: true });
+    expect(manifestDigest(loadManifest(path.join(copy, "room.yaml")))).toEqual(a);
+    writeFileSync(path.join(copy, "workload/run.sh"), "#!/bin/sh\necho changed\n");
+    expect(manifestDigest(loadManifest(path.join(copy, "room.yaml")))).not.toEqual(a);
+  });
+});

@@ -1,0 +1,86 @@
+// The room manifest (apiVersion airlock/v1): the types the rest of airlock works with, after
+// validation. docs: README.md § "Room manifest". Paths in the file are relative to the manifest's
+// folder; the loader resolves them.
+
+export const DATA_SCOPES = ["PUBLIC", "DOMAIN_OWNED", "USER_PRIVATE", "MULTI_USER_PRIVATE", "SEALED"] as const;
+export type DataScope = (typeof DATA_SCOPES)[number];
+
+export const OUTPUT_MODES = ["secure", "trusted", "open"] as const;
+export type OutputMode = (typeof OUTPUT_MODES)[number];
+
+export const OUTPUT_FORMATS = ["bytes", "text", "json", "csv"] as const;
+export type OutputFormat = (typeof OUTPUT_FORMATS)[number];
+
+export interface VmResources {
+  memoryMiB: number;
+  vcpus: number;
+}
+
+export interface Workload {
+  /** Absolute path of the directory baked into the sandbox image at /workload (so it is measured). */
+  bundle: string;
+  command: string[];
+  env: Record<string, string>;
+  /** Bound on the workload's run time; the pair is torn down when it is exceeded. */
+  timeoutSeconds: number;
+}
+
+export interface Input {
+  name: string;
+  /** Absolute path of the encrypted dataset on the host. */
+  path: string;
+  /** Where the workload finds it (read-only), under /data/in. */
+  mount: string;
+  mode: "secure" | "trusted";
+  scope: DataScope;
+}
+
+export interface Output {
+  name: string;
+  /** Folder the workload writes into, under /data/out. */
+  mount: string;
+  mode: OutputMode;
+  /** trusted mode: the collaborator's age recipient (age1…), read from a file or given inline. */
+  recipient?: string;
+  maxBytes: number;
+  format: OutputFormat;
+}
+
+export interface Egress {
+  url: string;
+  methods: string[];
+  mode: OutputMode;
+  rules: { maxRequestBytes?: number; maxResponseBytes?: number };
+}
+
+export interface Collaborator {
+  name: string;
+  /** PEM of the public key whose signature over the manifest digest is required. */
+  publicKeyPem: string;
+}
+
+export interface Governance {
+  /** Consent endpoint; the enforcer fails closed when it is unreachable or says no. */
+  consent?: string;
+}
+
+export interface Manifest {
+  apiVersion: "airlock/v1";
+  name: string;
+  /** Absolute path of the manifest file. */
+  file: string;
+  workload: Workload;
+  inputs: Input[];
+  outputs: Output[];
+  egress: Egress[];
+  collaborators: Collaborator[];
+  governance: Governance;
+  resources: { firewall: VmResources; sandbox: VmResources };
+}
+
+export const DEFAULT_RESOURCES = {
+  firewall: { memoryMiB: 1024, vcpus: 1 },
+  sandbox: { memoryMiB: 1024, vcpus: 1 },
+} as const;
+export const DEFAULT_TIMEOUT_SECONDS = 600;
+export const DEFAULT_OUTPUT_MAX_BYTES = 64 * 1024 * 1024;
