@@ -1,4 +1,9 @@
 import type { AirlockCommand } from "../command.ts";
+import { vsockFabricCommand } from "./vsock-fabric.ts";
+import { measureCommand } from "./measure.ts";
+import { imagesCommand } from "./images.ts";
+import { verifyReportCommand } from "./verify-report.ts";
+import { datasetCommand } from "./dataset.ts";
 
 /** Every sub-command, in the order `airlock --help` lists them. */
-export const commands: AirlockCommand[] = [];
+export const commands: AirlockCommand[] = [measureCommand, imagesCommand, verifyReportCommand, datasetCommand, vsockFabricCommand];

@@ -1,0 +1,110 @@
+// Finds the host files an image is made of and fingerprints them. Everything an image contains
+// comes from here, so the fingerprints are the whole cache key and the provenance in image.json.
+import { execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { createReadStream, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from "node:fs";
+import path from "node:path";
+import { AirlockError } from "../../../proto/src/errors.ts";
+
+export const DEFAULT_DEB_DIR = "/var/cache/airlock/debs";
+export const SETUP_HINT = "run host-tools/scripts/setup.sh (it installs QEMU, busybox-static and Debian's kernel package)";
+
+export async function sha256File(file: string): Promise<string> {
+  const h = createHash("sha256");
+  for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 })) h.update(chunk as Buffer);
+  return h.digest("hex");
+}
+
+export interface HostFile {
+  /** Absolute path on the host. */
+  source: string;
+  size: number;
+  sha256: string;
+}
+
+export async function hostFile(source: string): Promise<HostFile> {
+  let st;
+  try {
+    st = statSync(source);
+  } catch {
+    throw new AirlockError("IMAGE_MISSING", `image input ${source} does not exist`, { hint: SETUP_HINT });
+  }
+  return { source, size: st.size, sha256: await sha256File(source) };
+}
+
+/** The Debian kernel package to use: AIRLOCK_KERNEL_DEB, or the newest linux-image-*-amd64 in the cache. */
+export function findKernelDeb(explicit?: string): string {
+  const chosen = explicit ?? process.env.AIRLOCK_KERNEL_DEB;
+  if (chosen) {
+    if (!existsSync(chosen)) throw new AirlockError("IMAGE_MISSING", `kernel package ${chosen} does not exist`, { hint: SETUP_HINT });
+    return path.resolve(chosen);
+  }
+  const debs = existsSync(DEFAULT_DEB_DIR)
+    ? readdirSync(DEFAULT_DEB_DIR).filter((f) => /^linux-image-[0-9.]+-\d+-amd64_.*\.deb$/.test(f))
+    : [];
+  if (debs.length === 0) throw new AirlockError("IMAGE_MISSING", `no Debian kernel package in ${DEFAULT_DEB_DIR}`, { hint: SETUP_HINT });
+  debs.sort((a, b) => a.localeCompare(b, "en", { numeric: true }));
+  return path.join(DEFAULT_DEB_DIR, debs[debs.length - 1]!);
+}
+
+export interface KernelTree {
+  /** Kernel release, e.g. 6.1.0-56-amd64. */
+  release: string;
+  vmlinuz: string;
+  /** lib/modules/<release>/kernel */
+  modulesDir: string;
+}
+
+/** Unpacks the kernel package once into the cache (keyed by the package's hash). */
+export function extractKernel(deb: HostFile, cacheDir: string): KernelTree {
+  const dir = path.join(cacheDir, "kernels", deb.sha256.slice(0, 32));
+  if (!existsSync(path.join(dir, ".complete"))) {
+    const tmp = `${dir}.tmp-${process.pid}`;
+    rmSync(tmp, { recursive: true, force: true });
+    mkdirSync(tmp, { recursive: true });
+    try {
+      execFileSync("dpkg-deb", ["-x", deb.source, tmp], { stdio: ["ignore", "ignore", "pipe"] });
+    } catch (err) {
+      rmSync(tmp, { recursive: true, force: true });
+      throw new AirlockError("IMAGE_BUILD", `cannot unpack kernel package ${deb.source}: ${(err as Error).message}`, { cause: err });
+    }
+    execFileSync("touch", [path.join(tmp, ".complete")]);
+    rmSync(dir, { recursive: true, force: true });
+    mkdirSync(path.dirname(dir), { recursive: true });
+    renameSync(tmp, dir);
+  }
+  const boot = readdirSync(path.join(dir, "boot")).find((f) => f.startsWith("vmlinuz-"));
+  if (!boot) throw new AirlockError("IMAGE_BUILD", `${deb.source} holds no /boot/vmlinuz-*: not a kernel image package`);
+  const release = boot.slice("vmlinuz-".length);
+  return { release, vmlinuz: path.join(dir, "boot", boot), modulesDir: path.join(dir, "lib/modules", release, "kernel") };
+}
+
+/** busybox from Debian's busybox-static: it must be static, as the minimal image has no libc. */
+export function findBusybox(): string {
+  for (const candidate of ["/bin/busybox", "/usr/bin/busybox"]) {
+    if (existsSync(candidate)) {
+      // ldd refuses a static executable; that refusal is what we want to see.
+      try {
+        execFileSync("ldd", [candidate], { stdio: "pipe" });
+      } catch {
+        return candidate;
+      }
+    }
+  }
+  throw new AirlockError("IMAGE_MISSING", "no statically linked busybox on this host", { hint: SETUP_HINT });
+}
+
+export function busyboxApplets(busybox: string): string[] {
+  return execFileSync(busybox, ["--list"]).toString().split("\n").filter((a) => /^[a-z0-9_.[-]+$/.test(a) && a !== "busybox").sort();
+}
+
+/** Shared libraries an ELF binary needs, as ldd resolves them on this host (absolute paths). */
+export function sharedLibraries(binary: string): string[] {
+  const out = execFileSync("ldd", [binary]).toString();
+  const libs = new Set<string>();
+  for (const line of out.split("\n")) {
+    const m = /=>\s+(\/\S+)/.exec(line) ?? /^\s*(\/\S+)\s+\(/.exec(line);
+    if (m) libs.add(m[1]!);
+  }
+  return [...libs].sort();
+}

@@ -1,0 +1,10 @@
+# Shared start of every airlock guest's /init (sourced). Busybox only; no udev, no systemd.
+export PATH=/bin:/usr/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp
+# Kernel modules in dependency order (Debian builds virtio and vsock as modules).
+while read -r m; do
+  [ -n "$m" ] && insmod "/lib/modules/$m" 2>/dev/null
+done < /etc/airlock/modules

@@ -1,0 +1,49 @@
+// What goes into each airlock boot image. The builder (host-tools/src/images/) turns a recipe
+// plus its host inputs (Debian's kernel package, busybox-static, node, the bundled programs, the
+// workload bundle) into kernel + initrd + command line, bit for bit the same on every build.
+
+export type ImageName = "firewall" | "sandbox" | "minimal";
+
+export interface ImageRecipe {
+  name: ImageName;
+  /** Kernel command line; measured (SNP kernel hashes), so it never depends on the host. */
+  cmdline: string;
+  /** Kernel modules to load, in order, relative to lib/modules/<version>/kernel. */
+  modules: string[];
+  /** Include node, its shared libraries and our program bundle (dist/<program>). */
+  program?: "firewall-vm.mjs" | "sandbox-vm.mjs";
+  /** Include the node-vsock addon for AF_VSOCK from node. */
+  vsockAddon: boolean;
+  /** Bake the room's workload bundle in at /workload. */
+  workload: boolean;
+  /** Unprivileged account the workload runs as. */
+  users?: { name: string; uid: number }[];
+}
+
+const VIRTIO = [
+  "drivers/virtio/virtio.ko",
+  "drivers/virtio/virtio_ring.ko",
+  "drivers/virtio/virtio_pci_modern_dev.ko",
+  "drivers/virtio/virtio_pci_legacy_dev.ko",
+  "drivers/virtio/virtio_pci.ko",
+];
+const VSOCK = ["net/vmw_vsock/vsock.ko", "net/vmw_vsock/vmw_vsock_virtio_transport_common.ko", "net/vmw_vsock/vmw_vsock_virtio_transport.ko"];
+const NET = ["net/core/failover.ko", "drivers/net/net_failover.ko", "drivers/net/virtio_net.ko"];
+
+// quiet: serial output is slow under emulation; panic=-1 with QEMU's -no-reboot ends the VM.
+const CMDLINE = "console=ttyS0 quiet panic=-1 rdinit=/init";
+
+export const RECIPES: Record<ImageName, ImageRecipe> = {
+  firewall: { name: "firewall", cmdline: CMDLINE, modules: [...VIRTIO, ...VSOCK, ...NET], program: "firewall-vm.mjs", vsockAddon: true, workload: false },
+  sandbox: {
+    name: "sandbox",
+    cmdline: CMDLINE,
+    // No network driver at all: the sandbox has no NIC, and no module to drive one if it had.
+    modules: [...VIRTIO, ...VSOCK],
+    program: "sandbox-vm.mjs",
+    vsockAddon: true,
+    workload: true,
+    users: [{ name: "workload", uid: 1000 }],
+  },
+  minimal: { name: "minimal", cmdline: CMDLINE, modules: [], vsockAddon: false, workload: false },
+};
