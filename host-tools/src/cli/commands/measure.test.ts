@@ -1,0 +1,70 @@
+// `airlock measure` through the real CLI entry (runCli), as a user or script would call it.
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterAll, afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { runCli } from "../run-cli.ts";
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../..");
+const ovmf = path.resolve(repoRoot, "../shared/fixtures/ovmf/ovmf_AmdSev_suffix.bin");
+const x64 = path.resolve(repoRoot, "../shared/fixtures/ovmf/ovmf_OvmfX64_suffix.bin");
+const dir = mkdtempSync(path.join(tmpdir(), "airlock-measure-cli-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+let out = "";
+let err = "";
+beforeEach(() => {
+  out = "";
+  err = "";
+  vi.spyOn(process.stdout, "write").mockImplementation((s) => ((out += String(s)), true));
+  vi.spyOn(process.stderr, "write").mockImplementation((s) => ((err += String(s)), true));
+});
+afterEach(() => vi.restoreAllMocks());
+
+const KAT = "6d287813eb5222d770f75005c664e34c204f385ce832cc2ce7d0d6f354454362f390ef83a92046c042e706363b4b08fa";
+
+describe("airlock measure", () => {
+  it("prints the digest like sev-snp-measure", async () => {
+    const rc = await runCli(["measure", "--mode", "snp", "--vcpus", "1", "--vcpu-type", "EPYC-v4", "--ovmf", ovmf, "--kernel", "/dev/null", "--initrd", "/dev/null", "--append", "console=ttyS0 loglevel=7"]);
+    expect([rc, out]).toEqual([0, `${KAT}\n`]);
+  });
+
+  it("takes the signature as family/model/stepping and prints base64", async () => {
+    const rc = await runCli(["measure", "--vcpus=1", "--vcpu-family=23", "--vcpu-model=1", "--vcpu-stepping=2", `--ovmf=${ovmf}`, "--kernel=/dev/null", "--initrd=/dev/null", "--append=console=ttyS0 loglevel=7", "--output-format=base64"]);
+    expect([rc, out]).toEqual([0, `${Buffer.from(KAT, "hex").toString("base64")}\n`]);
+  });
+
+  it("measures an image directory and explains it in JSON", async () => {
+    const img = path.join(dir, "img");
+    rmSync(img, { recursive: true, force: true });
+    mkdirSync(img);
+    writeFileSync(path.join(img, "vmlinuz"), "");
+    writeFileSync(path.join(img, "initrd.img"), "");
+    writeFileSync(path.join(img, "cmdline"), "console=ttyS0 loglevel=7\n");
+    copyFileSync(ovmf, path.join(img, "OVMF.fd"));
+    writeFileSync(path.join(img, "image.json"), JSON.stringify({ ovmf: "OVMF.fd", vcpus: 1, vcpuType: "EPYC-v4" }));
+    const rc = await runCli(["measure", "--image", img, "--explain", "--json"]);
+    expect(rc).toBe(0);
+    const j = JSON.parse(out) as { digest: string; components: { component: string; hash?: string }[] };
+    expect(j.digest).toBe(KAT);
+    expect(j.components.map((c) => c.component)).toContain("metadata[5] SNP_KERNEL_HASHES");
+  });
+
+  it("exits 2 with a clear message on each input error", async () => {
+    const cases: [string[], RegExp][] = [
+      [["--vcpus", "1", "--vcpu-type", "EPYC-v4", "--ovmf", x64, "--kernel", "/dev/null"], /no SNP_KERNEL_HASHES section.*\[MEASURE\]/],
+      [["--vcpus", "1", "--vcpu-type", "Zen9", "--ovmf", ovmf], /unknown vCPU type "Zen9" \[MEASURE\]/],
+      [["--vcpus", "1", "--vcpu-type", "EPYC", "--ovmf", "/etc/hostname"], /not a multiple of 4096|no SEV metadata/],
+      [["--vcpus", "1", "--vcpu-type", "EPYC", "--ovmf", ovmf, "--initrd", "/dev/null"], /--initrd needs --kernel \[USAGE\]/],
+      [["--vcpus", "1", "--vcpu-type", "EPYC", "--vcpu-sig", "0x1", "--ovmf", ovmf], /only one of --vcpu-type/],
+      [["--vcpus", "1", "--vcpu-sig", "12z", "--ovmf", ovmf], /--vcpu-sig "12z" is not an integer/],
+      [["--vcpus", "1", "--vcpu-type", "EPYC", "--ovmf", ovmf, "--vmm-type", "xen"], /unknown --vmm-type "xen"/],
+    ];
+    for (const [args, msg] of cases) {
+      err = "";
+      expect(await runCli(["measure", ...args]), args.join(" ")).toBe(2);
+      expect(err).toMatch(msg);
+    }
+  });
+});
