@@ -1,0 +1,117 @@
+import { describe, expect, it } from "vitest";
+import { AirlockError } from "../../../proto/src/errors.ts";
+import { DATA_SCOPES, ScopeTracker, checkFormat, decideOutput, modeMayCarry, parseCsv, parseSchema } from "./index.ts";
+import type { DataScope, OutputRequest } from "./index.ts";
+
+const file = (text: string, path = "out.txt") => ({ path, size: Buffer.byteLength(text), content: Buffer.from(text) });
+const req = (o: Partial<OutputRequest>): OutputRequest => ({ name: "o", mode: "open", maxBytes: 1000, format: "json", files: [], ...o });
+
+describe("ScopeTracker", () => {
+  it("rises to the strictest scope read and never falls", () => {
+    const t = new ScopeTracker();
+    expect(t.current).toBe("PUBLIC");
+    expect(t.observe("USER_PRIVATE", "input a")).toEqual({ from: "PUBLIC", to: "USER_PRIVATE", source: "input a" });
+    expect(t.observe("DOMAIN_OWNED", "input b")).toBeNull();
+    expect(t.current).toBe("USER_PRIVATE");
+    t.observe("SEALED", "input c");
+    t.observe("PUBLIC", "input d");
+    expect(t.current).toBe("SEALED");
+    expect(t.raises.map((r) => r.to)).toEqual(["USER_PRIVATE", "SEALED"]);
+    expect(() => t.observe("SECRET" as DataScope, "x")).toThrow(AirlockError);
+  });
+});
+
+describe("mode ceilings", () => {
+  it("open carries up to DOMAIN_OWNED, trusted up to MULTI_USER_PRIVATE, secure everything", () => {
+    const table = DATA_SCOPES.map((s) => [s, modeMayCarry("open", s), modeMayCarry("trusted", s), modeMayCarry("secure", s)]);
+    expect(table).toEqual([
+      ["PUBLIC", true, true, true],
+      ["DOMAIN_OWNED", true, true, true],
+      ["USER_PRIVATE", false, true, true],
+      ["MULTI_USER_PRIVATE", false, true, true],
+      ["SEALED", false, false, true],
+    ]);
+  });
+});
+
+describe("decideOutput", () => {
+  it("releases a well-formed open output of low scope", () => {
+    expect(decideOutput(req({ files: [file('{"n":1}')] }), "DOMAIN_OWNED")).toMatchObject({ decision: "release" });
+  });
+
+  it("withholds open outputs once the sandbox read USER_PRIVATE data, whatever they contain", () => {
+    const d = decideOutput(req({ files: [file('{"n":1}')] }), "USER_PRIVATE");
+    expect(d).toMatchObject({ decision: "withhold", reason: expect.stringMatching(/read USER_PRIVATE data; open mode carries at most DOMAIN_OWNED/) });
+  });
+
+  it("withholds anything over its size limit, in every mode", () => {
+    for (const mode of ["open", "trusted", "secure"] as const) {
+      const d = decideOutput(req({ mode, recipient: "age1x", maxBytes: 3, files: [file("12"), file("34")] }), "PUBLIC");
+      expect(d).toMatchObject({ decision: "withhold", reason: expect.stringMatching(/4 bytes, over its limit of 3/) });
+    }
+  });
+
+  it("encrypts secure outputs to the room and trusted ones to the collaborator", () => {
+    expect(decideOutput(req({ mode: "secure", files: [file("x")] }), "SEALED")).toMatchObject({ decision: "encrypt", to: "room" });
+    expect(decideOutput(req({ mode: "trusted", recipient: "age1abc", files: [] }), "MULTI_USER_PRIVATE")).toMatchObject({
+      decision: "encrypt",
+      to: "collaborator",
+      recipient: "age1abc",
+    });
+    expect(decideOutput(req({ mode: "trusted", recipient: "age1abc" }), "SEALED")).toMatchObject({ decision: "withhold" });
+    expect(decideOutput(req({ mode: "trusted" }), "PUBLIC")).toMatchObject({ decision: "withhold", reason: expect.stringMatching(/no recipient/) });
+  });
+
+  it("withholds open outputs whose format does not parse, or that were not inspected", () => {
+    expect(decideOutput(req({ files: [file("{nope", "a.json")] }), "PUBLIC")).toMatchObject({ decision: "withhold", reason: expect.stringMatching(/a.json is not JSON/) });
+    expect(decideOutput(req({ files: [{ path: "b", size: 3 }] }), "PUBLIC")).toMatchObject({ decision: "withhold", reason: expect.stringMatching(/not inspected/) });
+    expect(decideOutput(req({ files: [{ path: "b", size: 1, content: Buffer.from("{}") }] }), "PUBLIC")).toMatchObject({ decision: "withhold" });
+  });
+});
+
+describe("formats", () => {
+  it("JSON must parse; text must be UTF-8 without control characters", () => {
+    expect(checkFormat(Buffer.from("[1,2]"), "json")).toBeNull();
+    expect(checkFormat(Buffer.from("[1,"), "json")).toMatch(/not JSON/);
+    expect(checkFormat(Buffer.from([0xff, 0xfe]), "text")).toMatch(/UTF-8/);
+    expect(checkFormat(Buffer.from("ok\nline\ttab\r\n"), "text")).toBeNull();
+    expect(checkFormat(Buffer.from("bell\u0007"), "text")).toMatch(/control/);
+    expect(checkFormat(Buffer.from([0, 1, 2]), "bytes")).toBeNull();
+  });
+
+  it("CSV needs a header and rows of the header's width", () => {
+    expect(checkFormat(Buffer.from("word,count\nthe,3\n\"a,b\",2\r\n"), "csv")).toBeNull();
+    expect(checkFormat(Buffer.from(""), "csv")).toMatch(/empty/);
+    expect(checkFormat(Buffer.from("a,a\n1,2\n"), "csv")).toMatch(/repeated/);
+    expect(checkFormat(Buffer.from("a,b\n1\n"), "csv")).toMatch(/row 2 has 1 fields, the header has 2/);
+    expect(checkFormat(Buffer.from('a\n"open\n'), "csv")).toMatch(/not closed/);
+    expect(parseCsv('x,"say ""hi"""\n')).toEqual({ rows: [["x", 'say "hi"']] });
+    expect(parseCsv("a,\n")).toEqual({ rows: [["a", ""]] });
+  });
+
+  it("checks JSON and CSV against a schema, closed to unknown fields by default", () => {
+    const schema = parseSchema({
+      type: "object",
+      properties: { word: { type: "string", maxLength: 5 }, count: { type: "integer", minimum: 0 } },
+      required: ["word", "count"],
+    });
+    const rows = parseSchema({ type: "array", items: schema, maxItems: 2 });
+    expect(checkFormat(Buffer.from('[{"word":"a","count":1}]'), "json", rows)).toBeNull();
+    expect(checkFormat(Buffer.from('[{"word":"a","count":1,"email":"x@y"}]'), "json", rows)).toMatch(/\$\[0\]: field "email" is not in the schema/);
+    expect(checkFormat(Buffer.from('[{"word":"toolong","count":1}]'), "json", rows)).toMatch(/\$\[0\]\.word: longer than 5/);
+    expect(checkFormat(Buffer.from('[{"word":"a","count":1.5}]'), "json", rows)).toMatch(/expected integer/);
+    expect(checkFormat(Buffer.from("[{},{},{}]"), "json", rows)).toMatch(/more than 2 items/);
+    expect(checkFormat(Buffer.from('[{"word":"a"}]'), "json", rows)).toMatch(/missing required field "count"/);
+
+    expect(checkFormat(Buffer.from("count,word\n3,the\n"), "csv", schema)).toBeNull();
+    expect(checkFormat(Buffer.from("word,count,email\nthe,3,x\n"), "csv", schema)).toMatch(/not in the schema: email/);
+    expect(checkFormat(Buffer.from("word,count\nthe,three\n"), "csv", schema)).toMatch(/row 2, column count: expected integer/);
+    expect(checkFormat(Buffer.from("word,count\nthe,-1\n"), "csv", schema)).toMatch(/below 0/);
+  });
+
+  it("refuses malformed schemas with the field path", () => {
+    expect(() => parseSchema({ type: "text" }, "outputs[0].schema")).toThrow(/outputs\[0\]\.schema\.type: expected object \| array/);
+    expect(() => parseSchema({ properties: { a: { pattern: ".*" } } }, "s")).toThrow(/s\.properties\.a\.pattern/);
+    expect(() => parseSchema({ maxLength: -1 })).toThrow(/non-negative integer/);
+  });
+});
