@@ -8,5 +8,5 @@ export { hashKernelInputs, kernelHashesTable, cmdlineHash } from "./kernel-hashe
 export type { KernelHashes, BlobSource } from "./kernel-hashes.ts";
 export { VCPU_TYPES, vcpuSigByType, cpuSig } from "./vcpu-types.ts";
 export type { VmmType } from "./vmsa.ts";
-export { readImageDir } from "./image-dir.ts";
+export { readImageDir, checkImageRecords, IMAGE_FORMAT } from "./image-dir.ts";
 export type { ImageDir } from "./image-dir.ts";

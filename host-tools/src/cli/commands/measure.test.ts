@@ -1,4 +1,5 @@
 // `airlock measure` through the real CLI entry (runCli), as a user or script would call it.
+import { createHash } from "node:crypto";
 import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -24,6 +25,22 @@ afterEach(() => vi.restoreAllMocks());
 
 const KAT = "6d287813eb5222d770f75005c664e34c204f385ce832cc2ce7d0d6f354454362f390ef83a92046c042e706363b4b08fa";
 
+/** An airlock-image/v1 folder like the images builder writes, with an empty kernel and initrd. */
+function makeImage(name: string): string {
+  const img = path.join(dir, name);
+  rmSync(img, { recursive: true, force: true });
+  mkdirSync(img);
+  const cmdline = "console=ttyS0 loglevel=7";
+  const sha = (s: string): string => createHash("sha256").update(s).digest("hex");
+  writeFileSync(path.join(img, "vmlinuz"), "");
+  writeFileSync(path.join(img, "initrd.img"), "");
+  writeFileSync(path.join(img, "cmdline"), cmdline);
+  copyFileSync(ovmf, path.join(img, "OVMF.fd"));
+  const files = { kernel: { file: "vmlinuz", sha256: sha("") }, initrd: { file: "initrd.img", sha256: sha("") }, cmdline: { file: "cmdline", sha256: sha(cmdline) } };
+  writeFileSync(path.join(img, "image.json"), JSON.stringify({ format: "airlock-image/v1", cmdline, files, ovmf: "OVMF.fd", vcpus: 1, vcpuType: "EPYC-v4" }));
+  return img;
+}
+
 describe("airlock measure", () => {
   it("prints the digest like sev-snp-measure", async () => {
     const rc = await runCli(["measure", "--mode", "snp", "--vcpus", "1", "--vcpu-type", "EPYC-v4", "--ovmf", ovmf, "--kernel", "/dev/null", "--initrd", "/dev/null", "--append", "console=ttyS0 loglevel=7"]);
@@ -36,19 +53,19 @@ describe("airlock measure", () => {
   });
 
   it("measures an image directory and explains it in JSON", async () => {
-    const img = path.join(dir, "img");
-    rmSync(img, { recursive: true, force: true });
-    mkdirSync(img);
-    writeFileSync(path.join(img, "vmlinuz"), "");
-    writeFileSync(path.join(img, "initrd.img"), "");
-    writeFileSync(path.join(img, "cmdline"), "console=ttyS0 loglevel=7\n");
-    copyFileSync(ovmf, path.join(img, "OVMF.fd"));
-    writeFileSync(path.join(img, "image.json"), JSON.stringify({ ovmf: "OVMF.fd", vcpus: 1, vcpuType: "EPYC-v4" }));
+    const img = makeImage("img");
     const rc = await runCli(["measure", "--image", img, "--explain", "--json"]);
     expect(rc).toBe(0);
     const j = JSON.parse(out) as { digest: string; components: { component: string; hash?: string }[] };
     expect(j.digest).toBe(KAT);
     expect(j.components.map((c) => c.component)).toContain("metadata[5] SNP_KERNEL_HASHES");
+  });
+
+  it("refuses an image whose files differ from image.json's records", async () => {
+    const img = makeImage("tampered");
+    writeFileSync(path.join(img, "initrd.img"), "swapped");
+    expect(await runCli(["measure", "--image", img])).toBe(2);
+    expect(err).toMatch(/the initrd does not match image.json \(SHA-256 [0-9a-f]{64}, recorded e3b0c442/);
   });
 
   it("exits 2 with a clear message on each input error", async () => {

@@ -2,7 +2,7 @@
 // plus --image DIR for an airlock image, --explain for the measured components and --json.
 import { readFile, stat } from "node:fs/promises";
 import { AirlockError } from "../../../../proto/src/errors.ts";
-import { cpuSig, readImageDir, snpLaunchDigest, snpOvmfHash, type ExplainEntry, type VmmType } from "../../measure/index.ts";
+import { checkImageRecords, cpuSig, hashKernelInputs, readImageDir, snpLaunchDigest, snpOvmfHash, type ExplainEntry, type KernelHashes, type VmmType } from "../../measure/index.ts";
 import { printResult, type AirlockCommand } from "../command.ts";
 
 interface MeasureArgs {
@@ -130,13 +130,20 @@ async function runMeasure(argv: MeasureArgs): Promise<void> {
     ovmfHash = Buffer.from(argv["snp-ovmf-hash"], "hex");
   }
 
+  // An image's files must be the ones its image.json records; they are hashed once for both uses.
+  let kernelHashes: KernelHashes | undefined;
+  if (image !== undefined) {
+    kernelHashes = await hashKernelInputs({ kernel: image.kernelPath, initrd: image.initrdPath, append: image.append });
+    checkImageRecords(image, kernelHashes);
+  }
+
   const result = await snpLaunchDigest({
     ovmf,
     ovmfSource: ovmfPath,
     vcpus,
     ...(vcpuType !== undefined && { vcpuType }),
     ...(vcpuSig !== undefined && { vcpuSig }),
-    ...(kernel !== undefined && { kernel }),
+    ...(kernelHashes !== undefined ? { kernelHashes } : kernel !== undefined && { kernel }),
     ...(initrd !== undefined && { initrd }),
     ...(append !== undefined && { append }),
     ...(guestFeatures !== undefined && { guestFeatures }),
