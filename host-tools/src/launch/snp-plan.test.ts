@@ -16,6 +16,7 @@ import {
   signIdBlock,
   snpKeyDigest,
   snpLaunchPlan,
+  snpPlanMeasurement,
   snpPublicKey,
   type2LaunchPlan,
   type3LaunchPlan,
@@ -92,6 +93,28 @@ describe("SNP launch plans (golden)", () => {
     ];
     for (const [over, msg] of bad) expect(() => snpLaunchPlan({ ...firewall, ...over })).toThrow(msg);
     expect(() => type3LaunchPlan(igvm({}), igvm({}))).toThrow(/different names/);
+  });
+});
+
+describe("plan and measurement agree", () => {
+  it("measures exactly what the plan launches", async () => {
+    const repoRoot = path.resolve(testdata, "../../../..");
+    const spec: SnpVmSpec = {
+      ...firewall,
+      vcpus: 1,
+      ovmfPath: path.resolve(repoRoot, "../shared/fixtures/ovmf/ovmf_AmdSev_suffix.bin"),
+      kernelPath: "/dev/null",
+      initrdPath: "/dev/null",
+      append: "console=ttyS0 loglevel=7",
+    };
+    const { digest } = await snpPlanMeasurement(spec);
+    // sev-snp-measure's vector for these inputs.
+    expect(digest.equals(DIGEST)).toBe(true);
+    const plan = snpLaunchPlan({ ...spec, idKey: { privateKey: idKey, launchDigest: digest } });
+    expect(plan.idBlock!.subarray(0, 48).equals(digest)).toBe(true);
+    const argv = plan.argv.join(" ");
+    expect(argv).toContain(`-bios ${spec.ovmfPath} -kernel /dev/null -initrd /dev/null -append console=ttyS0 loglevel=7`);
+    expect(argv).toContain("-cpu EPYC-v4 -smp 1");
   });
 });
 

@@ -7,7 +7,9 @@
 // (pub. 56860, SNP_LAUNCH_FINISH) so the PSP itself refuses a launch whose digest differs.
 import { execFile } from "node:child_process";
 import { createHash, sign, type KeyObject } from "node:crypto";
+import { readFile } from "node:fs/promises";
 import { AirlockError } from "../../../proto/src/errors.ts";
+import { snpLaunchDigest, type SnpLaunchDigest } from "../measure/index.ts";
 
 export const QEMU_SNP_BINARY = "qemu-system-x86_64";
 export const MIN_QEMU_SNP = "9.1.0";
@@ -253,6 +255,31 @@ export function type3LaunchPlan(firewall: IgvmVmSpec, sandbox: IgvmVmSpec): Qemu
   if (firewall.name === sandbox.name) throw new AirlockError("LAUNCH", "the firewall and sandbox VMs need different names");
   if (firewall.qmpSocket === sandbox.qmpSocket) throw new AirlockError("LAUNCH", "the firewall and sandbox VMs need different QMP sockets");
   return [igvmPlan(firewall, "firewall", { svsm: 0, firewall: 2 }), igvmPlan(sandbox, "sandbox", { svsm: 0, sandbox: 2 })];
+}
+
+/**
+ * The launch digest the guest of `snpLaunchPlan(spec)` will have, computed by the same code as
+ * `airlock measure` from the same firmware, kernel, initrd, command line and vCPUs. Use it for the
+ * ID block (idKey.launchDigest) and as the verifier's expected measurement. `guestFeatures` is the
+ * SEV_FEATURES the host's KVM/QEMU give the guest (0x1 unless they enable more).
+ */
+export async function snpPlanMeasurement(spec: SnpVmSpec, guestFeatures: bigint = 0x1n): Promise<SnpLaunchDigest> {
+  let ovmf: Buffer;
+  try {
+    ovmf = await readFile(spec.ovmfPath);
+  } catch (err) {
+    throw new AirlockError("IMAGE_MISSING", `cannot read the firmware ${spec.ovmfPath}`, { cause: err });
+  }
+  return snpLaunchDigest({
+    ovmf,
+    ovmfSource: spec.ovmfPath,
+    vcpus: spec.vcpus,
+    vcpuType: spec.vcpuType,
+    kernel: spec.kernelPath,
+    ...(spec.initrdPath !== undefined && { initrd: spec.initrdPath }),
+    append: spec.append,
+    guestFeatures,
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
