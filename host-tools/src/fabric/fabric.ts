@@ -1,0 +1,191 @@
+// The vsock fabric: one vhost-user-vsock backend serving several VMs, routing between them and the
+// host. `startFabric` is what `airlock vsock-fabric` and the VM-pair launcher call.
+import { EventEmitter } from "node:events";
+import { lstatSync, rmSync } from "node:fs";
+import net from "node:net";
+import { AirlockError } from "../../../proto/src/errors.ts";
+import { silentLogger, type Logger } from "../../../proto/src/log.ts";
+import { loadNative, type FabricNative, type Poller } from "./native.ts";
+import { checkVmSpecs, type VmSpec } from "./options.ts";
+import { Router, type RoutedVm } from "./router.ts";
+import { VhostUserSession } from "./vhost-user.ts";
+import { VsockDevice } from "./vsock-device.ts";
+
+export interface FabricOptions {
+  vms: VmSpec[];
+  logger?: Logger;
+}
+
+export interface VmDisconnected {
+  cid: number;
+  /** Why: null when QEMU closed the connection cleanly; otherwise the protocol/ring fault. */
+  reason: Error | null;
+}
+
+export interface Fabric {
+  /** Resolves once every socket listens (QEMU may connect from then on). */
+  readonly ready: Promise<void>;
+  /** Closes everything; idempotent. */
+  stop(): Promise<void>;
+  /** A VM's QEMU connected to its vhost-user socket. */
+  on(event: "vm-connected", listener: (cid: number) => void): this;
+  /** A VM's vhost-user connection ended (QEMU exited, or the VM was cut off for misbehaving). */
+  on(event: "vm-disconnected", listener: (ev: VmDisconnected) => void): this;
+  /** A per-VM fault (AirlockError FABRIC or GUEST_PROTOCOL with `cid` set) or a fabric failure. */
+  on(event: "error", listener: (err: AirlockError & { cid?: number }) => void): this;
+  /** The router, for status and tests. */
+  readonly router: Router;
+}
+
+class VmSlot {
+  listenFd = -1;
+  listenPoller: Poller | null = null;
+  session: VhostUserSession | null = null;
+  hostServer: net.Server | null = null;
+  readonly hostSockets = new Set<net.Socket>();
+  readonly device: VsockDevice;
+  readonly routed: RoutedVm;
+
+  constructor(
+    readonly spec: VmSpec,
+    fabric: FabricImpl,
+    readonly log: Logger,
+  ) {
+    this.device = new VsockDevice(
+      spec.cid,
+      fabric.router,
+      (q) => this.session?.notify(q),
+      (err) => fabric.vmFault(this, err),
+      log,
+    );
+    this.routed = { cid: spec.cid, groups: new Set(spec.groups), udsPath: spec.udsPath, device: this.device };
+  }
+}
+
+/** Removes a stale socket file left by an earlier run; refuses to delete anything else. */
+function removeStaleSocket(p: string): void {
+  let st;
+  try {
+    st = lstatSync(p);
+  } catch {
+    return;
+  }
+  if (!st.isSocket()) throw new AirlockError("FABRIC", `${p} exists and is not a socket`, { hint: "choose another path or remove the file" });
+  rmSync(p);
+}
+
+class FabricImpl extends EventEmitter implements Fabric {
+  readonly router: Router;
+  readonly ready: Promise<void>;
+  private readonly slots: VmSlot[];
+  private readonly native: FabricNative;
+  private stopped = false;
+
+  constructor(opts: FabricOptions) {
+    super();
+    checkVmSpecs(opts.vms);
+    const log = (opts.logger ?? silentLogger).child({ module: "fabric" });
+    this.native = loadNative();
+    this.router = new Router(log);
+    this.slots = opts.vms.map((spec) => new VmSlot(spec, this, log.child({ cid: spec.cid })));
+    for (const s of this.slots) this.router.addVm(s.routed);
+    this.ready = this.listenAll();
+    this.ready.catch(() => this.stop());
+  }
+
+  private async listenAll(): Promise<void> {
+    for (const slot of this.slots) {
+      removeStaleSocket(slot.spec.socket);
+      removeStaleSocket(slot.spec.udsPath);
+      slot.listenFd = this.native.listenUnix(slot.spec.socket, 4);
+      slot.listenPoller = new this.native.Poller(slot.listenFd, () => this.acceptVhost(slot));
+      slot.listenPoller.start(true);
+      const server = net.createServer({ allowHalfOpen: true }, (sock) => {
+        slot.hostSockets.add(sock);
+        sock.once("close", () => slot.hostSockets.delete(sock));
+        this.router.acceptHost(slot.routed, sock);
+      });
+      slot.hostServer = server;
+      await new Promise<void>((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(slot.spec.udsPath, () => {
+          server.off("error", reject);
+          resolve();
+        });
+      });
+      server.on("error", (err) => slot.log.error({ err: err.message }, "host socket server error"));
+      slot.log.info({ socket: slot.spec.socket, udsPath: slot.spec.udsPath, groups: slot.spec.groups }, "vsock fabric listening");
+    }
+  }
+
+  private acceptVhost(slot: VmSlot): void {
+    if (this.stopped) return;
+    for (;;) {
+      let fd: number;
+      try {
+        fd = this.native.accept(slot.listenFd);
+      } catch (err) {
+        slot.log.error({ err: (err as Error).message }, "accept failed");
+        return;
+      }
+      if (fd < 0) return;
+      if (slot.session || slot.device.broken) {
+        // One frontend per VM; a VM that was cut off stays cut off.
+        slot.log.warn("refused a second vhost-user connection");
+        this.native.close(fd);
+        continue;
+      }
+      slot.log.info("QEMU connected");
+      slot.device.reset();
+      slot.session = new VhostUserSession(this.native, fd, slot.spec.cid, slot.device, slot.log, (reason) => this.sessionClosed(slot, reason));
+      this.emit("vm-connected", slot.spec.cid);
+    }
+  }
+
+  private sessionClosed(slot: VmSlot, reason: Error | null): void {
+    slot.session = null;
+    slot.device.reset();
+    this.router.vmDown(slot.spec.cid);
+    if (this.stopped) return;
+    if (reason) {
+      slot.log.error({ err: reason.message }, "VM cut off");
+      this.emitError(new AirlockError("GUEST_PROTOCOL", `VM ${slot.spec.cid}: ${reason.message}`, { cause: reason }), slot.spec.cid);
+    } else {
+      slot.log.info("QEMU disconnected");
+    }
+    this.emit("vm-disconnected", { cid: slot.spec.cid, reason } satisfies VmDisconnected);
+  }
+
+  /** The device found the guest's rings malformed: end its session (and only its). */
+  vmFault(slot: VmSlot, err: Error): void {
+    if (slot.session) slot.session.close(err);
+    else this.router.vmDown(slot.spec.cid);
+  }
+
+  private emitError(err: AirlockError, cid: number): void {
+    const e = Object.assign(err, { cid });
+    if (this.listenerCount("error") > 0) this.emit("error", e);
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    const closing: Promise<void>[] = [];
+    for (const slot of this.slots) {
+      slot.session?.close(null);
+      slot.listenPoller?.close();
+      if (slot.listenFd >= 0) this.native.close(slot.listenFd);
+      slot.listenFd = -1;
+      for (const s of slot.hostSockets) s.destroy();
+      const server = slot.hostServer;
+      if (server) closing.push(new Promise((resolve) => server.close(() => resolve())));
+      rmSync(slot.spec.socket, { force: true });
+    }
+    await Promise.all(closing);
+  }
+}
+
+/** Starts the fabric for these VMs; await `ready` before launching QEMU. */
+export function startFabric(opts: FabricOptions): Fabric {
+  return new FabricImpl(opts);
+}

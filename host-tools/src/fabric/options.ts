@@ -1,0 +1,94 @@
+// Command-line and config-file syntax of rust-vmm's vhost-device-vsock, so `airlock vsock-fabric`
+// is a drop-in replacement:
+//   --vm guest-cid=N,socket=PATH,uds-path=PATH[,groups=a+b]     (repeatable)
+//   --guest-cid N --socket PATH --uds-path PATH [--groups a+b]  (one VM)
+//   --config FILE   (YAML: vms: [{guest_cid, socket, uds_path, groups}])
+import { readFileSync } from "node:fs";
+import { parse as parseYaml } from "yaml";
+import { AirlockError } from "../../../proto/src/errors.ts";
+
+export interface VmSpec {
+  cid: number;
+  /** vhost-user socket the fabric listens on; QEMU's `-chardev socket,path=` connects to it. */
+  socket: string;
+  /** Hybrid-vsock socket for host programs; guest -> host port P goes to `<udsPath>_P`. */
+  udsPath: string;
+  /** VMs talk to each other only when they share a group. Default: ["default"]. */
+  groups: string[];
+}
+
+const GROUP_RE = /^[A-Za-z0-9_.-]+$/;
+
+function usage(message: string): AirlockError {
+  return new AirlockError("USAGE", message, { hint: "expected --vm guest-cid=N,socket=PATH,uds-path=PATH[,groups=a+b]" });
+}
+
+export function checkCid(value: unknown, where: string): number {
+  const n = typeof value === "number" ? value : typeof value === "string" && /^[0-9]+$/.test(value) ? Number(value) : NaN;
+  // 0-2 are reserved (hypervisor, local, host); 0xffffffff is VMADDR_CID_ANY.
+  if (!Number.isInteger(n) || n < 3 || n >= 0xffffffff) throw usage(`${where}: guest CID must be an integer from 3 to 4294967294, got ${JSON.stringify(value)}`);
+  return n;
+}
+
+function checkGroups(value: string, where: string): string[] {
+  const groups = value.split("+");
+  if (groups.some((g) => !GROUP_RE.test(g))) throw usage(`${where}: groups must be names joined by '+', got ${JSON.stringify(value)}`);
+  return groups;
+}
+
+/** Parses one `--vm` value. */
+export function parseVmOption(spec: string): VmSpec {
+  const fields = new Map<string, string>();
+  for (const part of spec.split(",")) {
+    const eq = part.indexOf("=");
+    if (eq <= 0) throw usage(`--vm ${spec}: '${part}' is not key=value`);
+    const k = part.slice(0, eq);
+    if (fields.has(k)) throw usage(`--vm ${spec}: '${k}' given twice`);
+    fields.set(k, part.slice(eq + 1));
+  }
+  for (const k of fields.keys()) {
+    if (!["guest-cid", "socket", "uds-path", "groups"].includes(k)) throw usage(`--vm ${spec}: unknown key '${k}'`);
+  }
+  return toSpec({ cid: fields.get("guest-cid"), socket: fields.get("socket"), udsPath: fields.get("uds-path"), groups: fields.get("groups") }, `--vm ${spec}`);
+}
+
+function toSpec(raw: { cid: unknown; socket: unknown; udsPath: unknown; groups: unknown }, where: string): VmSpec {
+  if (raw.cid === undefined) throw usage(`${where}: guest-cid is missing`);
+  for (const [name, v] of [
+    ["socket", raw.socket],
+    ["uds-path", raw.udsPath],
+  ] as const) {
+    if (typeof v !== "string" || v === "") throw usage(`${where}: ${name} is missing`);
+    if (Buffer.byteLength(v) > 100) throw usage(`${where}: ${name} is longer than a Unix socket path may be`);
+  }
+  const groups = raw.groups === undefined ? ["default"] : checkGroups(String(raw.groups), where);
+  return { cid: checkCid(raw.cid, where), socket: raw.socket as string, udsPath: raw.udsPath as string, groups };
+}
+
+/** Parses a vhost-device-vsock YAML config file. */
+export function parseConfigFile(file: string): VmSpec[] {
+  let doc: unknown;
+  try {
+    doc = parseYaml(readFileSync(file, "utf8"));
+  } catch (err) {
+    throw new AirlockError("USAGE", `${file}: cannot read the fabric config: ${(err as Error).message}`);
+  }
+  const vms = (doc as { vms?: unknown } | null)?.vms;
+  if (!Array.isArray(vms) || vms.length === 0) throw usage(`${file}: expected a non-empty 'vms' list`);
+  return vms.map((v: unknown, i) => {
+    const o = (v ?? {}) as Record<string, unknown>;
+    return toSpec({ cid: o.guest_cid, socket: o.socket, udsPath: o.uds_path, groups: o.groups }, `${file}: vms[${i}]`);
+  });
+}
+
+/** Rejects duplicate CIDs or paths across VMs. */
+export function checkVmSpecs(specs: VmSpec[]): void {
+  if (specs.length === 0) throw usage("no VM given");
+  const seen = new Set<string>();
+  for (const s of specs) {
+    for (const k of [`cid:${s.cid}`, `path:${s.socket}`, `path:${s.udsPath}`]) {
+      if (seen.has(k)) throw usage(`${k.slice(k.indexOf(":") + 1)} is used by more than one VM`);
+      seen.add(k);
+    }
+  }
+}

@@ -1,0 +1,159 @@
+// The fabric with real QEMU 7.2 guests (TCG) and a third-party vsock client (socat) inside them:
+// data within a group, refusal across groups, guest -> host `<uds-path>_P`, host -> guest CONNECT.
+import { createHash, randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startFabric, type Fabric } from "../../host-tools/src/fabric/index.ts";
+import { buildTestGuest, TestGuest } from "./guest.ts";
+
+const MiB = 1024 * 1024;
+const BULK_MIB = Number(process.env.AIRLOCK_FABRIC_BULK_MIB ?? 64);
+
+let dir: string;
+let fabric: Fabric;
+let a: TestGuest; // cid 3, group "pair"
+let b: TestGuest; // cid 4, group "pair"
+let c: TestGuest; // cid 5, group "other"
+const errors: string[] = [];
+
+const sha256 = (b: Buffer): string => createHash("sha256").update(b).digest("hex");
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+beforeAll(async () => {
+  const image = buildTestGuest();
+  dir = mkdtempSync(path.join(os.tmpdir(), "airlock-fabric-"));
+  fabric = startFabric({
+    vms: [
+      { cid: 3, socket: `${dir}/a.vhost`, udsPath: `${dir}/a.vsock`, groups: ["pair"] },
+      { cid: 4, socket: `${dir}/b.vhost`, udsPath: `${dir}/b.vsock`, groups: ["pair"] },
+      { cid: 5, socket: `${dir}/c.vhost`, udsPath: `${dir}/c.vsock`, groups: ["other"] },
+    ],
+  });
+  fabric.on("error", (e) => errors.push(e.message));
+  await fabric.ready;
+  a = new TestGuest(image, `${dir}/a.vhost`, 256);
+  b = new TestGuest(image, `${dir}/b.vhost`, 256);
+  c = new TestGuest(image, `${dir}/c.vhost`, 128);
+  await Promise.all([a.booted(), b.booted(), c.booted()]);
+}, 240_000);
+
+afterAll(async () => {
+  await Promise.all([a?.kill(), b?.kill(), c?.kill()]);
+  await fabric?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+async function guestSha(g: TestGuest, file: string): Promise<string> {
+  return firstHash(await g.run(`sha256sum ${file}`));
+}
+
+/** The hash a guest printed (sha256sum's output) or saved in a file. */
+function firstHash(r: { out: string }): string {
+  const m = /([0-9a-f]{64})/.exec(r.out);
+  if (!m) throw new Error(`no hash in ${JSON.stringify(r.out)}`);
+  return m[1]!;
+}
+
+describe("vsock fabric with QEMU guests", () => {
+  it(`moves ${BULK_MIB} MiB each way between two guests of a group, intact`, async () => {
+    await Promise.all([
+      a.run(`dd if=/dev/urandom of=/tmp/out bs=1M count=${BULK_MIB} 2>/dev/null`, 120_000),
+      b.run(`dd if=/dev/urandom of=/tmp/out bs=1M count=${BULK_MIB} 2>/dev/null`, 120_000),
+    ]);
+    const [shaA, shaB] = [await guestSha(a, "/tmp/out"), await guestSha(b, "/tmp/out")];
+    b.start("socat -u VSOCK-LISTEN:1234 STDOUT | sha256sum > /tmp/in; echo RECV_DONE_B");
+    a.start("socat -u VSOCK-LISTEN:1235 STDOUT | sha256sum > /tmp/in; echo RECV_DONE_A");
+    await sleep(1000);
+    const t0 = Date.now();
+    a.start("socat -u OPEN:/tmp/out,rdonly VSOCK-CONNECT:4:1234");
+    b.start("socat -u OPEN:/tmp/out,rdonly VSOCK-CONNECT:3:1235");
+    await Promise.all([b.waitFor(/RECV_DONE_B/, 240_000), a.waitFor(/RECV_DONE_A/, 240_000)]);
+    const secs = (Date.now() - t0) / 1000;
+    console.log(`guest<->guest under TCG: ${BULK_MIB} MiB each way in ${secs.toFixed(1)} s (${((2 * BULK_MIB) / secs).toFixed(1)} MiB/s total)`);
+    expect(firstHash(await b.run("cat /tmp/in"))).toBe(shaA);
+    expect(firstHash(await a.run("cat /tmp/in"))).toBe(shaB);
+    await Promise.all([a.run("rm -f /tmp/out /tmp/in"), b.run("rm -f /tmp/out /tmp/in")]);
+  });
+
+  it("refuses a guest in another group, an unknown CID and a port nobody listens on", async () => {
+    c.start("socat -u VSOCK-LISTEN:1234 STDOUT > /tmp/got; echo C_GOT");
+    await sleep(500);
+    const cross = await a.run("echo secret | socat -u STDIN VSOCK-CONNECT:5:1234");
+    expect(cross.status).not.toBe(0);
+    expect(cross.out).toMatch(/Connection reset by peer/);
+    const reverse = await c.run("echo secret | socat -u STDIN VSOCK-CONNECT:3:1234");
+    expect(reverse.status).not.toBe(0);
+    const unknown = await a.run("echo x | socat -u STDIN VSOCK-CONNECT:77:1234");
+    expect(unknown.status).not.toBe(0);
+    const closed = await a.run("echo x | socat -u STDIN VSOCK-CONNECT:4:4444");
+    expect(closed.status).not.toBe(0);
+    const got = await c.run("wc -c < /tmp/got");
+    expect(got.out.trim()).toMatch(/^0$/m);
+    expect(c.output).not.toMatch(/C_GOT/);
+  });
+
+  it("connects a guest to a host listener at <uds-path>_<port>", async () => {
+    const received: Buffer[] = [];
+    const server = net.createServer({ allowHalfOpen: true }, (s) => {
+      s.on("data", (d) => received.push(d));
+      s.on("end", () => s.end(`sha ${sha256(Buffer.concat(received))}\n`));
+    });
+    await new Promise<void>((r) => server.listen(`${dir}/a.vsock_5000`, r));
+    try {
+      await a.run("head -c 3000000 /dev/urandom > /tmp/h");
+      const sent = await guestSha(a, "/tmp/h");
+      const r = await a.run("socat -t 30 OPEN:/tmp/h,rdonly!!STDOUT VSOCK-CONNECT:2:5000", 120_000);
+      expect(r.status).toBe(0);
+      expect(r.out).toContain(`sha ${sent}`);
+      // No listener on that port: refused.
+      const none = await a.run("echo x | socat -u STDIN VSOCK-CONNECT:2:5001");
+      expect(none.status).not.toBe(0);
+    } finally {
+      server.close();
+    }
+  });
+
+  it("connects a host program to a guest port with CONNECT <port>", async () => {
+    b.start("socat VSOCK-LISTEN:6000 SYSTEM:sha256sum");
+    await sleep(500);
+    const data = randomBytes(4 * MiB);
+    const reply = await new Promise<string>((resolve, reject) => {
+      const s = net.connect({ path: `${dir}/b.vsock`, allowHalfOpen: true });
+      let got = "";
+      s.setTimeout(120_000, () => s.destroy(new Error("timed out")));
+      s.on("error", reject);
+      s.on("connect", () => s.write("CONNECT 6000\n"));
+      s.on("data", (d) => {
+        const before = got;
+        got += d.toString("latin1");
+        if (!before.includes("\n") && got.includes("\n")) {
+          expect(got).toMatch(/^OK \d+\n/);
+          s.end(data);
+        }
+      });
+      s.on("end", () => resolve(got));
+    });
+    expect(reply).toMatch(new RegExp(`^OK \\d+\\n${sha256(data)}  -`));
+    // A port nothing listens on: the fabric closes the connection without OK.
+    const refused = await new Promise<string>((resolve) => {
+      const s = net.connect({ path: `${dir}/b.vsock` });
+      let got = "";
+      s.on("connect", () => s.write("CONNECT 6001\n"));
+      s.on("data", (d) => (got += d.toString()));
+      s.on("close", () => resolve(got));
+      s.on("error", () => undefined);
+    });
+    expect(refused).toBe("");
+  });
+
+  it("leaves no connection behind and raised no VM fault", async () => {
+    const deadline = Date.now() + 20_000;
+    while (Date.now() < deadline && [3, 4, 5].some((cid) => fabric.router.connectionCount(cid) > 0)) await sleep(200);
+    // socat listening on C is still waiting (its connection attempt was refused); nothing else.
+    expect([3, 4, 5].map((cid) => fabric.router.connectionCount(cid))).toEqual([0, 0, 0]);
+    expect(errors).toEqual([]);
+  });
+});
