@@ -1,0 +1,264 @@
+// The key broker: a plain HTTP service (node:http) that releases a dataset key only to a VM whose
+// attestation report verifies against the policy registered with that key and whose report_data
+// binds a fresh broker nonce and the VM's ephemeral X25519 key (see proto/src/attestation/kbs-wire.ts).
+//
+//   POST /v1/nonce                → 200 {nonce, expiresAt}
+//   POST /v1/keys/<id>/release    → 200 {keyId, wrapped} | 403 {error: "KEY_RELEASE", reason} | 404 | 400
+//
+// Nonces are random, single-use (consumed by the first release attempt, whatever its outcome) and
+// expire after nonceTtlMs. Every release and refusal goes to a signed, hash-chained audit log
+// (proto/src/audit) under <state>/audit/, one file per broker run; no key material is recorded.
+import { hkdfSync, randomBytes } from "node:crypto";
+import { mkdirSync } from "node:fs";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import path from "node:path";
+import { AirlockError } from "../../../proto/src/errors.ts";
+import type { Logger } from "../../../proto/src/log.ts";
+import { silentLogger } from "../../../proto/src/log.ts";
+import { AuditLog, AUDIT_KINDS, signerFromPrivateKey } from "../../../proto/src/audit/index.ts";
+import { parseReport } from "../../../proto/src/attestation/report.ts";
+import { ed25519FromSeed, KBS_NONCE_BYTES, reportDataFor, wrapKey } from "../../../proto/src/attestation/kbs-wire.ts";
+import type { NonceResponse, RefusalResponse, ReleaseRequest, ReleaseResponse } from "../../../proto/src/attestation/kbs-wire.ts";
+import { ReportVerifier } from "../attestation/verify.ts";
+import type { Expectations } from "../attestation/verify.ts";
+import { KEY_ID, KeyStore } from "./store.ts";
+import type { KeyPolicy } from "./store.ts";
+
+export type KbsListen = { host?: string; port?: number } | { path: string };
+
+export interface KbsOptions {
+  stateDir: string;
+  masterKey: Buffer;
+  listen?: KbsListen;
+  log?: Logger;
+  /** How long a nonce stays valid (default 60 s). */
+  nonceTtlMs?: number;
+  /** Outstanding nonces kept at most; the oldest go first (default 10000). */
+  maxNonces?: number;
+}
+
+export interface KbsHandle {
+  /** "http://127.0.0.1:PORT" or "unix:/path/to.sock" (what KbsClient takes). */
+  endpoint: string;
+  store: KeyStore;
+  auditPath: string;
+  close(): Promise<void>;
+}
+
+const MAX_BODY = 64 * 1024;
+const RELEASE = /^\/v1\/keys\/([^/]+)\/release$/;
+
+class Refusal extends Error {
+  constructor(
+    readonly status: number,
+    readonly body: RefusalResponse,
+  ) {
+    super(body.reason);
+  }
+}
+
+function refuse(reason: string): Refusal {
+  return new Refusal(403, { error: "KEY_RELEASE", reason });
+}
+
+function readBody(req: http.IncomingMessage): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on("data", (c: Buffer) => {
+      size += c.length;
+      if (size > MAX_BODY) {
+        reject(new Refusal(413, { error: "USAGE", reason: `request body exceeds ${MAX_BODY} bytes` }));
+        req.destroy();
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on("end", () => resolve(Buffer.concat(chunks)));
+    req.on("error", reject);
+  });
+}
+
+function b64(value: unknown, field: string, maxBytes: number): Buffer {
+  if (typeof value !== "string" || !/^[A-Za-z0-9+/]*={0,2}$/.test(value)) throw new Refusal(400, { error: "USAGE", reason: `${field} must be base64` });
+  const b = Buffer.from(value, "base64");
+  if (b.length > maxBytes) throw new Refusal(400, { error: "USAGE", reason: `${field} is too long` });
+  return b;
+}
+
+function expectationsOf(policy: KeyPolicy, reportData: Buffer): Expectations {
+  const e: Expectations = { reportData };
+  if (policy.hostData) e.hostData = Buffer.from(policy.hostData, "hex");
+  if (policy.product) e.product = policy.product;
+  if (policy.vmpl !== undefined) e.vmpl = policy.vmpl;
+  if (policy.minTcb) e.minTcb = policy.minTcb;
+  if (policy.allowDebug) e.allowDebug = true;
+  if (policy.forbidSmt) e.forbidSmt = true;
+  if (policy.forbidMigrateMa) e.forbidMigrateMa = true;
+  if (policy.requireSingleSocket) e.requireSingleSocket = true;
+  return e;
+}
+
+export async function startKbs(options: KbsOptions): Promise<KbsHandle> {
+  const log = (options.log ?? silentLogger).child({ module: "kbs" });
+  const store = new KeyStore(options.stateDir, options.masterKey);
+  const ttl = options.nonceTtlMs ?? 60_000;
+  const maxNonces = options.maxNonces ?? 10_000;
+  const nonces = new Map<string, number>(); // base64 nonce → expiry (ms); insertion order = age
+  const verifiers = new Map<string, ReportVerifier>();
+
+  const auditDir = path.join(options.stateDir, "audit");
+  mkdirSync(auditDir, { recursive: true, mode: 0o700 });
+  const auditPath = path.join(auditDir, `kbs-${new Date().toISOString().replace(/[:.]/g, "-")}-${randomBytes(3).toString("hex")}.jsonl`);
+  // The audit signing key is derived from the master key: no second secret to keep.
+  const auditSeed = Buffer.from(hkdfSync("sha256", options.masterKey, Buffer.alloc(0), "airlock-kbs-v1 audit signing", 32));
+  const audit = await AuditLog.create(auditPath, { signer: signerFromPrivateKey(ed25519FromSeed(auditSeed)), logger: log });
+  auditSeed.fill(0);
+
+  const verifierFor = (policy: KeyPolicy): ReportVerifier => {
+    const k = JSON.stringify(policy.trustRoots ?? []);
+    let v = verifiers.get(k);
+    if (!v) {
+      v = new ReportVerifier(policy.trustRoots?.length ? { trustRoots: policy.trustRoots } : {});
+      verifiers.set(k, v);
+    }
+    return v;
+  };
+
+  const newNonce = (): NonceResponse => {
+    const now = Date.now();
+    for (const [n, exp] of nonces) {
+      if (exp > now && nonces.size < maxNonces) break;
+      nonces.delete(n);
+    }
+    const nonce = randomBytes(KBS_NONCE_BYTES).toString("base64");
+    nonces.set(nonce, now + ttl);
+    return { nonce, expiresAt: new Date(now + ttl).toISOString() };
+  };
+
+  const release = async (keyId: string, body: Buffer, remote: string): Promise<ReleaseResponse> => {
+    let req: ReleaseRequest;
+    try {
+      req = JSON.parse(body.toString("utf8")) as ReleaseRequest;
+    } catch {
+      throw new Refusal(400, { error: "USAGE", reason: "body is not JSON" });
+    }
+    if (typeof req !== "object" || req === null) throw new Refusal(400, { error: "USAGE", reason: "body must be a JSON object" });
+    // The nonce is consumed before anything else can fail (and before any await): one attempt per nonce.
+    const nonceKey = typeof req.nonce === "string" ? req.nonce : "";
+    const expiry = nonces.get(nonceKey);
+    nonces.delete(nonceKey);
+    const facts: Record<string, string> = { keyId, remote };
+    const record = async (kind: string, extra: Record<string, string>): Promise<void> => {
+      await audit.append(kind, { ...facts, ...extra });
+    };
+    try {
+      if (expiry === undefined) throw refuse("nonce unknown, already used, or from another broker run (replay?)");
+      if (expiry < Date.now()) throw refuse("nonce expired: ask for a fresh one and attest again");
+      const nonce = Buffer.from(nonceKey, "base64");
+      const publicKey = b64(req.publicKey, "publicKey", 64);
+      if (publicKey.length !== 32) throw new Refusal(400, { error: "USAGE", reason: "publicKey must be a raw 32-byte X25519 key" });
+      const report = b64(req.report, "report", 4096);
+      const vcek = b64(req.vcek, "vcek", 8192);
+      if (req.chain !== undefined && (typeof req.chain !== "string" || req.chain.length > 16384)) throw new Refusal(400, { error: "USAGE", reason: "chain must be PEM text" });
+      const policy = store.policy(keyId);
+      if (!policy) throw new Refusal(404, { error: "NOT_FOUND", reason: `no key "${keyId}"` });
+      try {
+        const parsed = parseReport(report);
+        facts.measurement = parsed.measurement.toString("hex");
+        facts.reportId = parsed.reportId.toString("hex");
+        facts.chipId = parsed.chipId.toString("hex").slice(0, 32);
+      } catch (err) {
+        throw refuse(AirlockError.from(err).message);
+      }
+      let result;
+      try {
+        result = verifierFor(policy).verify({ report, vcek, ...(req.chain ? { chain: req.chain } : {}) }, expectationsOf(policy, reportDataFor(nonce, publicKey)));
+      } catch (err) {
+        throw refuse(AirlockError.from(err).message);
+      }
+      if (!result.ok) {
+        const reason = result.failed!.check === "report-data" ? "report_data does not bind this nonce and public key (stale, replayed or relayed report)" : result.failed!.reason;
+        facts.check = result.failed!.check;
+        throw refuse(`${result.failed!.check}: ${reason}`);
+      }
+      if (!policy.measurements.some((m) => m.toLowerCase() === facts.measurement)) {
+        facts.check = "measurement";
+        throw refuse(`measurement: ${facts.measurement} is not one registered for key ${keyId}`);
+      }
+      const key = store.open(keyId);
+      try {
+        const wrapped = wrapKey(key, keyId, nonce, publicKey);
+        await record(AUDIT_KINDS.keyReleased, { product: result.product ?? "", amdRoot: String(result.amdRoot) });
+        log.info({ keyId, measurement: facts.measurement }, "key released");
+        return { keyId, wrapped };
+      } finally {
+        key.fill(0);
+      }
+    } catch (err) {
+      if (err instanceof Refusal) {
+        await record("key.refused", { status: String(err.status), reason: err.body.reason.slice(0, 500) });
+        log.warn({ keyId, reason: err.body.reason }, "key release refused");
+      }
+      throw err;
+    }
+  };
+
+  const server = http.createServer((req, res) => {
+    const send = (status: number, value: unknown): void => {
+      const body = JSON.stringify(value);
+      res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(body), "cache-control": "no-store" });
+      res.end(body);
+    };
+    const remote = req.socket.remoteAddress ?? "unix";
+    void (async () => {
+      try {
+        const url = new URL(req.url ?? "/", "http://kbs");
+        if (req.method === "POST" && url.pathname === "/v1/nonce") {
+          await readBody(req);
+          send(200, newNonce());
+          return;
+        }
+        const m = RELEASE.exec(url.pathname);
+        if (req.method === "POST" && m) {
+          const keyId = decodeURIComponent(m[1]!);
+          if (!KEY_ID.test(keyId)) throw new Refusal(400, { error: "USAGE", reason: "malformed key id" });
+          send(200, await release(keyId, await readBody(req), remote));
+          return;
+        }
+        send(404, { error: "NOT_FOUND", reason: `${req.method} ${url.pathname} is not a broker endpoint` });
+      } catch (err) {
+        if (err instanceof Refusal) send(err.status, err.body);
+        else {
+          log.error({ err: AirlockError.from(err).message }, "key broker fault");
+          send(500, { error: "INTERNAL", reason: "internal fault" });
+        }
+      }
+    })();
+  });
+  server.requestTimeout = 10_000;
+  server.headersTimeout = 5_000;
+  server.keepAliveTimeout = 2_000;
+
+  const listen = options.listen ?? { host: "127.0.0.1", port: 0 };
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    if ("path" in listen) server.listen(listen.path, resolve);
+    else server.listen(listen.port ?? 0, listen.host ?? "127.0.0.1", resolve);
+  });
+  const addr = server.address();
+  const endpoint = typeof addr === "string" ? `unix:${addr}` : `http://${(addr as AddressInfo).address.includes(":") ? `[${(addr as AddressInfo).address}]` : (addr as AddressInfo).address}:${(addr as AddressInfo).port}`;
+  log.info({ endpoint, auditPath }, "key broker listening");
+
+  return {
+    endpoint,
+    store,
+    auditPath,
+    close: async () => {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await audit.close();
+    },
+  };
+}

@@ -1,0 +1,81 @@
+// The key broker's client, run by the firewall VM: get a nonce, make a fresh X25519 key pair,
+// attest with report_data = SHA-512(nonce ‖ public key), send the evidence, unwrap the key.
+// node:http only (no host-only dependencies); the endpoint is "http://host:port" or "unix:/path".
+import http from "node:http";
+import { AirlockError } from "../errors.ts";
+import { newX25519, reportDataFor, unwrapKey } from "./kbs-wire.ts";
+import type { NonceResponse, RefusalResponse, ReleaseRequest, ReleaseResponse } from "./kbs-wire.ts";
+import type { ReportProvider } from "./provider.ts";
+
+const MAX_RESPONSE = 1024 * 1024;
+
+interface Reply {
+  status: number;
+  body: unknown;
+}
+
+function post(endpoint: string, pathname: string, body: unknown, timeoutMs: number): Promise<Reply> {
+  const payload = Buffer.from(JSON.stringify(body));
+  const target: http.RequestOptions = endpoint.startsWith("unix:") ? { socketPath: endpoint.slice(5), path: pathname } : (() => {
+    const u = new URL(pathname, endpoint);
+    if (u.protocol !== "http:") throw new AirlockError("USAGE", `key broker endpoint ${endpoint}: expected http://HOST:PORT or unix:PATH`);
+    return { host: u.hostname.replace(/^\[|\]$/g, ""), port: u.port, path: u.pathname };
+  })();
+  return new Promise((resolve, reject) => {
+    const req = http.request({ ...target, method: "POST", headers: { "content-type": "application/json", "content-length": payload.length }, timeout: timeoutMs }, (res) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      res.on("data", (c: Buffer) => {
+        size += c.length;
+        if (size > MAX_RESPONSE) req.destroy(new AirlockError("KEY_RELEASE", "key broker reply is too large"));
+        else chunks.push(c);
+      });
+      res.on("end", () => {
+        try {
+          resolve({ status: res.statusCode ?? 0, body: JSON.parse(Buffer.concat(chunks).toString("utf8")) });
+        } catch {
+          reject(new AirlockError("KEY_RELEASE", `key broker ${endpoint} sent a reply that is not JSON (HTTP ${res.statusCode})`));
+        }
+      });
+      res.on("error", reject);
+    });
+    req.on("timeout", () => req.destroy(new AirlockError("TIMEOUT", `key broker ${endpoint} did not answer within ${timeoutMs} ms`)));
+    req.on("error", (err) => reject(err instanceof AirlockError ? err : new AirlockError("KEY_RELEASE", `key broker ${endpoint}: ${err.message}`, { cause: err })));
+    req.end(payload);
+  });
+}
+
+export interface RequestKeyOptions {
+  endpoint: string;
+  keyId: string;
+  provider: ReportProvider;
+  timeoutMs?: number;
+}
+
+/** Attests to the broker and returns the released key. Refusals throw KEY_RELEASE with the broker's reason. */
+export async function requestKey(options: RequestKeyOptions): Promise<Buffer> {
+  const timeout = options.timeoutMs ?? 15_000;
+  const n = await post(options.endpoint, "/v1/nonce", {}, timeout);
+  const nonceBody = n.body as NonceResponse;
+  if (n.status !== 200 || typeof nonceBody?.nonce !== "string") throw new AirlockError("KEY_RELEASE", `key broker gave no nonce (HTTP ${n.status})`);
+  const nonce = Buffer.from(nonceBody.nonce, "base64");
+  const pair = newX25519();
+  const evidence = await options.provider.getReport(reportDataFor(nonce, pair.publicRaw));
+  const request: ReleaseRequest = {
+    nonce: nonceBody.nonce,
+    publicKey: pair.publicRaw.toString("base64"),
+    report: evidence.report.toString("base64"),
+    vcek: evidence.vcek.toString("base64"),
+    ...(evidence.chain ? { chain: evidence.chain } : {}),
+  };
+  const r = await post(options.endpoint, `/v1/keys/${encodeURIComponent(options.keyId)}/release`, request, timeout);
+  if (r.status !== 200) {
+    const refusal = r.body as RefusalResponse;
+    throw new AirlockError("KEY_RELEASE", `key broker refused key "${options.keyId}" (HTTP ${r.status}): ${typeof refusal?.reason === "string" ? refusal.reason.slice(0, 500) : "no reason"}`);
+  }
+  const release = r.body as ReleaseResponse;
+  if (release?.keyId !== options.keyId || typeof release.wrapped?.ciphertext !== "string" || typeof release.wrapped?.brokerPublicKey !== "string") {
+    throw new AirlockError("KEY_RELEASE", "key broker reply is malformed");
+  }
+  return unwrapKey(release.wrapped, options.keyId, nonce, pair);
+}

@@ -1,0 +1,113 @@
+// The key broker's binding and key-wrap, shared by the broker (host) and its client (firewall VM).
+//
+// Binding: the requester makes a fresh X25519 key pair and asks for a broker nonce; its report's
+// report_data must be SHA-512(nonce ‖ raw X25519 public key) — 64 bytes, the whole field. So the
+// report is fresh (the nonce is single-use and short-lived) and the key can only be unwrapped by
+// the VM that made the report (it alone holds the private half).
+//
+// Wrap: the broker makes its own ephemeral X25519 pair; shared = X25519(broker, requester);
+// k = HKDF-SHA-256(shared, salt = nonce, info = "airlock-kbs-v1 wrap" ‖ key id ‖ requester pub ‖
+// broker pub), 32 bytes; ciphertext = ChaCha20-Poly1305(k, 12 zero bytes, key, aad = key id). A
+// zero IV is safe: k is new for every wrap.
+import { createCipheriv, createDecipheriv, createHash, createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, hkdfSync } from "node:crypto";
+import type { KeyObject } from "node:crypto";
+import { AirlockError } from "../errors.ts";
+
+export const KBS_NONCE_BYTES = 32;
+const INFO = "airlock-kbs-v1 wrap";
+const TAG = 16;
+
+export function reportDataFor(nonce: Buffer, publicKeyRaw: Buffer): Buffer {
+  return createHash("sha512").update(nonce).update(publicKeyRaw).digest();
+}
+
+export interface X25519Pair {
+  privateKey: KeyObject;
+  publicRaw: Buffer;
+}
+
+export function newX25519(): X25519Pair {
+  const { privateKey, publicKey } = generateKeyPairSync("x25519");
+  return { privateKey, publicRaw: rawPublic(publicKey) };
+}
+
+function rawPublic(key: KeyObject): Buffer {
+  return Buffer.from(key.export({ format: "jwk" }).x!, "base64url");
+}
+
+export function x25519PublicFromRaw(raw: Buffer): KeyObject {
+  if (raw.length !== 32) throw new AirlockError("KEY_RELEASE", `X25519 public key must be 32 bytes, got ${raw.length}`);
+  return createPublicKey({ key: { kty: "OKP", crv: "X25519", x: raw.toString("base64url") }, format: "jwk" });
+}
+
+function derive(privateKey: KeyObject, peer: KeyObject, nonce: Buffer, keyId: string, requesterPub: Buffer, brokerPub: Buffer): Buffer {
+  const shared = diffieHellman({ privateKey, publicKey: peer });
+  if (shared.every((b) => b === 0)) throw new AirlockError("KEY_RELEASE", "X25519 shared secret is zero (low-order public key)");
+  const info = Buffer.concat([Buffer.from(INFO), Buffer.from([0]), Buffer.from(keyId, "utf8"), Buffer.from([0]), requesterPub, brokerPub]);
+  return Buffer.from(hkdfSync("sha256", shared, nonce, info, 32));
+}
+
+export interface WrappedKey {
+  /** Broker's ephemeral X25519 public key, base64. */
+  brokerPublicKey: string;
+  /** ChaCha20-Poly1305 ciphertext ‖ tag, base64. */
+  ciphertext: string;
+}
+
+export function wrapKey(key: Buffer, keyId: string, nonce: Buffer, requesterPubRaw: Buffer): WrappedKey {
+  const broker = newX25519();
+  const k = derive(broker.privateKey, x25519PublicFromRaw(requesterPubRaw), nonce, keyId, requesterPubRaw, broker.publicRaw);
+  const c = createCipheriv("chacha20-poly1305", k, Buffer.alloc(12), { authTagLength: TAG });
+  c.setAAD(Buffer.from(keyId, "utf8"), { plaintextLength: key.length });
+  const ct = Buffer.concat([c.update(key), c.final(), c.getAuthTag()]);
+  k.fill(0);
+  return { brokerPublicKey: broker.publicRaw.toString("base64"), ciphertext: ct.toString("base64") };
+}
+
+export function unwrapKey(wrapped: WrappedKey, keyId: string, nonce: Buffer, requester: X25519Pair): Buffer {
+  const brokerPub = Buffer.from(wrapped.brokerPublicKey, "base64");
+  const ct = Buffer.from(wrapped.ciphertext, "base64");
+  if (ct.length < TAG) throw new AirlockError("CRYPTO", "wrapped key is truncated");
+  const k = derive(requester.privateKey, x25519PublicFromRaw(brokerPub), nonce, keyId, requester.publicRaw, brokerPub);
+  const d = createDecipheriv("chacha20-poly1305", k, Buffer.alloc(12), { authTagLength: TAG });
+  d.setAAD(Buffer.from(keyId, "utf8"), { plaintextLength: ct.length - TAG });
+  d.setAuthTag(ct.subarray(ct.length - TAG));
+  try {
+    return Buffer.concat([d.update(ct.subarray(0, ct.length - TAG)), d.final()]);
+  } catch (err) {
+    throw new AirlockError("CRYPTO", "wrapped key does not authenticate (tampered, or wrapped for another key pair)", { cause: err });
+  } finally {
+    k.fill(0);
+  }
+}
+
+/** Ed25519 private key from a 32-byte seed (PKCS#8 framing per RFC 8410). */
+export function ed25519FromSeed(seed: Buffer): KeyObject {
+  if (seed.length !== 32) throw new AirlockError("INTERNAL", "Ed25519 seed must be 32 bytes");
+  return createPrivateKey({ key: Buffer.concat([Buffer.from("302e020100300506032b657004220420", "hex"), seed]), format: "der", type: "pkcs8" });
+}
+
+// ---- HTTP API (JSON bodies) ----
+
+export interface NonceResponse {
+  nonce: string; // base64
+  expiresAt: string; // ISO 8601
+}
+
+export interface ReleaseRequest {
+  nonce: string; // base64
+  publicKey: string; // base64, raw X25519
+  report: string; // base64, 1184 bytes
+  vcek: string; // base64 DER
+  chain?: string; // PEM, ASK then ARK
+}
+
+export interface ReleaseResponse {
+  keyId: string;
+  wrapped: WrappedKey;
+}
+
+export interface RefusalResponse {
+  error: "KEY_RELEASE" | "USAGE" | "NOT_FOUND" | "INTERNAL";
+  reason: string;
+}
