@@ -65,7 +65,7 @@ export function snpOvmfHash(ovmf: Buffer, source = "firmware"): Buffer {
 
 /** Computes the SNP launch digest, streaming kernel and initrd from disk when given as paths. */
 export async function snpLaunchDigest(inputs: SnpLaunchInputs): Promise<SnpLaunchDigest> {
-  if (inputs.kernelHashes === undefined && inputs.kernel === undefined && (inputs.initrd !== undefined || inputs.append !== undefined)) {
+  if (inputs.kernelHashes === undefined && inputs.kernel === undefined && (inputs.initrd || inputs.append)) {
     throw new AirlockError("USAGE", "an initrd or a command line was given without a kernel", { hint: "add --kernel (the initrd and command line are only measured with a kernel)" });
   }
   // Check the firmware before spending time hashing a large initrd.

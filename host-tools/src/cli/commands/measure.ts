@@ -102,12 +102,13 @@ async function runMeasure(argv: MeasureArgs): Promise<void> {
     return;
   }
 
-  const kernel = argv.kernel ?? image?.kernelPath;
-  const initrd = argv.initrd ?? image?.initrdPath;
-  const append = argv.append ?? image?.append;
-  if (kernel === undefined && (initrd !== undefined || append !== undefined)) {
-    throw new AirlockError("USAGE", `--${initrd !== undefined ? "initrd" : "append"} needs --kernel`, { hint: "the initrd and command line are only measured together with a kernel" });
+  // As sev-snp-measure: an empty --kernel means none, and an empty --initrd/--append without a kernel is ignored.
+  const kernel = argv.kernel || image?.kernelPath || undefined;
+  if (kernel === undefined && (argv.initrd || argv.append)) {
+    throw new AirlockError("USAGE", `--${argv.initrd ? "initrd" : "append"} needs --kernel`, { hint: "the initrd and command line are only measured together with a kernel" });
   }
+  const initrd = kernel === undefined ? undefined : (argv.initrd ?? image?.initrdPath);
+  const append = kernel === undefined ? undefined : (argv.append ?? image?.append);
   const vcpus = argv.vcpus ?? image?.vcpus;
   if (vcpus === undefined) throw new AirlockError("USAGE", "missing --vcpus N");
   const vmmType = argv["vmm-type"].toLowerCase();
