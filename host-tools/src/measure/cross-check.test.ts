@@ -5,7 +5,7 @@
 // the arithmetic on inputs the vectors do not reach.
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -76,8 +76,12 @@ function makeCase(i: number): Case {
 }
 
 describe("randomized cross-check against an independent implementation", () => {
-  it.skipIf(!hasPython)("agrees on 40 random launches", async () => {
+  it.skipIf(!hasPython)("agrees on 40 random launches and on Debian's real OVMF builds", async () => {
     const cases = Array.from({ length: 40 }, (_, i) => makeCase(i));
+    // Full-size firmware with a real footer table (the ovmf package is part of the setup).
+    for (const ovmf of ["/usr/share/ovmf/OVMF.fd", "/usr/share/OVMF/OVMF_CODE.fd"].filter((f) => existsSync(f))) {
+      cases.push({ ovmf, vcpus: 3, sig: 0xa10f10, features: "0x21", vmm: "qemu" }, { ovmf, vcpus: 2, sig: 0, features: "0x1", vmm: "ec2" });
+    }
     const run = spawnSync("python3", [reference], { input: cases.map((c) => JSON.stringify(c)).join("\n"), encoding: "utf8", timeout: 60_000 });
     expect(run.status, run.stderr).toBe(0);
     const theirs = run.stdout.trim().split("\n");
