@@ -3,7 +3,8 @@ import { vsockFabricCommand } from "./vsock-fabric.ts";
 import { measureCommand } from "./measure.ts";
 import { imagesCommand } from "./images.ts";
 import { verifyReportCommand } from "./verify-report.ts";
+import { kbsCommand } from "./kbs.ts";
 import { datasetCommand } from "./dataset.ts";
 
 /** Every sub-command, in the order `airlock --help` lists them. */
-export const commands: AirlockCommand[] = [measureCommand, imagesCommand, verifyReportCommand, datasetCommand, vsockFabricCommand];
+export const commands: AirlockCommand[] = [measureCommand, imagesCommand, verifyReportCommand, kbsCommand, datasetCommand, vsockFabricCommand];
