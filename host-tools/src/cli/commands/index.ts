@@ -5,6 +5,7 @@ import { imagesCommand } from "./images.ts";
 import { verifyReportCommand } from "./verify-report.ts";
 import { kbsCommand } from "./kbs.ts";
 import { datasetCommand } from "./dataset.ts";
+import { auditCommand } from "./audit.ts";
 
 /** Every sub-command, in the order `airlock --help` lists them. */
-export const commands: AirlockCommand[] = [measureCommand, imagesCommand, verifyReportCommand, kbsCommand, datasetCommand, vsockFabricCommand];
+export const commands: AirlockCommand[] = [measureCommand, imagesCommand, verifyReportCommand, kbsCommand, datasetCommand, auditCommand, vsockFabricCommand];
