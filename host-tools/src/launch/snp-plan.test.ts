@@ -53,7 +53,7 @@ const igvm = (over: Partial<IgvmVmSpec>): IgvmVmSpec => {
 
 /** id-auth holds a fresh ECDSA signature each run; the golden file keeps its place, not its bytes. */
 function normalized(plans: QemuPlan[]): string {
-  const argvs = plans.map((p) => ({ role: p.role, requires: p.requires, vmpls: p.vmpls, argv: p.argv.map((a) => a.replace(/id-auth=[A-Za-z0-9+/=]+/, "id-auth=<4096 bytes, signed>")) }));
+  const argvs = plans.map((p) => ({ role: p.role, requires: p.requires, vmpls: p.vmpls, kernelMeasuredBy: p.kernelMeasuredBy, argv: p.argv.map((a) => a.replace(/id-auth=[A-Za-z0-9+/=]+/, "id-auth=<4096 bytes, signed>")) }));
   return `${JSON.stringify(argvs, null, 2)}\n`;
 }
 
@@ -75,11 +75,15 @@ describe("SNP launch plans (golden)", () => {
       type3LaunchPlan(igvm({ hostData: HOST_DATA }), igvm({ name: "demo-sandbox", memoryMiB: 2048, append: "console=ttyS0 quiet airlock.role=sandbox", qmpSocket: "/run/airlock/demo/sandbox.qmp", extraDevices: [firewall.extraDevices[0]!, firewall.extraDevices[1]!], console: "none" })),
     ));
 
-  it("keeps -bios out of IGVM plans and kernel-hashes in every plan", () => {
+  it("measures the kernel through kernel-hashes with -bios, and keeps -bios out of IGVM plans", () => {
     const [t2] = type2LaunchPlan(igvm({}));
     expect(t2!.argv).not.toContain("-bios");
     expect(t2!.argv.join(" ")).toContain("igvm-cfg=igvm0");
-    expect(snpLaunchPlan(firewall).argv.find((a) => a.startsWith("sev-snp-guest"))).toContain("kernel-hashes=on");
+    expect(t2!.argv.find((a) => a.startsWith("sev-snp-guest"))).not.toContain("kernel-hashes");
+    expect(t2!.kernelMeasuredBy).toBe("svsm-vtpm");
+    const snp = snpLaunchPlan(firewall);
+    expect(snp.argv.find((a) => a.startsWith("sev-snp-guest"))).toContain("kernel-hashes=on");
+    expect(snp.kernelMeasuredBy).toBe("launch-digest");
   });
 
   it("refuses bad specs clearly", () => {

@@ -67,6 +67,12 @@ export interface QemuPlan {
   requires: { feature: "SEV-SNP" | "IGVM"; minQemu: string };
   /** VMPL each party runs at, for the verifier's expectations (IGVM plans). */
   vmpls?: Record<string, number>;
+  /**
+   * What vouches for -kernel/-initrd/-append: the SNP launch digest (OVMF's kernel-hashes page,
+   * `airlock measure`), or, under an SVSM, the firmware's measured boot into the SVSM's vTPM
+   * (the launch digest then covers the IGVM contents only).
+   */
+  kernelMeasuredBy: "launch-digest" | "svsm-vtpm";
   /** The ID block and ID auth as passed to QEMU (also in argv, base64), when an ID key was given. */
   idBlock?: Buffer;
   idAuth?: Buffer;
@@ -220,6 +226,7 @@ export function snpLaunchPlan(spec: SnpVmSpec): QemuPlan {
     binary: QEMU_SNP_BINARY,
     argv,
     requires: { feature: "SEV-SNP", minQemu: MIN_QEMU_SNP },
+    kernelMeasuredBy: "launch-digest",
     ...(guest.idBlock && { idBlock: guest.idBlock, idAuth: guest.idAuth }),
   };
 }
@@ -227,9 +234,10 @@ export function snpLaunchPlan(spec: SnpVmSpec): QemuPlan {
 function igvmPlan(spec: IgvmVmSpec, role: QemuPlan["role"], vmpls: Record<string, number>): QemuPlan {
   checkSpec(spec);
   if (spec.igvmPath.includes(",")) throw new AirlockError("LAUNCH", `the IGVM path ${JSON.stringify(spec.igvmPath)} contains a comma`);
-  // The IGVM file carries the firmware (and SVSM), so there is no -bios; OVMF inside it still
-  // checks -kernel/-initrd/-append against the measured kernel-hashes page.
-  const guest = snpGuestObject(spec, true);
+  // The IGVM file carries the firmware and SVSM, so there is no -bios. QEMU finds the
+  // kernel-hashes location in a -bios/flash OVMF only, so kernel-hashes stays off: the firmware
+  // measures -kernel/-initrd/-append into the SVSM's vTPM instead (kernelMeasuredBy).
+  const guest = snpGuestObject(spec, false);
   const argv = [...commonArgs(spec, ",igvm-cfg=igvm0"), "-object", `igvm-cfg,id=igvm0,file=${spec.igvmPath}`, "-object", guest.value, ...tailArgs(spec)];
   return {
     role,
@@ -237,6 +245,7 @@ function igvmPlan(spec: IgvmVmSpec, role: QemuPlan["role"], vmpls: Record<string
     argv,
     requires: { feature: "IGVM", minQemu: MIN_QEMU_IGVM },
     vmpls,
+    kernelMeasuredBy: "svsm-vtpm",
     ...(guest.idBlock && { idBlock: guest.idBlock, idAuth: guest.idAuth }),
   };
 }
