@@ -6,5 +6,5 @@ mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp
 # Kernel modules in dependency order (Debian builds virtio and vsock as modules).
 while read -r m; do
-  [ -n "$m" ] && insmod "/lib/modules/$m" 2>/dev/null
+  [ -n "$m" ] && insmod "/lib/modules/$m" || echo "airlock-guest: cannot load $m"
 done < /etc/airlock/modules

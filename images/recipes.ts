@@ -8,7 +8,7 @@ export interface ImageRecipe {
   name: ImageName;
   /** Kernel command line; measured (SNP kernel hashes), so it never depends on the host. */
   cmdline: string;
-  /** Kernel modules to load, in order, relative to lib/modules/<version>/kernel. */
+  /** Kernel modules to load, relative to lib/modules/<version>/kernel (dependencies are added). */
   modules: string[];
   /** Include node, its shared libraries and our program bundle (dist/<program>). */
   program?: "firewall-vm.mjs" | "sandbox-vm.mjs";
@@ -20,15 +20,10 @@ export interface ImageRecipe {
   users?: { name: string; uid: number }[];
 }
 
-const VIRTIO = [
-  "drivers/virtio/virtio.ko",
-  "drivers/virtio/virtio_ring.ko",
-  "drivers/virtio/virtio_pci_modern_dev.ko",
-  "drivers/virtio/virtio_pci_legacy_dev.ko",
-  "drivers/virtio/virtio_pci.ko",
-];
-const VSOCK = ["net/vmw_vsock/vsock.ko", "net/vmw_vsock/vmw_vsock_virtio_transport_common.ko", "net/vmw_vsock/vmw_vsock_virtio_transport.ko"];
-const NET = ["net/core/failover.ko", "drivers/net/net_failover.ko", "drivers/net/virtio_net.ko"];
+// Leaf modules only: the builder adds their dependencies (from each module's modinfo) in load order.
+const VIRTIO = ["drivers/virtio/virtio_pci.ko"];
+const VSOCK = ["net/vmw_vsock/vmw_vsock_virtio_transport.ko"];
+const NET = ["drivers/net/virtio_net.ko"];
 
 // quiet: serial output is slow under emulation; panic=-1 with QEMU's -no-reboot ends the VM.
 const CMDLINE = "console=ttyS0 quiet panic=-1 rdinit=/init";

@@ -13,7 +13,7 @@ import { AirlockError } from "../../../proto/src/errors.ts";
 import { canonicalJson, listTree } from "../../../proto/src/manifest/digest.ts";
 import { cacheDir, projectRoot } from "../paths.ts";
 import { writeCpio, type CpioEntry } from "./cpio.ts";
-import { busyboxApplets, extractKernel, findBusybox, findKernelDeb, hostFile, sharedLibraries, type HostFile } from "./host-inputs.ts";
+import { busyboxApplets, extractKernel, findBusybox, findKernelDeb, hostFile, resolveModules, sharedLibraries, type HostFile } from "./host-inputs.ts";
 
 /** Bump when the builder's output for the same inputs changes. */
 const BUILDER_VERSION = 1;
@@ -101,11 +101,12 @@ async function gather(recipe: ImageRecipe, options: BuildOptions): Promise<Gathe
   files.push({ path: "etc/airlock/common-init.sh", type: "file", data: readRepo("images/common-init.sh") });
 
   const modules: Record<string, string> = {};
-  for (const m of recipe.modules) {
+  const moduleOrder = resolveModules(kernel.modulesDir, recipe.modules);
+  for (const m of moduleOrder) {
     const f = await addHost(`lib/modules/${path.basename(m)}`, path.join(kernel.modulesDir, m));
     modules[path.basename(m)] = f.sha256;
   }
-  files.push({ path: "etc/airlock/modules", type: "file", data: Buffer.from(recipe.modules.map((m) => `${path.basename(m)}\n`).join("")) });
+  files.push({ path: "etc/airlock/modules", type: "file", data: Buffer.from(moduleOrder.map((m) => `${path.basename(m)}\n`).join("")) });
 
   const users = [{ name: "root", uid: 0 }, ...(recipe.users ?? [])];
   files.push({ path: "etc/passwd", type: "file", data: Buffer.from(users.map((u) => `${u.name}:x:${u.uid}:${u.uid}::/${u.uid === 0 ? "root" : "tmp"}:/bin/sh\n`).join("")) });

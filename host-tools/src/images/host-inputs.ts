@@ -2,7 +2,7 @@
 // comes from here, so the fingerprints are the whole cache key and the provenance in image.json.
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { createReadStream, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from "node:fs";
+import { createReadStream, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
 import path from "node:path";
 import { AirlockError } from "../../../proto/src/errors.ts";
 
@@ -107,4 +107,49 @@ export function sharedLibraries(binary: string): string[] {
     if (m) libs.add(m[1]!);
   }
   return [...libs].sort();
+}
+
+/** A module's dependencies, from the `depends=` field of its .modinfo section. */
+export function moduleDepends(koFile: string): string[] {
+  const data = readFileSync(koFile);
+  const at = data.indexOf("\0depends=");
+  if (at < 0) return [];
+  const start = at + "\0depends=".length;
+  const value = data.subarray(start, data.indexOf(0, start)).toString("ascii");
+  return value ? value.split(",").filter(Boolean) : [];
+}
+
+/**
+ * Expands modules (paths relative to lib/modules/<release>/kernel) with their dependencies, in
+ * an order insmod can follow: dependencies first. Refuses a dependency it cannot find.
+ */
+export function resolveModules(modulesDir: string, wanted: string[]): string[] {
+  const index = new Map<string, string>();
+  const walk = (rel: string): void => {
+    for (const name of readdirSync(path.join(modulesDir, rel), { withFileTypes: true })) {
+      const r = rel ? `${rel}/${name.name}` : name.name;
+      if (name.isDirectory()) walk(r);
+      else if (name.name.endsWith(".ko")) index.set(name.name.slice(0, -3).replace(/-/g, "_"), r);
+    }
+  };
+  walk("");
+  const order: string[] = [];
+  const visiting = new Set<string>();
+  const visit = (rel: string): void => {
+    if (order.includes(rel)) return;
+    if (visiting.has(rel)) throw new AirlockError("IMAGE_BUILD", `kernel module dependency cycle at ${rel}`);
+    visiting.add(rel);
+    for (const dep of moduleDepends(path.join(modulesDir, rel))) {
+      const depRel = index.get(dep.replace(/-/g, "_"));
+      if (!depRel) throw new AirlockError("IMAGE_BUILD", `kernel module ${rel} needs ${dep}, which the kernel package does not have`);
+      visit(depRel);
+    }
+    visiting.delete(rel);
+    order.push(rel);
+  };
+  for (const w of wanted) {
+    if (!existsSync(path.join(modulesDir, w))) throw new AirlockError("IMAGE_BUILD", `kernel module ${w} is not in the kernel package`);
+    visit(w);
+  }
+  return order;
 }

@@ -41,7 +41,8 @@ const build: AirlockCommand = {
       .option("kernel-deb", { type: "string", describe: "Debian linux-image-*-amd64 package (default: newest in /var/cache/airlock/debs)" })
       .option("compression", { choices: ["none", "gzip"] as const, default: "none" as const, describe: "initrd compression" })
       .option("json", { type: "boolean", default: false }),
-  handler: async (args: BuildArgs) => {
+  handler: async (argv) => {
+    const args = argv as unknown as BuildArgs;
     const images = await buildPairImages({
       ...(args.manifest ? { manifest: args.manifest } : {}),
       ...(args["kernel-deb"] ? { kernelDeb: args["kernel-deb"] } : {}),

@@ -1,0 +1,280 @@
+// The supervisor of one VM pair: builds or reuses the images, starts the vsock fabric and both
+// VMs paused, checks them over QMP, resumes them, follows the firewall's reports, and fails
+// closed: when either QEMU dies, its QMP link drops or the fabric fails, the other VM is killed at
+// once and the state says what happened.
+import { EventEmitter } from "node:events";
+import { mkdirSync } from "node:fs";
+import path from "node:path";
+import { AirlockError } from "../../../proto/src/errors.ts";
+import type { Logger } from "../../../proto/src/log.ts";
+import { HOST_CONTROL_PORT } from "../../../proto/src/control.ts";
+import { canonicalManifest, loadManifest, manifestDigest, type Manifest } from "../../../proto/src/manifest/index.ts";
+import { buildImage, type BuiltImage } from "../images/build.ts";
+import { startFabric, type Fabric } from "../fabric/index.ts";
+import { chooseAccel, type AccelChoice } from "./accel.ts";
+import { PairDir, type PairState } from "./pair-state.ts";
+import { HostLink, type HostLinkEvent } from "./host-link.ts";
+import { checkGuest } from "./prelaunch-checks.ts";
+import type { VmRole, VmSpec } from "./qemu-args.ts";
+import { Vm } from "./vm.ts";
+
+/** Both guests' programs must be running within this bound after resume. */
+export const READY_TIMEOUT_MS = 180_000;
+/** Guest CIDs inside a pair's own fabric. */
+export const CID = { firewall: 3, sandbox: 4 } as const;
+
+export interface PairOptions {
+  name: string;
+  manifestPath: string;
+  accel: AccelChoice;
+  /** Capture the sandbox's console (never done otherwise). */
+  debug: boolean;
+  log: Logger;
+  /** Where released outputs are written (default: the pair's state folder, outputs/). */
+  outDir?: string;
+  onProgress?: (step: string) => void;
+}
+
+export interface PairEvents {
+  control: [HostLinkEvent];
+  /** The pair reached a terminal status (completed, stopped or failed). */
+  end: [PairState];
+}
+
+type PairRole = "firewall" | "sandbox";
+
+export class Pair extends EventEmitter<PairEvents> {
+  readonly dir: PairDir;
+  readonly manifest: Manifest;
+  private state: PairState;
+  private vms: Partial<Record<PairRole, Vm>> = {};
+  private fabric: Fabric | undefined;
+  private hostLink: HostLink | undefined;
+  private workloadExited = false;
+  private firewallDone = false;
+  private ending: Promise<void> | undefined;
+  private readyParts = new Set<string>();
+  private startedAt = 0;
+
+  constructor(private readonly options: PairOptions) {
+    super();
+    this.manifest = loadManifest(options.manifestPath);
+    this.dir = new PairDir(options.name);
+    this.state = {
+      name: options.name,
+      manifest: this.manifest.file,
+      manifestDigest: manifestDigest(this.manifest).toString("hex"),
+      tee: "emulated",
+      debug: options.debug,
+      status: "starting",
+      supervisorPid: process.pid,
+      startedAt: new Date().toISOString(),
+      updatedAt: "",
+      vms: { firewall: { role: "firewall", status: "starting" }, sandbox: { role: "sandbox", status: "starting" } },
+    };
+  }
+
+  get current(): PairState {
+    return this.state;
+  }
+
+  private save(): void {
+    this.dir.write(this.state);
+  }
+
+  private progress(step: string): void {
+    this.options.log.info(step);
+    this.options.onProgress?.(step);
+  }
+
+  /** Starts the pair; resolves when both guests' programs run. Fails closed on any error. */
+  async start(): Promise<void> {
+    this.dir.lock();
+    this.save();
+    try {
+      await this.launch();
+    } catch (err) {
+      await this.fail(AirlockError.from(err).message);
+      throw err;
+    }
+  }
+
+  private async launch(): Promise<void> {
+    const { log } = this.options;
+    this.progress("building or reusing images");
+    const images: Record<PairRole, BuiltImage> = {
+      firewall: await buildImage("firewall"),
+      sandbox: await buildImage("sandbox", { workloadDir: this.manifest.workload.bundle }),
+    };
+    const accel = await chooseAccel(this.options.accel, log);
+    this.state.accel = accel;
+    this.save();
+
+    const socketDir = path.join(this.dir.dir, "vsock");
+    mkdirSync(socketDir, { recursive: true, mode: 0o700 });
+    const vsock = (role: PairRole): { socket: string; udsPath: string } => ({ socket: path.join(socketDir, `${role}.vhost`), udsPath: path.join(socketDir, `${role}.vsock`) });
+    this.progress("starting the vsock fabric");
+    this.fabric = startFabric({
+      vms: [
+        // The sandbox's group holds only the firewall; the host never listens on the sandbox's uds-path.
+        { cid: CID.firewall, ...vsock("firewall"), groups: [`pair-${this.options.name}`] },
+        { cid: CID.sandbox, ...vsock("sandbox"), groups: [`pair-${this.options.name}`] },
+      ],
+      logger: log.child({ part: "fabric" }),
+    });
+    this.fabric.on("error", (err) => {
+      if (err.cid === undefined) void this.fail(`the vsock fabric failed: ${err.message}`);
+      else log.warn({ cid: err.cid, err: err.message }, "a VM misbehaved on vsock and was cut off");
+    });
+    await this.fabric.ready;
+    this.hostLink = new HostLink(`${vsock("firewall").udsPath}_${HOST_CONTROL_PORT}`, canonicalManifest(this.manifest), this.outDir, log.child({ part: "host-link" }));
+    this.hostLink.on("event", (ev) => this.onControl(ev));
+    this.hostLink.on("lost", (err) => void this.fail(`firewall control link: ${err.message}`));
+    await this.hostLink.listen();
+
+    this.startedAt = Date.now();
+    this.progress(`starting both VMs paused (${accel})`);
+    for (const role of ["firewall", "sandbox"] as const) {
+      const res = this.manifest.resources[role];
+      const spec: VmSpec = {
+        pair: this.options.name,
+        role,
+        imageDir: images[role].dir,
+        cmdline: images[role].info.cmdline,
+        memoryMiB: res.memoryMiB,
+        vcpus: res.vcpus,
+        accel,
+        qmpSocket: this.dir.qmpSocket(role),
+        console: role === "firewall" || this.options.debug ? "stdio" : "none",
+        vsockSocket: vsock(role).socket,
+      };
+      const vm = new Vm(spec, log.child({ vm: role }), spec.console === "stdio" ? this.dir.consoleLog(role) : undefined);
+      this.vms[role] = vm;
+      this.watch(role, vm);
+      await vm.start();
+      this.state.vms[role] = { role, pid: vm.pid!, status: "paused" };
+      this.save();
+    }
+
+    this.progress("checking what the guests got (QMP)");
+    for (const role of ["firewall", "sandbox"] as const) await checkGuest(this.vms[role]!.spec, this.vms[role]!.qmp!);
+
+    this.progress("resuming both VMs");
+    for (const role of ["firewall", "sandbox"] as const) {
+      await this.vms[role]!.resume();
+      this.state.vms[role].status = "running";
+    }
+    this.save();
+
+    this.progress("waiting for both guests' programs");
+    await this.waitReady();
+    this.state.status = "running";
+    this.state.readyMs = Date.now() - this.startedAt;
+    this.save();
+    this.progress(`pair ready in ${(this.state.readyMs / 1000).toFixed(1)} s`);
+  }
+
+  private waitReady(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const check = (): void => {
+        if (this.readyParts.has("firewall-ready") && this.readyParts.has("sandbox-ready")) done(undefined);
+      };
+      const onEnd = (s: PairState): void => done(new AirlockError("PAIR_FAILED", s.reason ?? "the pair stopped before it was ready"));
+      const timer = setTimeout(() => done(new AirlockError("TIMEOUT", `the guests were not ready within ${READY_TIMEOUT_MS / 1000} s`, { hint: "see `airlock logs` for the firewall console" })), READY_TIMEOUT_MS);
+      const done = (err: Error | undefined): void => {
+        clearTimeout(timer);
+        this.off("control", check);
+        this.off("end", onEnd);
+        if (err) reject(err);
+        else resolve();
+      };
+      this.on("control", check);
+      this.on("end", onEnd);
+      check();
+    });
+  }
+
+  get outDir(): string {
+    return this.options.outDir ?? path.join(this.dir.dir, "outputs");
+  }
+
+  private onControl(ev: HostLinkEvent): void {
+    this.options.log.info({ control: ev }, "firewall reports");
+    if (ev.type === "firewall-ready" || ev.type === "sandbox-ready") this.readyParts.add(ev.type);
+    if (ev.type === "workload-exit") {
+      this.workloadExited = true;
+      this.state.workloadExitCode = ev.code;
+      this.save();
+    }
+    if (ev.type === "done") this.firewallDone = true;
+    this.emit("control", ev);
+  }
+
+  private watch(role: PairRole, vm: Vm): void {
+    const { log } = this.options;
+    vm.on("exit", (how) => {
+      this.state.vms[role] = { ...this.state.vms[role], status: "exited", ended: how };
+      const expected = role === "sandbox" ? this.workloadExited : this.firewallDone;
+      if (this.ending) return this.save();
+      if (expected) {
+        log.info({ how }, `${role} VM ended after finishing its part`);
+        this.save();
+        const other = this.vms[role === "sandbox" ? "firewall" : "sandbox"];
+        if (role === "firewall" || !other?.alive) void this.finish("completed", "the workload ran to its end");
+        return;
+      }
+      void this.fail(`${role} VM: QEMU ${how}`);
+    });
+    vm.on("qmp-lost", (err) => void this.fail(`${role} VM: QMP link lost (${err.message})`));
+  }
+
+  /** Fail closed: kill everything now, record why. */
+  fail(reason: string): Promise<void> {
+    if (this.ending) return this.ending;
+    this.options.log.error({ reason }, "pair failed; stopping every VM (fail closed)");
+    for (const vm of Object.values(this.vms)) vm.kill();
+    return this.finish("failed", reason);
+  }
+
+  /** Orderly stop (`airlock down`, Ctrl-C, end of `airlock run`). */
+  stop(reason = "stopped on request"): Promise<void> {
+    return this.finish("stopped", reason);
+  }
+
+  private finish(status: "completed" | "stopped" | "failed", reason: string): Promise<void> {
+    if (this.ending) return this.ending;
+    this.ending = (async () => {
+      if (status !== "failed") {
+        this.state.status = "stopping";
+        this.save();
+      }
+      const ended = await Promise.all(
+        (["firewall", "sandbox"] as const).map(async (role) => {
+          const vm = this.vms[role];
+          if (!vm) return;
+          const how = await vm.stop();
+          this.state.vms[role] = { ...this.state.vms[role], status: "exited", ended: this.state.vms[role].ended ?? how };
+        }),
+      );
+      void ended;
+      this.hostLink?.close();
+      await this.fabric?.stop();
+      this.state.status = status;
+      this.state.reason = status === "failed" ? `${reason}; the other VM was stopped (fail closed)` : reason;
+      this.save();
+      this.emit("end", this.state);
+    })();
+    return this.ending;
+  }
+
+  /** Resolves with the final state once the pair has ended. */
+  waitEnd(): Promise<PairState> {
+    const terminal = ["completed", "stopped", "failed"];
+    if (terminal.includes(this.state.status) && this.ending) return this.ending.then(() => this.state);
+    return new Promise((resolve) => this.once("end", resolve));
+  }
+
+  vm(role: VmRole): Vm | undefined {
+    return role === "minimal" ? undefined : this.vms[role];
+  }
+}

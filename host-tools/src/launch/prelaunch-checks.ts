@@ -1,0 +1,96 @@
+// Before a paused guest runs, the launcher asks QEMU what the guest really got and refuses to
+// resume on any surprise: the sandbox must have no network device, no shared folder (9p,
+// virtio-fs), no USB, no disk, and only the devices on its allowlist.
+import { AirlockError } from "../../../proto/src/errors.ts";
+import type { QmpClient } from "../qmp/client.ts";
+import type { VmSpec } from "./qemu-args.ts";
+
+interface PciDevice {
+  bus: number;
+  slot: number;
+  function: number;
+  class_info: { class: number; desc?: string };
+  id: { vendor: number; device: number };
+  qdev_id?: string;
+  pci_bridge?: { devices?: PciDevice[] };
+}
+
+export interface GuestInventory {
+  status: string;
+  pci: PciDevice[];
+  block: unknown[];
+  chardevs: { label: string; filename: string }[];
+  memdevs: { id?: string; size: number; share: boolean }[];
+  cpus: unknown[];
+}
+
+const INTEL = 0x8086;
+const VIRTIO = 0x1af4;
+/** The q35 chipset's fixed devices: host bridge, ICH9 LPC/ISA bridge, its AHCI (no drives) and SMBus. */
+const Q35_BASE = [
+  [INTEL, 0x29c0],
+  [INTEL, 0x2918],
+  [INTEL, 0x2922],
+  [INTEL, 0x2930],
+];
+const VIRTIO_VSOCK = [VIRTIO, 0x1053];
+
+function flatten(devices: PciDevice[]): PciDevice[] {
+  return devices.flatMap((d) => [d, ...flatten(d.pci_bridge?.devices ?? [])]);
+}
+
+const hex = (n: number): string => `0x${n.toString(16).padStart(4, "0")}`;
+
+/** Returns the problems found; an empty list means the guest got exactly what it should. */
+export function inspectInventory(spec: VmSpec, inv: GuestInventory): string[] {
+  const problems: string[] = [];
+  const role = spec.role;
+  if (inv.status !== "prelaunch" && inv.status !== "paused") problems.push(`expected a paused guest, QEMU says ${inv.status}`);
+
+  const allowed = [...Q35_BASE, ...(spec.vsockSocket ? [VIRTIO_VSOCK] : [])];
+  for (const d of flatten(inv.pci)) {
+    const where = `PCI ${d.bus}:${d.slot}.${d.function} ${hex(d.id.vendor)}:${hex(d.id.device)} (${d.class_info.desc ?? hex(d.class_info.class)})`;
+    const cls = d.class_info.class;
+    if (cls >> 8 === 0x02) problems.push(`${where}: a network device`);
+    else if (cls === 0x0c03) problems.push(`${where}: a USB controller`);
+    else if (d.id.vendor === VIRTIO && (d.id.device === 0x1009 || d.id.device === 0x1049 || d.id.device === 0x105a)) problems.push(`${where}: a shared folder (9p or virtio-fs)`);
+    else if (!allowed.some(([v, dev]) => v === d.id.vendor && dev === d.id.device)) problems.push(`${where}: not on the ${role} VM's device allowlist`);
+  }
+  if (spec.vsockSocket && !flatten(inv.pci).some((d) => d.id.vendor === VIRTIO && d.id.device === 0x1053)) problems.push("the vsock device is missing");
+
+  if (inv.block.length > 0) problems.push(`${inv.block.length} block device(s): guests get no disks`);
+
+  const expectedChardevs = new Set(["compat_monitor0", ...(spec.console === "stdio" ? ["serial0"] : []), ...(spec.vsockSocket ? ["vsock0"] : [])]);
+  for (const c of inv.chardevs) if (!expectedChardevs.has(c.label)) problems.push(`unexpected character device ${c.label} (${c.filename})`);
+  if (spec.console === "none" && inv.chardevs.some((c) => c.label.startsWith("serial"))) problems.push("the console is attached although it should not be");
+
+  const ram = inv.memdevs.filter((m) => m.id === "ram0");
+  if (ram.length !== 1 || inv.memdevs.length !== 1) problems.push(`expected one memory backend ram0, found ${inv.memdevs.map((m) => m.id ?? "?").join(", ") || "none"}`);
+  else if (ram[0]!.size !== spec.memoryMiB * 1024 * 1024) problems.push(`guest RAM is ${ram[0]!.size} bytes, expected ${spec.memoryMiB} MiB`);
+  else if (spec.vsockSocket && !ram[0]!.share) problems.push("guest RAM is not shared (the vsock backend cannot map it)");
+
+  if (inv.cpus.length !== spec.vcpus) problems.push(`guest has ${inv.cpus.length} vCPUs, expected ${spec.vcpus}`);
+  return problems;
+}
+
+export async function queryInventory(qmp: QmpClient): Promise<GuestInventory> {
+  const [status, pciBuses, block, chardevs, memdevs, cpus] = await Promise.all([
+    qmp.execute<{ status: string }>("query-status"),
+    qmp.execute<{ devices: PciDevice[] }[]>("query-pci"),
+    qmp.execute<unknown[]>("query-block"),
+    qmp.execute<{ label: string; filename: string }[]>("query-chardev"),
+    qmp.execute<{ id?: string; size: number; share: boolean }[]>("query-memdev"),
+    qmp.execute<unknown[]>("query-cpus-fast"),
+  ]);
+  return { status: status.status, pci: pciBuses.flatMap((b) => b.devices), block, chardevs, memdevs, cpus };
+}
+
+/** Queries the paused guest and throws LAUNCH naming every surprise. */
+export async function checkGuest(spec: VmSpec, qmp: QmpClient): Promise<GuestInventory> {
+  const inv = await queryInventory(qmp);
+  const problems = inspectInventory(spec, inv);
+  if (problems.length > 0) {
+    throw new AirlockError("LAUNCH", `the ${spec.role} VM did not get what it should (refusing to start it):\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+  }
+  return inv;
+}

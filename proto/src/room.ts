@@ -1,0 +1,60 @@
+// The room as the firewall VM receives it from the host: the canonical manifest (manifest/digest.ts).
+// The host is untrusted, so the firewall checks its shape here and computes its digest itself;
+// the digest is what the launch bound into SNP host_data, so a swapped room does not attest.
+import { createHash } from "node:crypto";
+import { AirlockError } from "./errors.ts";
+import { canonicalJson } from "./manifest/digest.ts";
+import { DATA_SCOPES, OUTPUT_FORMATS, OUTPUT_MODES, type DataScope, type OutputFormat, type OutputMode } from "./manifest/schema.ts";
+
+export interface RoomPlan {
+  name: string;
+  digest: string;
+  workload: { command: string[]; env: Record<string, string>; timeoutSeconds: number };
+  inputs: { name: string; mount: string; mode: "secure" | "trusted"; scope: DataScope }[];
+  outputs: { name: string; mount: string; mode: OutputMode; recipient?: string; maxBytes: number; format: OutputFormat }[];
+}
+
+function bad(what: string): never {
+  throw new AirlockError("GUEST_PROTOCOL", `room from the host: ${what}`);
+}
+
+const isObj = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === "object" && !Array.isArray(v);
+const str = (v: unknown, what: string): string => (typeof v === "string" && v.length > 0 && v.length < 4096 ? v : bad(`${what} must be a string`));
+const oneOf = <T extends string>(v: unknown, options: readonly T[], what: string): T => ((options as readonly unknown[]).includes(v) ? (v as T) : bad(`${what} must be one of ${options.join("|")}`));
+const guestPath = (v: unknown, under: string, what: string): string => {
+  const p = str(v, what);
+  return p.startsWith(`${under}/`) && !p.split("/").includes("..") ? p : bad(`${what} must lie under ${under}/`);
+};
+
+/** Checks a canonical manifest received from the host and returns what the enforcer needs. */
+export function parseRoom(canonical: unknown): RoomPlan {
+  if (!isObj(canonical) || canonical.apiVersion !== "airlock/v1") bad("not an airlock/v1 canonical manifest");
+  const w = isObj(canonical.workload) ? canonical.workload : bad("workload missing");
+  const command = Array.isArray(w.command) && w.command.length > 0 ? w.command.map((c, i) => str(c, `workload.command[${i}]`)) : bad("workload.command must be a list");
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(isObj(w.env) ? w.env : {})) env[k] = typeof v === "string" ? v : bad(`workload.env.${k} must be a string`);
+  const timeoutSeconds = Number.isInteger(w.timeoutSeconds) && (w.timeoutSeconds as number) > 0 ? (w.timeoutSeconds as number) : bad("workload.timeoutSeconds");
+  const inputs = (Array.isArray(canonical.inputs) ? canonical.inputs : bad("inputs must be a list")).map((x, i) => {
+    const o = isObj(x) ? x : bad(`inputs[${i}]`);
+    return { name: str(o.name, `inputs[${i}].name`), mount: guestPath(o.mount, "/data/in", `inputs[${i}].mount`), mode: oneOf(o.mode, ["secure", "trusted"] as const, `inputs[${i}].mode`), scope: oneOf(o.scope, DATA_SCOPES, `inputs[${i}].scope`) };
+  });
+  const outputs = (Array.isArray(canonical.outputs) ? canonical.outputs : bad("outputs must be a list")).map((x, i) => {
+    const o = isObj(x) ? x : bad(`outputs[${i}]`);
+    const maxBytes = Number.isSafeInteger(o.maxBytes) && (o.maxBytes as number) >= 0 ? (o.maxBytes as number) : bad(`outputs[${i}].maxBytes`);
+    return {
+      name: str(o.name, `outputs[${i}].name`),
+      mount: guestPath(o.mount, "/data/out", `outputs[${i}].mount`),
+      mode: oneOf(o.mode, OUTPUT_MODES, `outputs[${i}].mode`),
+      ...(o.recipient === undefined ? {} : { recipient: str(o.recipient, `outputs[${i}].recipient`) }),
+      maxBytes,
+      format: oneOf(o.format, OUTPUT_FORMATS, `outputs[${i}].format`),
+    };
+  });
+  return {
+    name: str(canonical.name, "name"),
+    digest: createHash("sha256").update(canonicalJson(canonical)).digest("hex"),
+    workload: { command, env, timeoutSeconds },
+    inputs,
+    outputs,
+  };
+}
