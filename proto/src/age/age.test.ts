@@ -5,11 +5,13 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { inspect } from "node:util";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
 import { Decrypter, Encrypter } from "age-encryption";
 import { afterAll, describe, expect, it } from "vitest";
 import { AirlockError } from "../errors.ts";
 import { bech32Decode, bech32Encode } from "./bech32.ts";
-import { CHUNK_SIZE, decrypt, encrypt, formatIdentityFile, parseIdentityFile, parseRecipientsFile, ScryptIdentity, ScryptRecipient, X25519Identity } from "./index.ts";
+import { CHUNK_SIZE, createDecryptStream, createEncryptStream, decrypt, encrypt, formatIdentityFile, parseIdentityFile, parseRecipientsFile, ScryptIdentity, ScryptRecipient, X25519Identity } from "./index.ts";
 import type { AgeIdentity } from "./index.ts";
 
 const dir = mkdtempSync(path.join(tmpdir(), "airlock-age-"));
@@ -123,6 +125,20 @@ describe("interoperability with the age CLI", () => {
     const pieces = [];
     for (let i = 0; i < ct.length; i += 777) pieces.push(ct.subarray(i, i + 777));
     expect((await collect(decrypt(pieces, [b.id]))).equals(pt)).toBe(true);
+  });
+
+  it("works as Node streams through stream.pipeline", async () => {
+    const id = X25519Identity.generate();
+    const pt = pattern(300_000);
+    const out: Buffer[] = [];
+    await pipeline(Readable.from([pt.subarray(0, 1000), pt.subarray(1000)]), createEncryptStream([id.recipient]), createDecryptStream([id]), async (src: AsyncIterable<Buffer>) => {
+      for await (const c of src) out.push(c);
+    });
+    expect(Buffer.concat(out).equals(pt)).toBe(true);
+    const bad = (await ageEncrypt(pt, [id])).subarray(0, 100_000);
+    await expect(pipeline(Readable.from([bad]), createDecryptStream([id]), async (src: AsyncIterable<Buffer>) => {
+      for await (const _ of src);
+    })).rejects.toThrow(/truncated/);
   });
 
   it("reads and writes scrypt (passphrase) files compatible with typage", async () => {

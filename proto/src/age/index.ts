@@ -8,10 +8,13 @@
 // recipients/identities, and file helpers for the CLI and the enforcer.
 import { createReadStream, createWriteStream } from "node:fs";
 import { readFile, rm } from "node:fs/promises";
+import { Duplex } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { AirlockError, isErrnoException } from "../errors.ts";
 import { parseIdentityFile, parseRecipientsFile } from "./keys.ts";
-import type { X25519Identity, X25519Recipient } from "./keys.ts";
+import type { AgeIdentity, AgeRecipient, X25519Identity, X25519Recipient } from "./keys.ts";
+import { decrypt, encrypt } from "./stream.ts";
+import type { EncryptOptions } from "./stream.ts";
 
 export { encrypt, decrypt, CHUNK_SIZE } from "./stream.ts";
 export type { EncryptOptions } from "./stream.ts";
@@ -61,4 +64,18 @@ export async function pipeToFile(data: AsyncIterable<Uint8Array>, out: string, m
 /** A file as a byte source for encrypt/decrypt. */
 export function openInput(file: string): AsyncIterable<Buffer> {
   return createReadStream(file, { highWaterMark: 256 * 1024 });
+}
+
+/** encrypt() as a Node Duplex stream, for stream.pipeline with sockets and files. */
+export function createEncryptStream(recipients: AgeRecipient[], options: EncryptOptions = {}): Duplex {
+  return Duplex.from(async function* (source: AsyncIterable<Uint8Array>) {
+    yield* encrypt(source, recipients, options);
+  });
+}
+
+/** decrypt() as a Node Duplex stream; it errors (AirlockError CRYPTO) on any fault of the file. */
+export function createDecryptStream(identities: AgeIdentity[]): Duplex {
+  return Duplex.from(async function* (source: AsyncIterable<Uint8Array>) {
+    yield* decrypt(source, identities);
+  });
 }

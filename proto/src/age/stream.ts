@@ -124,7 +124,8 @@ export async function* decrypt(source: ByteSource, identities: AgeIdentity[]): A
   const full = CHUNK_SIZE + TAG_SIZE;
   for (let i = 0; ; i++) {
     const sealed = await r.read(full);
-    if (sealed.length === 0) throw new AirlockError("CRYPTO", `truncated: the payload has no final chunk (it ends after chunk ${i - 1})`);
+    // Only possible for i = 0: after a chunk read with more data behind it, at least one byte follows.
+    if (sealed.length === 0) throw new AirlockError("CRYPTO", "truncated: the payload has no final chunk (the file ends after its header)");
     const last = await r.atEnd();
     const plaintext = aeadOpen(key, chunkNonce(i, last), sealed);
     if (!plaintext) throw diagnose(key, i, last, sealed);
