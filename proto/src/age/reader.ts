@@ -1,6 +1,9 @@
 // Pulls exact byte counts and bounded lines out of an async iterable of chunks of any size, so
 // the parsers never hold more than one payload chunk (plus one source chunk) in memory.
-/** Bytes in chunks of any size: a Node stream, an async generator, or an array of buffers. */
+/**
+ * Bytes in chunks of any size: a Node stream, an async generator, or an array of buffers. A piece
+ * must not be modified after it was handed over (Node streams never do).
+ */
 export type ByteSource = AsyncIterable<Uint8Array> | Iterable<Uint8Array>;
 
 export class ByteReader {
@@ -42,14 +45,29 @@ export class ByteReader {
     return this.#flat().subarray(0, n);
   }
 
-  /** Up to n bytes; fewer only when the source ended. */
+  /** Up to n bytes; fewer only when the source ended. Copies only a read that straddles pieces. */
   async read(n: number): Promise<Buffer> {
     await this.fill(n);
-    const all = this.#flat();
-    const out = all.subarray(0, n);
-    const rest = all.subarray(out.length);
-    this.#bufs = rest.length ? [rest] : [];
-    this.#len = rest.length;
+    const first = this.#bufs[0];
+    let out: Buffer;
+    if (first && first.length >= n) {
+      out = first.subarray(0, n);
+      if (first.length === n) this.#bufs.shift();
+      else this.#bufs[0] = first.subarray(n);
+    } else {
+      const take = Math.min(n, this.#len);
+      out = Buffer.allocUnsafe(take);
+      let off = 0;
+      while (off < take) {
+        const b = this.#bufs[0]!;
+        const k = Math.min(b.length, take - off);
+        b.copy(out, off, 0, k);
+        off += k;
+        if (k === b.length) this.#bufs.shift();
+        else this.#bufs[0] = b.subarray(k);
+      }
+    }
+    this.#len -= out.length;
     this.consumed += out.length;
     return out;
   }

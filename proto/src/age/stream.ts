@@ -32,11 +32,13 @@ function payloadKey(fileKey: Buffer, nonce: Buffer): Buffer {
   return Buffer.from(hkdfSync("sha256", fileKey, nonce, "payload", 32));
 }
 
-function sealChunk(key: Buffer, counter: number, final: boolean, plaintext: Buffer): Buffer {
+/** Ciphertext and tag as two buffers: joining them would copy every chunk once more. */
+function* sealChunk(key: Buffer, counter: number, final: boolean, plaintext: Buffer): Generator<Buffer> {
   const c = createCipheriv("chacha20-poly1305", key, chunkNonce(counter, final), { authTagLength: TAG_SIZE });
   const ct = c.update(plaintext);
   c.final();
-  return Buffer.concat([ct, c.getAuthTag()], ct.length + TAG_SIZE);
+  yield ct;
+  yield c.getAuthTag();
 }
 
 async function wrapAll(recipients: AgeRecipient[], fileKey: Buffer): Promise<Stanza[]> {
@@ -76,14 +78,14 @@ async function* encryptBinary(source: ByteSource, recipients: AgeRecipient[]): A
       off = take;
     }
     if (off === piece.length) continue;
-    if (carry) yield sealChunk(key, counter++, false, carry);
+    if (carry) yield* sealChunk(key, counter++, false, carry);
     while (piece.length - off > CHUNK_SIZE) {
-      yield sealChunk(key, counter++, false, piece.subarray(off, off + CHUNK_SIZE));
+      yield* sealChunk(key, counter++, false, piece.subarray(off, off + CHUNK_SIZE));
       off += CHUNK_SIZE;
     }
     carry = Buffer.from(piece.subarray(off)); // a copy: the producer may reuse its buffer
   }
-  yield sealChunk(key, counter, true, carry ?? Buffer.alloc(0));
+  yield* sealChunk(key, counter, true, carry ?? Buffer.alloc(0));
 }
 
 async function fileKeyFor(stanzas: Stanza[], identities: AgeIdentity[]): Promise<Buffer> {
