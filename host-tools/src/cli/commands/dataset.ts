@@ -25,7 +25,11 @@ function input(file: string | undefined): AsyncIterable<Uint8Array> {
 
 async function output(data: AsyncIterable<Buffer>, out: string | undefined, mode: number): Promise<void> {
   if (out === undefined || out === "-") {
-    await pipeline(data, process.stdout);
+    try {
+      await pipeline(data, process.stdout);
+    } catch (err) {
+      if (!isErrnoException(err, "EPIPE")) throw err; // the reader went away (`| head`): not our fault
+    }
     return;
   }
   await pipeToFile(data, out, mode);
