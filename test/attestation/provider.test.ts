@@ -5,7 +5,7 @@ import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { encodeFrame } from "../../proto/src/attestation/psp-wire.ts";
+import { encodeFrame } from "../../proto/src/framing.ts";
 import { ConfigfsTsmProvider, EmulatedPspProvider, encodeCertTable, parseCertTable } from "../../proto/src/attestation/provider.ts";
 import { encodePolicy } from "../../proto/src/attestation/report.ts";
 import { pemToDers } from "../../host-tools/src/attestation/certs.ts";

@@ -1,9 +1,11 @@
 // `airlock verify-report` as a user runs it: a real process, real files, exit statuses.
 import { execFile } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
+import { encodePolicy } from "../../proto/src/attestation/report.ts";
+import { EmulatedPsp } from "../../host-tools/src/attestation/emulated-psp.ts";
 
 const repo = path.resolve(import.meta.dirname, "../..");
 const snp = path.resolve(repo, "../shared/fixtures/snp");
@@ -58,5 +60,33 @@ describe("airlock verify-report", () => {
     const r4 = await airlock("verify-report", report, ...certs.slice(0, 4), "--at", "2031-01-01");
     expect(r4.code).toBe(1);
     expect(r4.stderr).toMatch(/cert-validity/);
+  });
+
+  it("takes snpguest's certificate directory layout", async () => {
+    const dir = path.join(tmp, "certs");
+    mkdirSync(dir);
+    writeFileSync(path.join(dir, "vcek.der"), readFileSync(path.join(snp, "vcek_milan.der")));
+    for (const c of ["ask", "ark"]) writeFileSync(path.join(dir, `${c}.pem`), readFileSync(path.resolve(snp, "../amd/milan", `${c}.pem`)));
+    const r = await airlock("verify-report", report, "--certs", dir, "--at", "2026-06-01T00:00:00Z");
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+  });
+
+  it("accepts an emulated report only with --trust-root naming the test ARK", async () => {
+    const psp = EmulatedPsp.open(path.join(tmpdir(), "airlock-test-emulated-psp"));
+    const measurementHex = "5a".repeat(48);
+    const ev = psp.evidence({ measurement: Buffer.from(measurementHex, "hex"), policy: encodePolicy({ smt: true }) }, { reportData: Buffer.alloc(64, 1), vmpl: 0 });
+    writeFileSync(path.join(tmp, "emu.bin"), ev.report);
+    writeFileSync(path.join(tmp, "emu-vcek.der"), ev.vcek);
+    writeFileSync(path.join(tmp, "emu-chain.pem"), ev.chain!);
+    writeFileSync(path.join(tmp, "emu-ark.pem"), psp.arkPem);
+    const args = [path.join(tmp, "emu.bin"), "--vcek", path.join(tmp, "emu-vcek.der"), "--chain", path.join(tmp, "emu-chain.pem"), "--measurement", measurementHex];
+    const untrusted = await airlock("verify-report", ...args);
+    expect(untrusted.code).toBe(1);
+    expect(untrusted.stderr).toMatch(/root: .*not a trusted milan root/);
+    const trusted = await airlock("verify-report", ...args, "--trust-root", path.join(tmp, "emu-ark.pem"));
+    expect(trusted.stderr).toBe("");
+    expect(trusted.code).toBe(0);
+    expect(trusted.stdout).toMatch(/TEST ROOT/);
   });
 });

@@ -18,7 +18,8 @@ import type { Logger } from "../../../proto/src/log.ts";
 import { silentLogger } from "../../../proto/src/log.ts";
 import { encodeTcb, REPORT_SIZE, serializeReport, SIGNATURE_ALGO_ECDSA_P384_SHA384, SIGNED_SIZE } from "../../../proto/src/attestation/report.ts";
 import type { AttestationReport, Product, TcbVersion } from "../../../proto/src/attestation/report.ts";
-import { decodePspRequest, encodeFrame, encodePspResponse, FrameReader } from "../../../proto/src/attestation/psp-wire.ts";
+import { readFrames, writeFrame } from "../../../proto/src/framing.ts";
+import { decodePspRequest, encodePspResponse, nextFrame, PSP_MAX_FRAME } from "../../../proto/src/attestation/psp-wire.ts";
 import type { ReportEvidence } from "../../../proto/src/attestation/psp-wire.ts";
 import { parseCert } from "./certs.ts";
 import { createTestChain, toPem } from "./test-chain.ts";
@@ -183,11 +184,11 @@ export class EmulatedPsp {
  */
 export async function servePspStream(stream: Duplex, psp: EmulatedPsp, launch: GuestLaunch, options: { log?: Logger; idleTimeoutMs?: number } = {}): Promise<number> {
   const log = options.log ?? silentLogger;
-  const reader = new FrameReader(stream);
+  const frames = readFrames(stream, PSP_MAX_FRAME)[Symbol.asyncIterator]();
   let served = 0;
   try {
     while (true) {
-      const frame = await reader.next(options.idleTimeoutMs ?? 60_000);
+      const frame = await nextFrame(frames, options.idleTimeoutMs ?? 60_000);
       if (frame === null) break;
       let response: Buffer;
       try {
@@ -198,10 +199,10 @@ export async function servePspStream(stream: Duplex, psp: EmulatedPsp, launch: G
         const e = AirlockError.from(err);
         if (e.code !== "GUEST_PROTOCOL") throw e;
         log.warn({ reason: e.message }, "emulated PSP refused a request");
-        stream.write(encodeFrame(encodePspResponse({ error: e.message })));
+        await writeFrame(stream, encodePspResponse({ error: e.message }));
         break;
       }
-      stream.write(encodeFrame(response));
+      await writeFrame(stream, response);
     }
   } catch (err) {
     log.warn({ err: AirlockError.from(err).message }, "emulated PSP stream failed");

@@ -35,6 +35,13 @@ describe("ReportVerifier on the real Milan report", () => {
     expect(r.product).toBe("milan");
     expect(r.passed).toContain("report-signature");
     expect(verifier.verify({ report, vcek }, { at }).ok).toBe(true);
+    // ARK before ASK, or the VCEK bundled in too: still the same chain.
+    const [askDer, arkDer] = pemToDers(chain, "chain");
+    const pem = (d: Buffer) => `-----BEGIN CERTIFICATE-----\n${d.toString("base64")}\n-----END CERTIFICATE-----\n`;
+    expect(verifier.verify({ report, vcek, chain: pem(arkDer!) + pem(askDer!) }, { at }).ok).toBe(true);
+    expect(verifier.verify({ report, vcek, chain: pem(vcek) + chain }, { at }).ok).toBe(true);
+    expect(verifier.verify({ report, vcek, chain: pem(askDer!) }, { at }).ok).toBe(true);
+    expect(() => verifier.verify({ report, vcek, chain: pem(askDer!) + pem(askDer!) }, { at })).toThrow(/more than one intermediate/);
     expect(verifier.verify({ report, vcek: `-----BEGIN CERTIFICATE-----\n${vcek.toString("base64")}\n-----END CERTIFICATE-----\n` }, { at }).ok).toBe(true);
   });
 

@@ -165,10 +165,18 @@ export class ReportVerifier {
     let chainArk: ParsedCert | undefined;
     let chainAsk: ParsedCert | undefined;
     if (evidence.chain !== undefined) {
+      // AMD KDS serves ASK then ARK; other tools bundle them in another order or add the VCEK, so
+      // the ARK is told by being self-issued and the VCEK by being the VCEK.
       const ders = pemToDers(evidence.chain, "certificate chain");
-      if (ders.length === 0 || ders.length > 2) throw new AirlockError("CERT_INVALID", `certificate chain: expected ASK then ARK (PEM), found ${ders.length} certificates`);
-      chainAsk = this.cert(ders[0]!, "ASK (chain)");
-      if (ders[1]) chainArk = this.cert(ders[1], "ARK (chain)");
+      if (ders.length === 0 || ders.length > 3) throw new AirlockError("CERT_INVALID", `certificate chain: expected ASK then ARK (PEM), found ${ders.length} certificates`);
+      for (const der of ders) {
+        if (der.equals(vcek.der)) continue;
+        const c = this.cert(der, "chain certificate");
+        const selfIssued = c.x509.subject === c.x509.issuer;
+        if ((selfIssued && chainArk) || (!selfIssued && chainAsk)) throw new AirlockError("CERT_INVALID", `certificate chain: more than one ${selfIssued ? "root (ARK)" : "intermediate (ASK)"}`);
+        if (selfIssued) chainArk = c;
+        else chainAsk = c;
+      }
     }
     const passed: CheckName[] = [];
     const result: VerifyResult = { ok: false, passed, report, amdRoot: false };
@@ -211,8 +219,8 @@ export class ReportVerifier {
       const mismatch = names.find(([, p]) => p !== product);
       check("product", !mismatch, () => `expected product ${product}, but the ${mismatch![0]} says ${mismatch![1]}`);
 
-      check("vcek-key", report.keyInfo.signingKey === "vcek", () => `report is signed by ${report.keyInfo.signingKey.toUpperCase()}; only VCEK-signed reports are supported`);
       const pub = vcek.publicKey;
+      if (report.keyInfo.signingKey !== "vcek") throw new CheckFailed("vcek-key", `report is signed by ${report.keyInfo.signingKey.toUpperCase()}; only VCEK-signed reports are supported`);
       check("vcek-key", pub.asymmetricKeyType === "ec" && pub.asymmetricKeyDetails?.namedCurve === "secp384r1", () => "VCEK key is not ECDSA P-384");
 
       // The VCEK certifies one TCB of one chip: both must be what the report claims.

@@ -7,7 +7,8 @@ import { mkdir, readFile, rmdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { Duplex } from "node:stream";
 import { AirlockError, isErrnoException } from "../errors.ts";
-import { decodePspResponse, encodeFrame, encodePspRequest, FrameReader } from "./psp-wire.ts";
+import { readFrames, writeFrame } from "../framing.ts";
+import { decodePspResponse, encodePspRequest, nextFrame, PSP_MAX_FRAME } from "./psp-wire.ts";
 import type { ReportEvidence } from "./psp-wire.ts";
 import { parseReport } from "./report.ts";
 
@@ -146,9 +147,9 @@ export class EmulatedPspProvider implements ReportProvider {
     const vmpl = this.options.vmpl ?? 0;
     const stream = await this.options.connect();
     try {
-      const reader = new FrameReader(stream);
-      stream.write(encodeFrame(encodePspRequest({ vmpl, reportData })));
-      const frame = await reader.next(this.options.timeoutMs ?? 10_000);
+      const frames = readFrames(stream, PSP_MAX_FRAME)[Symbol.asyncIterator]();
+      await writeFrame(stream, encodePspRequest({ vmpl, reportData }));
+      const frame = await nextFrame(frames, this.options.timeoutMs ?? 10_000);
       if (frame === null) throw new AirlockError("GUEST_PROTOCOL", "emulated PSP closed the stream without answering");
       return checkEcho(decodePspResponse(frame), reportData, vmpl, "emulated PSP");
     } finally {

@@ -1,5 +1,6 @@
 // Wire format between a guest and the host's emulated PSP, over any byte stream (a Unix socket
-// now, vsock later). Every message is a frame: u32 big-endian length, then the payload.
+// now, vsock later). Every message is a frame of proto/src/framing.ts (u32 big-endian length, then
+// the payload).
 //
 //   request  = "SNPQ" ‖ u32le vmpl ‖ report_data[64]                                  (72 bytes)
 //   response = u8 status 0 ‖ u32le len ‖ report ‖ u32le len ‖ VCEK DER ‖ u32le len ‖ chain PEM
@@ -7,7 +8,6 @@
 //
 // Several requests may follow each other on one connection. Lengths are bounded before anything
 // is allocated: either side may be hostile.
-import type { Duplex } from "node:stream";
 import { AirlockError } from "../errors.ts";
 import { REPORT_SIZE } from "./report.ts";
 
@@ -30,12 +30,6 @@ export interface ReportEvidence {
 
 function protocolError(message: string): AirlockError {
   return new AirlockError("GUEST_PROTOCOL", `PSP stream: ${message}`);
-}
-
-export function encodeFrame(payload: Buffer): Buffer {
-  const head = Buffer.alloc(4);
-  head.writeUInt32BE(payload.length);
-  return Buffer.concat([head, payload]);
 }
 
 export function encodePspRequest(req: PspRequest): Buffer {
@@ -87,67 +81,18 @@ export function decodePspResponse(b: Buffer): ReportEvidence {
   return { report, vcek, ...(chain ? { chain } : {}) };
 }
 
-/**
- * Reads length-prefixed frames from a stream. next() resolves with the next payload, or null at a
- * clean end of stream; it rejects on an oversize frame, a truncated frame, or a timeout.
- */
-export class FrameReader {
-  private buf = Buffer.alloc(0);
-  private ended = false;
-  private failure: Error | undefined;
-  private wake: (() => void) | undefined;
-
-  constructor(
-    private readonly stream: Duplex,
-    private readonly maxFrame = PSP_MAX_FRAME,
-  ) {
-    stream.on("data", (chunk: Buffer) => {
-      this.buf = Buffer.concat([this.buf, chunk]);
-      if (this.buf.length > this.maxFrame + 4) stream.pause();
-      this.wake?.();
-    });
-    stream.on("end", () => {
-      this.ended = true;
-      this.wake?.();
-    });
-    stream.on("error", (err) => {
-      this.failure = err;
-      this.wake?.();
-    });
-    stream.on("close", () => {
-      this.ended = true;
-      this.wake?.();
-    });
-  }
-
-  async next(timeoutMs: number): Promise<Buffer | null> {
-    const deadline = Date.now() + timeoutMs;
-    while (true) {
-      if (this.buf.length >= 4) {
-        const len = this.buf.readUInt32BE(0);
-        if (len > this.maxFrame) throw protocolError(`frame of ${len} bytes exceeds ${this.maxFrame}`);
-        if (this.buf.length >= 4 + len) {
-          const frame = Buffer.from(this.buf.subarray(4, 4 + len));
-          this.buf = this.buf.subarray(4 + len);
-          this.stream.resume();
-          return frame;
-        }
-      }
-      if (this.failure) throw this.failure;
-      if (this.ended) {
-        if (this.buf.length === 0) return null;
-        throw protocolError("stream ended inside a frame");
-      }
-      const left = deadline - Date.now();
-      if (left <= 0) throw new AirlockError("TIMEOUT", `PSP stream: no complete frame within ${timeoutMs} ms`);
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, left);
-        this.wake = () => {
-          clearTimeout(t);
-          this.wake = undefined;
-          resolve();
-        };
-      });
-    }
+/** The next frame from readFrames(), or null at a clean end; TIMEOUT if none arrives in time. */
+export async function nextFrame(frames: AsyncIterator<Buffer>, timeoutMs: number): Promise<Buffer | null> {
+  const next = frames.next();
+  next.catch(() => undefined); // if the timeout wins, a later failure of this read is not unhandled
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new AirlockError("TIMEOUT", `PSP stream: no complete frame within ${timeoutMs} ms`)), timeoutMs);
+  });
+  try {
+    const r = await Promise.race([next, timeout]);
+    return r.done ? null : Buffer.from(r.value);
+  } finally {
+    clearTimeout(timer);
   }
 }

@@ -1,6 +1,7 @@
 // `airlock verify-report`: exit 0 only when the report is genuine (chain to a trusted root, VCEK
 // matches the report's TCB and chip, signature holds) and meets every expectation given.
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
+import path from "node:path";
 import type { Argv } from "yargs";
 import { AirlockError, isErrnoException } from "../../../../proto/src/errors.ts";
 import { PRODUCTS, REPORT_SIZE, reportToJson } from "../../../../proto/src/attestation/report.ts";
@@ -14,6 +15,7 @@ interface Args {
   report: string;
   vcek?: string;
   chain?: string;
+  certs?: string;
   product?: Product;
   measurement?: string;
   "report-data"?: string;
@@ -46,6 +48,21 @@ export function readReportFile(file: string): Buffer {
   throw new AirlockError("REPORT_INVALID", `report ${file}: ${raw.length} bytes, expected ${REPORT_SIZE} raw bytes or ${REPORT_SIZE * 2} hex digits`);
 }
 
+/** snpguest/virtee layout: vcek.der or vcek.pem, and ask/ark as PEM or DER, or cert_chain.pem. */
+function certsFromDir(dir: string): { vcek?: string; chain?: string[] } {
+  const has = (name: string): string | undefined => (existsSync(path.join(dir, name)) ? path.join(dir, name) : undefined);
+  const vcek = has("vcek.der") ?? has("vcek.pem") ?? has("VCEK.der") ?? has("VCEK.pem");
+  const chain = has("cert_chain.pem") ? [has("cert_chain.pem")!] : [has("ask.pem") ?? has("ask.der"), has("ark.pem") ?? has("ark.der")].filter((f): f is string => f !== undefined);
+  if (!vcek && chain.length === 0) throw new AirlockError("USAGE", `--certs ${dir}: no vcek.der, vcek.pem, ask.pem, ark.pem or cert_chain.pem there`);
+  return { ...(vcek ? { vcek } : {}), chain };
+}
+
+/** PEM text of a certificate file given as PEM or DER. */
+function pemOf(data: Buffer): string {
+  if (data.subarray(0, 64).includes("-----BEGIN")) return data.toString("latin1");
+  return `-----BEGIN CERTIFICATE-----\n${data.toString("base64")}\n-----END CERTIFICATE-----\n`;
+}
+
 export function parseHexOption(name: string, value: string | undefined, bytes: number): Buffer | undefined {
   if (value === undefined) return undefined;
   const text = value.replace(/^0x/i, "");
@@ -61,6 +78,7 @@ export const verifyReportCommand: AirlockCommand = {
       .positional("report", { type: "string", demandOption: true, describe: "the 1184-byte report (binary or hex)" })
       .option("vcek", { type: "string", describe: "the VCEK certificate that signed it (DER or PEM)" })
       .option("chain", { type: "string", describe: "ASK then ARK, PEM (default: AMD's chain for the product)" })
+      .option("certs", { type: "string", describe: "a directory holding vcek.der|vcek.pem and optionally ask.pem, ark.pem or cert_chain.pem (snpguest's layout)" })
       .option("product", { choices: PRODUCTS, describe: "expected product (default: from the VCEK)" })
       .option("measurement", { type: "string", describe: "expected launch measurement, 96 hex digits" })
       .option("report-data", { type: "string", describe: "expected report_data, 128 hex digits" })
@@ -77,9 +95,12 @@ export const verifyReportCommand: AirlockCommand = {
   handler: async (argv) => {
     const args = argv as unknown as Args;
     const report = readReportFile(args.report);
-    if (!args.vcek) throw new AirlockError("USAGE", "--vcek is required (this host cannot fetch the VCEK from AMD KDS)", { hint: "fetch it from https://kdsintf.amd.com/vcek/v1/<product>/<hwid>?... or take it from the guest's auxblob" });
-    const vcek = readInput(args.vcek, "VCEK");
-    const chain = args.chain ? readInput(args.chain, "chain").toString("latin1") : undefined;
+    const fromDir = args.certs ? certsFromDir(args.certs) : {};
+    const vcekFile = args.vcek ?? fromDir.vcek;
+    if (!vcekFile) throw new AirlockError("USAGE", "--vcek (or --certs DIR holding vcek.der or vcek.pem) is required: this host cannot fetch the VCEK from AMD KDS", { hint: "fetch it from https://kdsintf.amd.com/vcek/v1/<product>/<hwid>?... or take it from the guest's auxblob" });
+    const vcek = readInput(vcekFile, "VCEK");
+    const chainFiles = args.chain ? [args.chain] : (fromDir.chain ?? []);
+    const chain = chainFiles.length ? chainFiles.map((f) => pemOf(readInput(f, "chain"))).join("") : undefined;
     if (args.vmpl !== undefined && !(Number.isInteger(args.vmpl) && args.vmpl >= 0 && args.vmpl <= 3)) throw new AirlockError("USAGE", `--vmpl ${args.vmpl}: expected 0 to 3`);
     let at: Date | undefined;
     if (args.at !== undefined) {
