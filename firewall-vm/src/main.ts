@@ -15,6 +15,7 @@ async function main(): Promise<number> {
   const first = await hostMessages.next();
   if (first.done || first.value.kind !== "json" || first.value.value.type !== "room") throw new Error("the host did not send the room");
   const room = parseRoom(first.value.value.canonical);
+  const hold = first.value.value.hold === true;
   log.info({ room: room.name, digest: room.digest }, "room received");
 
   const agentConn = new Promise<VsockStream>((resolve) => {
@@ -26,8 +27,13 @@ async function main(): Promise<number> {
   });
   await sendMessage(host, { type: "firewall-ready", digest: room.digest });
   const agent = await agentConn;
-  const result = await serveAgent(agent, host, room, log);
+  const result = await serveAgent(agent, host, room, log, { hold });
   await sendMessage(host, { type: "done", code: result.exitCode });
+  if (hold) {
+    // `airlock up`: both VMs stay up with their results until the pair is stopped from the host.
+    log.info("holding the pair until it is stopped");
+    await new Promise(() => setInterval(() => {}, 60_000));
+  }
   await new Promise((r) => setTimeout(r, 200));
   host.destroy();
   agent.destroy();

@@ -29,7 +29,8 @@ async function collect<T>(gen: AsyncIterable<T>): Promise<Buffer[]> {
 }
 
 /** Serves one agent connection to its end, reporting to the host over `host`. */
-export async function serveAgent(agent: Duplex, host: Duplex, room: RoomPlan, log: Logger, roomRecipient?: string): Promise<SessionResult> {
+export async function serveAgent(agent: Duplex, host: Duplex, room: RoomPlan, log: Logger, options: { hold?: boolean; roomRecipient?: string } = {}): Promise<SessionResult> {
+  const { roomRecipient } = options;
   const messages = readMessages(agent);
   const next = async () => {
     const m = await messages.next();
@@ -114,6 +115,7 @@ export async function serveAgent(agent: Duplex, host: Duplex, room: RoomPlan, lo
       await sendBytes(host, data);
     }
   }
-  await sendMessage(agent, { type: "bye" });
+  // Holding: the agent waits for its bye, so the sandbox stays up until the pair is stopped.
+  if (!options.hold) await sendMessage(agent, { type: "bye" });
   return { exitCode, decisions };
 }

@@ -35,6 +35,8 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
     private readonly room: unknown,
     private readonly outDir: string,
     private readonly log: Logger,
+    /** Keep both VMs running after the workload ends, until the pair is stopped (`airlock up`). */
+    private readonly hold = false,
   ) {
     super();
   }
@@ -67,7 +69,7 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
 
   private async serve(c: net.Socket): Promise<void> {
     c.on("error", () => {});
-    await sendMessage(c, { type: "room", canonical: this.room });
+    await sendMessage(c, { type: "room", canonical: this.room, hold: this.hold });
     let file: { target: string; size: number; parts: Buffer[]; got: number } | undefined;
     for await (const m of readMessages(c, 8 * 1024 * 1024)) {
       if (m.kind === "data") {

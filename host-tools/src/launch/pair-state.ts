@@ -17,6 +17,10 @@ export interface VmState {
   status: "starting" | "paused" | "running" | "exited";
   /** How the VM ended, in words: "guest powered off", "killed by SIGKILL", ... */
   ended?: string;
+  /** PCI devices QEMU reported before the guest was resumed (checked against an allowlist). */
+  devices?: string[];
+  /** QMP socket for inspecting the guest (the supervisor holds the other one). */
+  inspectQmp?: string;
 }
 
 export interface PairState {
@@ -77,6 +81,9 @@ export class PairDir {
   }
   qmpSocket(role: VmRole): string {
     return this.file(`${role}.qmp`);
+  }
+  inspectSocket(role: VmRole): string {
+    return this.file(`${role}.inspect.qmp`);
   }
   consoleLog(role: VmRole): string {
     return this.file(`${role}.console.log`);

@@ -14,7 +14,7 @@ import { startFabric, type Fabric } from "../fabric/index.ts";
 import { chooseAccel, type AccelChoice } from "./accel.ts";
 import { PairDir, type PairState } from "./pair-state.ts";
 import { HostLink, type HostLinkEvent } from "./host-link.ts";
-import { checkGuest } from "./prelaunch-checks.ts";
+import { checkGuest, describeDevices } from "./prelaunch-checks.ts";
 import type { VmRole, VmSpec } from "./qemu-args.ts";
 import { Vm } from "./vm.ts";
 
@@ -30,6 +30,8 @@ export interface PairOptions {
   /** Capture the sandbox's console (never done otherwise). */
   debug: boolean;
   log: Logger;
+  /** Keep the pair running after the workload ends, until it is stopped (`airlock up`). */
+  hold?: boolean;
   /** Where released outputs are written (default: the pair's state folder, outputs/). */
   outDir?: string;
   onProgress?: (step: string) => void;
@@ -99,6 +101,11 @@ export class Pair extends EventEmitter<PairEvents> {
     }
   }
 
+  /** Stops a launch in progress once the pair is ending (a signal, a failure). */
+  private checkNotEnding(): void {
+    if (this.ending) throw new AirlockError("PAIR_FAILED", this.state.reason ?? "the pair was stopped while starting");
+  }
+
   private async launch(): Promise<void> {
     const { log } = this.options;
     this.progress("building or reusing images");
@@ -106,6 +113,7 @@ export class Pair extends EventEmitter<PairEvents> {
       firewall: await buildImage("firewall"),
       sandbox: await buildImage("sandbox", { workloadDir: this.manifest.workload.bundle }),
     };
+    this.checkNotEnding();
     const accel = await chooseAccel(this.options.accel, log);
     this.state.accel = accel;
     this.save();
@@ -127,7 +135,7 @@ export class Pair extends EventEmitter<PairEvents> {
       else log.warn({ cid: err.cid, err: err.message }, "a VM misbehaved on vsock and was cut off");
     });
     await this.fabric.ready;
-    this.hostLink = new HostLink(`${vsock("firewall").udsPath}_${HOST_CONTROL_PORT}`, canonicalManifest(this.manifest), this.outDir, log.child({ part: "host-link" }));
+    this.hostLink = new HostLink(`${vsock("firewall").udsPath}_${HOST_CONTROL_PORT}`, canonicalManifest(this.manifest), this.outDir, log.child({ part: "host-link" }), this.options.hold ?? false);
     this.hostLink.on("event", (ev) => this.onControl(ev));
     this.hostLink.on("lost", (err) => void this.fail(`firewall control link: ${err.message}`));
     await this.hostLink.listen();
@@ -135,6 +143,7 @@ export class Pair extends EventEmitter<PairEvents> {
     this.startedAt = Date.now();
     this.progress(`starting both VMs paused (${accel})`);
     for (const role of ["firewall", "sandbox"] as const) {
+      this.checkNotEnding();
       const res = this.manifest.resources[role];
       const spec: VmSpec = {
         pair: this.options.name,
@@ -145,6 +154,7 @@ export class Pair extends EventEmitter<PairEvents> {
         vcpus: res.vcpus,
         accel,
         qmpSocket: this.dir.qmpSocket(role),
+        inspectSocket: this.dir.inspectSocket(role),
         console: role === "firewall" || this.options.debug ? "stdio" : "none",
         vsockSocket: vsock(role).socket,
       };
@@ -152,13 +162,18 @@ export class Pair extends EventEmitter<PairEvents> {
       this.vms[role] = vm;
       this.watch(role, vm);
       await vm.start();
-      this.state.vms[role] = { role, pid: vm.pid!, status: "paused" };
+      this.state.vms[role] = { role, pid: vm.pid!, status: "paused", inspectQmp: spec.inspectSocket! };
       this.save();
     }
 
+    this.checkNotEnding();
     this.progress("checking what the guests got (QMP)");
-    for (const role of ["firewall", "sandbox"] as const) await checkGuest(this.vms[role]!.spec, this.vms[role]!.qmp!);
+    for (const role of ["firewall", "sandbox"] as const) {
+      const inv = await checkGuest(this.vms[role]!.spec, this.vms[role]!.qmp!);
+      this.state.vms[role].devices = describeDevices(inv);
+    }
 
+    this.checkNotEnding();
     this.progress("resuming both VMs");
     for (const role of ["firewall", "sandbox"] as const) {
       await this.vms[role]!.resume();
@@ -214,7 +229,9 @@ export class Pair extends EventEmitter<PairEvents> {
     const { log } = this.options;
     vm.on("exit", (how) => {
       this.state.vms[role] = { ...this.state.vms[role], status: "exited", ended: how };
-      const expected = role === "sandbox" ? this.workloadExited : this.firewallDone;
+      // A VM may end by itself (the guest powers off, QEMU exits 0) once its part is done; anything
+      // else — a signal, a crash, a quit from outside, an early power-off — is a failure.
+      const expected = how === "exited normally" && vm.poweredOffByGuest && (role === "sandbox" ? this.workloadExited : this.firewallDone);
       if (this.ending) return this.save();
       if (expected) {
         log.info({ how }, `${role} VM ended after finishing its part`);

@@ -60,7 +60,7 @@ export function inspectInventory(spec: VmSpec, inv: GuestInventory): string[] {
 
   if (inv.block.length > 0) problems.push(`${inv.block.length} block device(s): guests get no disks`);
 
-  const expectedChardevs = new Set(["compat_monitor0", ...(spec.console === "stdio" ? ["serial0"] : []), ...(spec.vsockSocket ? ["vsock0"] : [])]);
+  const expectedChardevs = new Set(["compat_monitor0", ...(spec.inspectSocket ? ["compat_monitor1"] : []), ...(spec.console === "stdio" ? ["serial0"] : []), ...(spec.vsockSocket ? ["vsock0"] : [])]);
   for (const c of inv.chardevs) if (!expectedChardevs.has(c.label)) problems.push(`unexpected character device ${c.label} (${c.filename})`);
   if (spec.console === "none" && inv.chardevs.some((c) => c.label.startsWith("serial"))) problems.push("the console is attached although it should not be");
 
@@ -83,6 +83,11 @@ export async function queryInventory(qmp: QmpClient): Promise<GuestInventory> {
     qmp.execute<unknown[]>("query-cpus-fast"),
   ]);
   return { status: status.status, pci: pciBuses.flatMap((b) => b.devices), block, chardevs, memdevs, cpus };
+}
+
+/** One line per PCI device, for `airlock status`: what a reviewer would check. */
+export function describeDevices(inv: GuestInventory): string[] {
+  return flatten(inv.pci).map((d) => `${d.bus}:${d.slot}.${d.function} ${hex(d.id.vendor)}:${hex(d.id.device)} ${d.class_info.desc ?? hex(d.class_info.class)}`);
 }
 
 /** Queries the paused guest and throws LAUNCH naming every surprise. */

@@ -18,6 +18,8 @@ export interface VmSpec {
   vcpus: number;
   accel: Accel;
   qmpSocket: string;
+  /** A second QMP socket for people and tools to inspect the running guest (the launcher holds the first). */
+  inspectSocket?: string;
   /** "stdio": the console goes to QEMU's stdout (the launcher captures it); "none": no serial port at all. */
   console: "stdio" | "none";
   /** vhost-user-vsock backend socket; the guest CID comes from the backend (GET_CONFIG). */
@@ -45,6 +47,7 @@ export function qemuArgs(vm: VmSpec): string[] {
     // Start paused: the launcher checks over QMP what the guest got before it runs.
     "-S",
     "-qmp", `unix:${vm.qmpSocket},server=on,wait=off`,
+    ...(vm.inspectSocket ? ["-qmp", `unix:${vm.inspectSocket},server=on,wait=off`] : []),
     // QEMU's own seccomp filter: no spawning, no privilege changes.
     "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
   ];

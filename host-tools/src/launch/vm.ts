@@ -33,6 +33,8 @@ export class Vm extends EventEmitter<VmEvents> {
   private stopping = false;
   qmp: QmpClient | undefined;
   endedHow: string | undefined;
+  /** The guest itself powered off (QMP SHUTDOWN with guest=true), as opposed to being stopped. */
+  poweredOffByGuest = false;
 
   constructor(
     readonly spec: VmSpec,
@@ -80,7 +82,10 @@ export class Vm extends EventEmitter<VmEvents> {
     }
     this.qmp = await QmpClient.connect(this.spec.qmpSocket, { label: `${this.spec.role} VM` });
     this.qmp.on("event", (e) => {
-      if (e.event === "SHUTDOWN") this.emit("shutdown", { guest: e.data.guest === true, reason: String(e.data.reason ?? "") });
+      if (e.event === "SHUTDOWN") {
+        this.poweredOffByGuest = e.data.guest === true;
+        this.emit("shutdown", { guest: e.data.guest === true, reason: String(e.data.reason ?? "") });
+      }
     });
     this.qmp.on("close", (err) => {
       if (this.stopping || this.endedHow !== undefined) return;

@@ -1,0 +1,190 @@
+// `airlock up | status | logs | down` and the hidden `supervise`: a pair started by `up` is kept
+// by a detached supervisor process (launch/pair.ts), so any shell can inspect or stop it through
+// the pair's state folder.
+import { spawn } from "node:child_process";
+import { existsSync, mkdirSync, openSync, readFileSync } from "node:fs";
+import path from "node:path";
+import type { Argv } from "yargs";
+import { AirlockError } from "../../../../proto/src/errors.ts";
+import { createRootLogger } from "../../../../proto/src/log.ts";
+import { loadManifest } from "../../../../proto/src/manifest/index.ts";
+import { Pair } from "../../launch/pair.ts";
+import { projectRoot } from "../../paths.ts";
+import { checkPairName, isAlive, listPairNames, observedState, PairDir, type PairState } from "../../launch/pair-state.ts";
+import { printResult, setExitCode, type AirlockCommand } from "../command.ts";
+import { handleSignals } from "../signals.ts";
+
+const UP_TIMEOUT_MS = 300_000;
+const DOWN_TIMEOUT_MS = 15_000;
+
+interface UpArgs {
+  manifest: string;
+  name?: string;
+  accel: "auto" | "kvm" | "tcg";
+  tee: "emulated" | "snp";
+  debug: boolean;
+  json: boolean;
+}
+
+const pairOptions = (y: Argv): Argv =>
+  y
+    .positional("manifest", { type: "string", demandOption: true, describe: "room manifest (YAML)" })
+    .option("name", { type: "string", describe: "pair name (default: the manifest's name)" })
+    .option("accel", { choices: ["auto", "kvm", "tcg"] as const, default: "auto" as const, describe: "auto uses KVM only if a bounded probe boot succeeds" })
+    .option("tee", { choices: ["emulated", "snp"] as const, default: "emulated" as const })
+    .option("debug", { type: "boolean", default: false, describe: "capture the sandbox console (never done otherwise)" });
+
+function refuseSnp(tee: string): void {
+  if (tee === "snp") {
+    throw new AirlockError("TEE_UNSUPPORTED", "--tee snp needs an SEV-SNP host and QEMU ≥ 9.1; this launcher runs --tee emulated only", {
+      hint: "see `airlock measure` and the SNP launch plans (host-tools/src/launch/snp-plan.ts) for what an SNP launch uses",
+    });
+  }
+}
+
+function describeState(s: PairState): string {
+  const vms = (["firewall", "sandbox"] as const).map((r) => `  ${r.padEnd(8)} ${s.vms[r].status}${s.vms[r].pid ? ` (pid ${s.vms[r].pid})` : ""}${s.vms[r].ended ? `, ${s.vms[r].ended}` : ""}`);
+  return [
+    `${s.name}: ${s.status}${s.reason ? ` — ${s.reason}` : ""}`,
+    `  tee ${s.tee}, accel ${s.accel ?? "?"}, manifest ${s.manifest}`,
+    `  host_data (manifest digest) ${s.manifestDigest}`,
+    ...(s.readyMs !== undefined ? [`  ready after ${(s.readyMs / 1000).toFixed(1)} s`] : []),
+    ...(s.workloadExitCode !== undefined ? [`  workload exit status ${s.workloadExitCode}`] : []),
+    ...vms,
+  ].join("\n");
+}
+
+export const upCommand: AirlockCommand = {
+  command: "up <manifest>",
+  describe: "start a VM pair for a room and return once both guests run (the workload runs to its end inside)",
+  builder: (y: Argv) => pairOptions(y).option("json", { type: "boolean", default: false }),
+  handler: async (argv) => {
+    const args = argv as unknown as UpArgs;
+    refuseSnp(args.tee);
+    const manifest = loadManifest(args.manifest);
+    const name = checkPairName(args.name ?? manifest.name);
+    const dir = new PairDir(name);
+    const holder = dir.supervisorPid();
+    if (isAlive(holder)) throw new AirlockError("PAIR_EXISTS", `a pair named ${name} is already running (supervisor pid ${holder})`, { hint: `choose another --name, or \`airlock down ${name}\`` });
+    dir.remove();
+    mkdirSync(dir.dir, { recursive: true, mode: 0o700 });
+    const out = openSync(dir.file("supervisor.out"), "w", 0o600);
+    const bin = path.join(projectRoot(), "host-tools/bin/airlock.mjs");
+    const child = spawn(process.execPath, [bin, "supervise", manifest.file, "--name", name, "--accel", args.accel, ...(args.debug ? ["--debug"] : [])], { detached: true, stdio: ["ignore", out, out] });
+    child.unref();
+    const say = (s: string): void => void process.stderr.write(`airlock: ${s}\n`);
+    say(`pair ${name}: supervisor pid ${child.pid}; starting (progress in ${dir.supervisorLog})`);
+    const release = handleSignals(() => child.pid && process.kill(child.pid, "SIGTERM"));
+    try {
+      const deadline = Date.now() + UP_TIMEOUT_MS;
+      let last = "";
+      for (;;) {
+        const s = observedState(dir);
+        if (s && s.status !== last) {
+          last = s.status;
+          if (s.status !== "starting") break;
+        }
+        if (!isAlive(child.pid) && !s) throw new AirlockError("LAUNCH", `the supervisor exited before writing any state; see ${dir.file("supervisor.out")}`);
+        if (Date.now() > deadline) {
+          if (child.pid) process.kill(child.pid, "SIGTERM");
+          throw new AirlockError("TIMEOUT", `pair ${name} was not ready within ${UP_TIMEOUT_MS / 1000} s; stopping it`);
+        }
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    } finally {
+      release();
+    }
+    const s = observedState(dir)!;
+    printResult(args.json, s, () => describeState(s));
+    if (s.status === "failed") setExitCode(1);
+  },
+};
+
+export const superviseCommand: AirlockCommand = {
+  command: "supervise <manifest>",
+  describe: false,
+  builder: (y: Argv) => pairOptions(y),
+  handler: async (argv) => {
+    const args = argv as unknown as UpArgs;
+    const name = checkPairName(args.name ?? loadManifest(args.manifest).name);
+    const dir = new PairDir(name);
+    const pair = new Pair({ name, manifestPath: args.manifest, accel: args.accel, debug: args.debug, hold: true, log: createRootLogger({ name: "supervisor", destination: dir.supervisorLog }) });
+    const release = handleSignals((sig) => void pair.stop(`stopped by ${sig} (airlock down)`));
+    try {
+      await pair.start();
+      await pair.waitEnd();
+    } catch {
+      await pair.waitEnd();
+    } finally {
+      release();
+    }
+  },
+};
+
+export const statusCommand: AirlockCommand = {
+  command: "status [name]",
+  describe: "show one VM pair, or all",
+  builder: (y: Argv) => y.positional("name", { type: "string" }).option("json", { type: "boolean", default: false }),
+  handler: (argv) => {
+    const args = argv as unknown as { name?: string; json: boolean };
+    const names = args.name ? [checkPairName(args.name)] : listPairNames();
+    const states = names.map((n) => observedState(new PairDir(n))).filter((s): s is PairState => s !== undefined);
+    if (args.name && states.length === 0) throw new AirlockError("PAIR_NOT_FOUND", `no pair named ${args.name}`, { hint: "`airlock status` lists the pairs" });
+    printResult(args.json, args.name ? states[0] : states, () => (states.length ? states.map(describeState).join("\n") : "no VM pairs"));
+  },
+};
+
+export const logsCommand: AirlockCommand = {
+  command: "logs <name>",
+  describe: "print a VM's console (the firewall's; the sandbox's only when started with --debug), or the supervisor's log",
+  builder: (y: Argv) =>
+    y.positional("name", { type: "string", demandOption: true }).option("vm", { choices: ["firewall", "sandbox", "supervisor"] as const, default: "firewall" as const }),
+  handler: (argv) => {
+    const args = argv as unknown as { name: string; vm: "firewall" | "sandbox" | "supervisor" };
+    const dir = new PairDir(checkPairName(args.name));
+    if (!dir.exists) throw new AirlockError("PAIR_NOT_FOUND", `no pair named ${args.name}`, { hint: "`airlock status` lists the pairs" });
+    const file = args.vm === "supervisor" ? dir.supervisorLog : dir.consoleLog(args.vm);
+    if (!existsSync(file)) {
+      if (args.vm === "sandbox") throw new AirlockError("USAGE", `the sandbox console of ${args.name} is not captured`, { hint: "the sandbox's console is never read on the host unless the pair was started with --debug" });
+      throw new AirlockError("PAIR_NOT_FOUND", `no ${args.vm} log for ${args.name} yet`);
+    }
+    process.stdout.write(readFileSync(file));
+  },
+};
+
+export const downCommand: AirlockCommand = {
+  command: "down <name>",
+  describe: "stop a VM pair and remove its state (idempotent)",
+  builder: (y: Argv) => y.positional("name", { type: "string", demandOption: true }),
+  handler: async (argv) => {
+    const name = checkPairName((argv as unknown as { name: string }).name);
+    const dir = new PairDir(name);
+    if (!dir.exists) {
+      process.stderr.write(`airlock: no pair named ${name}; nothing to stop\n`);
+      return;
+    }
+    const pid = dir.supervisorPid();
+    if (pid && isAlive(pid)) {
+      process.kill(pid, "SIGTERM");
+      const deadline = Date.now() + DOWN_TIMEOUT_MS;
+      while (isAlive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      // A supervisor that does not stop is killed; its QEMUs die with it (setpriv --pdeathsig).
+      if (isAlive(pid)) process.kill(pid, "SIGKILL");
+    }
+    const s = dir.read();
+    for (const role of ["firewall", "sandbox"] as const) {
+      const vmPid = s?.vms[role].pid;
+      if (vmPid && isAlive(vmPid) && readCmdline(vmPid).includes(`airlock-${name}-${role}`)) process.kill(vmPid, "SIGKILL");
+    }
+    dir.remove();
+    process.stderr.write(`airlock: pair ${name} is down\n`);
+  },
+};
+
+function readCmdline(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8");
+  } catch {
+    return "";
+  }
+}
