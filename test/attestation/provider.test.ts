@@ -9,7 +9,8 @@ import { encodeFrame } from "../../proto/src/framing.ts";
 import { ConfigfsTsmProvider, EmulatedPspProvider, encodeCertTable, parseCertTable } from "../../proto/src/attestation/provider.ts";
 import { encodePolicy } from "../../proto/src/attestation/report.ts";
 import { pemToDers } from "../../host-tools/src/attestation/certs.ts";
-import { EmulatedPsp, servePspStream } from "../../host-tools/src/attestation/emulated-psp.ts";
+import { emulatedLaunch, EmulatedPsp, listenPsp, servePspStream } from "../../host-tools/src/attestation/emulated-psp.ts";
+import { snpLaunchDigest } from "../../host-tools/src/measure/index.ts";
 import type { GuestLaunch } from "../../host-tools/src/attestation/emulated-psp.ts";
 import { ReportVerifier } from "../../host-tools/src/attestation/verify.ts";
 
@@ -49,6 +50,38 @@ describe("EmulatedPspProvider over a Unix socket", () => {
     // Two requests from the same guest carry the same report_id (one launch).
     const ev2 = await provider.getReport(Buffer.alloc(64, 1));
     expect(ev2.report.subarray(0x140, 0x160).equals(ev.report.subarray(0x140, 0x160))).toBe(true);
+  });
+
+  it("reports the launch digest of what was launched (measure code), served by listenPsp", async () => {
+    const inputs = {
+      ovmf: readFileSync(path.resolve(import.meta.dirname, "../../../shared/fixtures/ovmf/ovmf_AmdSev_suffix.bin")),
+      vcpus: 2,
+      vcpuType: "EPYC-v4",
+      kernel: Buffer.from("a kernel"),
+      initrd: Buffer.from("an initrd"),
+      append: "console=ttyS0",
+    };
+    const measured = await emulatedLaunch(inputs, { policy: encodePolicy({ smt: true }), hostData: Buffer.alloc(32, 3) });
+    const expected = (await snpLaunchDigest(inputs)).digest;
+    expect(measured.measurement.equals(expected)).toBe(true);
+    const listener = await listenPsp(path.join(tmp, "psp-launch.sock"), psp, measured, { idleTimeoutMs: 5_000 });
+    try {
+      const p = new EmulatedPspProvider({
+        connect: () =>
+          new Promise((resolve, reject) => {
+            const s = net.createConnection(listener.path, () => resolve(s));
+            s.once("error", reject);
+          }),
+      });
+      const reportData = Buffer.alloc(64, 0x77);
+      const res = new ReportVerifier({ trustRoots: [psp.arkPem] }).verify(await p.getReport(reportData), { reportData, measurement: expected });
+      expect(res.failed).toBeUndefined();
+      // Another launch (one more vCPU) has another measurement: the verifier names it.
+      const other = (await snpLaunchDigest({ ...inputs, vcpus: 3 })).digest;
+      expect(new ReportVerifier({ trustRoots: [psp.arkPem] }).verify(await p.getReport(reportData), { measurement: other }).failed?.check).toBe("measurement");
+    } finally {
+      await listener.close();
+    }
   });
 
   it("the server answers a malformed request with an error and closes", async () => {

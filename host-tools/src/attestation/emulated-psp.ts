@@ -10,7 +10,8 @@
 // stays in this process's memory.
 import { createPrivateKey, randomBytes, sign as cryptoSign } from "node:crypto";
 import type { KeyObject } from "node:crypto";
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import net from "node:net";
 import path from "node:path";
 import type { Duplex } from "node:stream";
 import { AirlockError, isErrnoException } from "../../../proto/src/errors.ts";
@@ -21,6 +22,8 @@ import type { AttestationReport, Product, TcbVersion } from "../../../proto/src/
 import { readFrames, writeFrame } from "../../../proto/src/framing.ts";
 import { decodePspRequest, encodePspResponse, nextFrame, PSP_MAX_FRAME } from "../../../proto/src/attestation/psp-wire.ts";
 import type { ReportEvidence } from "../../../proto/src/attestation/psp-wire.ts";
+import { snpLaunchDigest } from "../measure/index.ts";
+import type { SnpLaunchInputs } from "../measure/index.ts";
 import { parseCert } from "./certs.ts";
 import { createTestChain, toPem } from "./test-chain.ts";
 import type { TestChain } from "./test-chain.ts";
@@ -210,4 +213,46 @@ export async function servePspStream(stream: Duplex, psp: EmulatedPsp, launch: G
     stream.end();
   }
   return served;
+}
+
+/**
+ * The launch an emulated guest reports: its measurement is the SNP launch digest of exactly the
+ * firmware, kernel, initrd, command line and vCPUs that were launched, computed by the same code
+ * as `airlock measure`, so a reviewer reproduces it from the same inputs.
+ */
+export async function emulatedLaunch(inputs: SnpLaunchInputs, options: Omit<GuestLaunch, "measurement">): Promise<GuestLaunch> {
+  const { digest } = await snpLaunchDigest(inputs);
+  return { ...options, measurement: digest, reportId: options.reportId ?? randomBytes(32) };
+}
+
+export interface PspListener {
+  path: string;
+  close(): Promise<void>;
+}
+
+/**
+ * Serves one guest's emulated PSP on a Unix socket: the vsock fabric's host listener path for
+ * PSP_VSOCK_PORT (`<uds-path>_1025`), or any path in tests. close() also ends open sessions.
+ */
+export async function listenPsp(socketPath: string, psp: EmulatedPsp, launch: GuestLaunch, options: { log?: Logger; idleTimeoutMs?: number } = {}): Promise<PspListener> {
+  const sessions = new Set<net.Socket>();
+  const server = net.createServer((conn) => {
+    sessions.add(conn);
+    conn.on("close", () => sessions.delete(conn));
+    conn.on("error", () => undefined); // a guest that resets the stream is not our failure
+    void servePspStream(conn, psp, launch, options);
+  });
+  rmSync(socketPath, { force: true });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(socketPath, resolve);
+  });
+  return {
+    path: socketPath,
+    close: async () => {
+      for (const s of sessions) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      rmSync(socketPath, { force: true });
+    },
+  };
 }

@@ -11,6 +11,9 @@
 import { AirlockError } from "../errors.ts";
 import { REPORT_SIZE } from "./report.ts";
 
+/** Firewall/sandbox → host: a guest reaches the host's emulated PSP on this vsock port (CID 2). */
+export const PSP_VSOCK_PORT = 1025;
+
 export const PSP_REQUEST_MAGIC = Buffer.from("SNPQ");
 export const PSP_REQUEST_SIZE = 72;
 export const PSP_MAX_FRAME = 64 * 1024;
