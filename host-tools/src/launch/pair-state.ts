@@ -59,13 +59,19 @@ export function listPairNames(): string[] {
   return existsSync(root) ? readdirSync(root).filter((n) => PAIR_NAME_RE.test(n)).sort() : [];
 }
 
+/** True for a running process; a zombie (dead, not yet reaped by its parent) counts as dead. */
 export function isAlive(pid: number | undefined): boolean {
   if (!pid) return false;
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
+    if ((err as NodeJS.ErrnoException).code !== "EPERM") return false;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
+  } catch {
+    return false;
   }
 }
 
