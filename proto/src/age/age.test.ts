@@ -229,6 +229,8 @@ describe("hostile files", () => {
     const extra = Buffer.from(ct.toString("latin1").replace("\n---", "\n-> grease x\n\n---"), "latin1");
     expect((await failure(open(extra))).message).toMatch(/header MAC does not verify/);
     expect((await failure(open(Buffer.from("age-encryption.org/v2\n")))).message).toMatch(/first line/);
+    const zero = `age-encryption.org/v1\n-> X25519 ${"A".repeat(43)}\n${"A".repeat(43)}\n--- ${"A".repeat(43)}\n`;
+    expect((await failure(open(Buffer.from(zero)))).message).toMatch(/low-order/);
     expect((await failure(open(Buffer.from("-> X25519 abc\n")))).message).toMatch(/not a valid age file/);
   });
 });
