@@ -138,6 +138,14 @@ describe("audit verify detects", () => {
     expect(verifyAuditLog(forged, { expectedKey: createPublicKey(ed.privateKey) }).valid).toBe(false);
   });
 
+  it("a checkpoint whose algorithm does not fit its key (rehashed so only that is wrong)", async () => {
+    const { lines } = await writeLog(1);
+    const cp = parse(lines.at(-1)!);
+    (cp.data as Record<string, unknown>).alg = "ecdsa-p384-sha384";
+    cp.hash = recordHash(cp);
+    expect(verifyAuditLog(text([...lines.slice(0, -1), canonicalJson(cp)])).firstBad?.reason).toMatch(/names algorithm "ecdsa-p384-sha384" for a ed25519 key/);
+  });
+
   it("garbage lines", () => {
     expect(verifyAuditLog("hello\n").firstBad?.reason).toMatch(/line 1 is not a JSON record/);
     expect(verifyAuditLog('{"seq":0}\n').firstBad?.reason).toMatch(/has fields/);

@@ -6,7 +6,7 @@
 // leave no trace), and a log ending at a checkpoint is reported as not closed.
 import { createPublicKey } from "node:crypto";
 import type { KeyObject } from "node:crypto";
-import { CHECKPOINT, CLOSED, GENESIS, recordHash, signedBytes, spkiBase64, verifySignature } from "./record.ts";
+import { algOf, CHECKPOINT, CLOSED, GENESIS, recordHash, signedBytes, spkiBase64, verifySignature } from "./record.ts";
 import type { AuditRecord, SignatureAlg } from "./record.ts";
 
 export interface AuditProblem {
@@ -113,8 +113,15 @@ export function verifyAuditLog(text: string, options: VerifyOptions = {}): Audit
         } catch {
           return fail(n, r.seq, `${r.kind} record seq ${r.seq} has a malformed public key`);
         }
+        let alg: SignatureAlg | null = null;
+        try {
+          alg = algOf(key);
+        } catch {
+          // reported below
+        }
+        if (alg === null || d.alg !== alg) return fail(n, r.seq, `${r.kind} record seq ${r.seq} names algorithm ${JSON.stringify(d.alg)} for a ${key.asymmetricKeyType} key`);
         result.publicKey = d.publicKey;
-        result.alg = d.alg as SignatureAlg;
+        result.alg = alg;
       } else if (d.publicKey !== result.publicKey || d.alg !== result.alg) {
         return fail(n, r.seq, `${r.kind} record seq ${r.seq} is signed by a different key than the earlier checkpoints`);
       }
