@@ -70,7 +70,8 @@ describe("EmulatedPsp", () => {
   });
 
   it("a Turin chain uses the Turin TCB layout and 8-byte hwID; another test root is refused", () => {
-    const turin = EmulatedPsp.createInMemory({ product: "turin" });
+    // Persisted across runs (like the other test suites' PSP) so the suite stays quick.
+    const turin = EmulatedPsp.open(path.join(tmpdir(), "airlock-test-emulated-psp-turin"), { product: "turin" });
     const ev = turin.evidence(launch, { reportData, vmpl: 0 });
     const v = new ReportVerifier({ trustRoots: [turin.arkPem] });
     const res = v.verify(ev, { minTcb: { fmc: 1, snp: 1 } });
