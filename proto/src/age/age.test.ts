@@ -127,6 +127,16 @@ describe("interoperability with the age CLI", () => {
     expect((await collect(decrypt(pieces, [b.id]))).equals(pt)).toBe(true);
   });
 
+  it("skips stanzas of unknown types (grease), as the age CLI does, with a 64-column body", async () => {
+    const { id, file } = cliIdentity();
+    const grease = { wrap: () => [{ args: ["grease-test", "x"], body: Buffer.alloc(48, 7) }] }; // 48 bytes = one full line + an empty one
+    const pt = pattern(1000);
+    const ct = await collect(encrypt([pt], [grease, id.recipient]));
+    expect(ct.toString("latin1")).toContain("-> grease-test x\n");
+    expect(execFileSync("age", ["-d", "-i", file], { input: ct }).equals(pt)).toBe(true);
+    expect((await collect(decrypt([ct], [id]))).equals(pt)).toBe(true);
+  });
+
   it("works as Node streams through stream.pipeline", async () => {
     const id = X25519Identity.generate();
     const pt = pattern(300_000);
