@@ -83,6 +83,8 @@ export interface ConfigfsTsmOptions {
   root?: string;
   /** VMPL to request (configfs-tsm "privlevel"); unset leaves the kernel's default. */
   privlevel?: number;
+  /** VCEK (DER) to send when the host puts no certificates in auxblob (e.g. fetched from AMD KDS). */
+  vcek?: Buffer;
 }
 
 export class ConfigfsTsmProvider implements ReportProvider {
@@ -113,7 +115,7 @@ export class ConfigfsTsmProvider implements ReportProvider {
       });
       if ((await generation()) !== gen) throw new AirlockError("REPORT_INVALID", `${where}: another writer changed the request while we read it`);
       const certs = parseCertTable(aux);
-      const vcek = certs.get("vcek");
+      const vcek = certs.get("vcek") ?? this.options.vcek;
       if (!vcek) throw new AirlockError("CERT_INVALID", `${where}: the host supplied no VCEK in auxblob`, { hint: "configure the host's SNP certificate table (snphost import) or fetch the VCEK from AMD KDS" });
       const ask = certs.get("ask");
       const ark = certs.get("ark");

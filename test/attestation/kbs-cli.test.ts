@@ -1,0 +1,72 @@
+// `airlock kbs add-key`, `kbs serve` and `kbs list` as an operator runs them, with the firewall
+// side's client attesting through the emulated PSP; then `airlock audit verify` on the broker's log.
+import { execFile, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { requestKey } from "../../proto/src/attestation/kbs-client.ts";
+import { encodePolicy } from "../../proto/src/attestation/report.ts";
+import { EmulatedPsp } from "../../host-tools/src/attestation/emulated-psp.ts";
+
+const repo = path.resolve(import.meta.dirname, "../..");
+const tmp = mkdtempSync(path.join(tmpdir(), "airlock-kbs-cli-"));
+const state = path.join(tmp, "state");
+let server: ChildProcess | undefined;
+afterAll(() => {
+  server?.kill("SIGKILL");
+  rmSync(tmp, { recursive: true, force: true });
+});
+
+const cli = ["--import", "tsx", path.join(repo, "host-tools/src/main.ts")];
+function airlock(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [...cli, ...args], { cwd: repo, timeout: 30_000 }, (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 99) : 0, stdout, stderr }));
+  });
+}
+
+describe("airlock kbs", () => {
+  it("registers a key, serves it to an attested VM only, and leaves a verifiable audit log", async () => {
+    const psp = EmulatedPsp.open(path.join(tmpdir(), "airlock-test-emulated-psp"));
+    const launch = { measurement: randomBytes(48), hostData: randomBytes(32), policy: encodePolicy({ smt: true }), reportId: randomBytes(32) };
+    const secret = randomBytes(40);
+    writeFileSync(path.join(tmp, "key.bin"), secret);
+    writeFileSync(path.join(tmp, "ark.pem"), psp.arkPem);
+    const add = await airlock("kbs", "add-key", "--state", state, "--id", "corpus", "--key-file", path.join(tmp, "key.bin"), "--measurement", launch.measurement.toString("hex"), "--host-data", launch.hostData.toString("hex"), "--trust-root", path.join(tmp, "ark.pem"));
+    expect(add.stderr).toBe("");
+    expect(add.code).toBe(0);
+    const bad = await airlock("kbs", "add-key", "--state", state, "--id", "x", "--generate", "--measurement", "1234");
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/96-hex-digit/);
+    const list = await airlock("kbs", "list", "--state", state, "--json");
+    expect(JSON.parse(list.stdout)).toEqual([{ id: "corpus", measurements: [launch.measurement.toString("hex")] }]);
+
+    server = spawn(process.execPath, [...cli, "kbs", "serve", "--state", state, "--listen", "127.0.0.1:0", "--json"], { cwd: repo, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, AIRLOCK_LOG: "warn" } });
+    const endpoint = await new Promise<string>((resolve, reject) => {
+      let out = "";
+      const timer = setTimeout(() => reject(new Error(`kbs serve did not start: ${out}`)), 30_000);
+      server!.stdout!.on("data", (c: Buffer) => {
+        out += c.toString();
+        const m = /"endpoint": "([^"]+)"/.exec(out);
+        if (m) {
+          clearTimeout(timer);
+          resolve(m[1]!);
+        }
+      });
+    });
+    const provider = (l: typeof launch) => ({ kind: "emulated" as const, getReport: async (rd: Buffer) => psp.evidence(l, { reportData: rd, vmpl: 0 }) });
+    expect((await requestKey({ endpoint, keyId: "corpus", provider: provider(launch) })).equals(secret)).toBe(true);
+    await expect(requestKey({ endpoint, keyId: "corpus", provider: provider({ ...launch, measurement: randomBytes(48) }) })).rejects.toThrow(/measurement/);
+
+    const exited = new Promise<number | null>((resolve) => server!.on("exit", (code) => resolve(code)));
+    server.kill("SIGTERM");
+    expect(await exited).toBe(0);
+    server = undefined;
+    const [log] = readdirSync(path.join(state, "audit"));
+    const audit = await airlock("audit", "verify", path.join(state, "audit", log!));
+    expect(audit.code).toBe(0);
+    expect(audit.stdout).toMatch(/closed by a signed record/);
+  });
+});
