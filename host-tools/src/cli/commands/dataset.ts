@@ -43,7 +43,8 @@ async function withInputErrors<T>(file: string | undefined, fn: () => Promise<T>
     if (isErrnoException(err, "ENOENT") && file && (err as NodeJS.ErrnoException).path === file) {
       throw new AirlockError("USAGE", `input file not found: ${file}`);
     }
-    if (isErrnoException(err, "EACCES") || isErrnoException(err, "EISDIR")) throw new AirlockError("USAGE", (err as Error).message, { cause: err });
+    if (isErrnoException(err, "EISDIR")) throw new AirlockError("USAGE", `input ${file ?? "-"} is a directory, not a file`, { cause: err });
+    if (isErrnoException(err, "EACCES")) throw new AirlockError("USAGE", `cannot read ${file ?? "stdin"}: permission denied`, { cause: err });
     throw err;
   }
 }
