@@ -67,7 +67,9 @@ export class SyntheticGuest {
     this.guard = opts.guard ?? 0;
     this.backing = Buffer.alloc(mem + 2 * this.guard, 0);
     this.ram = this.backing.subarray(this.guard, this.guard + mem);
-    this.memory = new GuestMemory([{ gpa: GPA_BASE, uva: UVA_BASE, size: mem, bytes: this.ram }]);
+    // The device sees plain Uint8Array views, as it does over an mmap()ed memfd.
+    const bytes = new Uint8Array(this.backing.buffer, this.backing.byteOffset + this.guard, mem);
+    this.memory = new GuestMemory([{ gpa: GPA_BASE, uva: UVA_BASE, size: mem, bytes }]);
     this.rx = this.layoutRing(q);
     this.tx = this.layoutRing(q);
     // rx: chains of two descriptors (header, data): q/2 chains.
@@ -87,7 +89,11 @@ export class SyntheticGuest {
     for (const r of [this.rx, this.tx]) r.availIdx = r.lastUsed = 0;
     this.freeTx.length = 0;
     for (let i = 0; i < this.txSlots.length; i++) this.freeTx.push(i);
-    for (let i = 0; i < this.rxBufs.length; i++) this.postRx(i);
+    for (let i = 0; i < this.rxBufs.length; i++) {
+      this.writeDesc(this.rx, 2 * i, GPA_BASE + this.rxHdrs[i]!, HDR_LEN, 1 | 2, 2 * i + 1);
+      this.writeDesc(this.rx, 2 * i + 1, GPA_BASE + this.rxBufs[i]!, this.rxBufSize, 2, 0);
+      this.postRx(i);
+    }
     this.interrupts[0] = this.interrupts[1] = 0;
   }
 
@@ -144,11 +150,9 @@ export class SyntheticGuest {
     this.ram.writeUInt16LE(r.availIdx, r.availOff + 2);
   }
 
+  /** Gives an rx chain back (its descriptors were written once, at reset, like a real driver's). */
   private postRx(slot: number): void {
-    const d = 2 * slot;
-    this.writeDesc(this.rx, d, GPA_BASE + this.rxHdrs[slot]!, HDR_LEN, 1 | 2, d + 1);
-    this.writeDesc(this.rx, d + 1, GPA_BASE + this.rxBufs[slot]!, this.rxBufSize, 2, 0);
-    this.publish(this.rx, d);
+    this.publish(this.rx, 2 * slot);
   }
 
   /** Reclaims sent tx buffers. */
@@ -162,21 +166,30 @@ export class SyntheticGuest {
     }
   }
 
+  /** Fills every tx buffer's payload area with `byte` (what queuePacket(h, length) then sends). */
+  fillTxPayloads(byte: number): void {
+    for (const off of this.txSlots) this.ram.fill(byte, off + HDR_LEN, off + HDR_LEN + MAX_PAYLOAD);
+  }
+
   /** Free tx chains after reclaiming. */
   txRoom(): number {
     this.reapTx();
     return this.freeTx.length;
   }
 
-  /** Queues a packet on tx (header + payload in two descriptors); false if the ring is full. */
-  queuePacket(h: VsockHeader, payload?: Uint8Array): boolean {
+  /**
+   * Queues a packet on tx (header + payload in two descriptors); false if the ring is full.
+   * A number instead of a payload sends that many bytes of whatever the slot holds (benchmarks:
+   * the guest's own copy into its buffer is not the fabric's work).
+   */
+  queuePacket(h: VsockHeader, payload?: Uint8Array | number): boolean {
     this.reapTx();
     const slot = this.freeTx.pop();
     if (slot === undefined) return false;
     const off = this.txSlots[slot]!;
-    const len = payload?.length ?? 0;
+    const len = typeof payload === "number" ? Math.min(payload, MAX_PAYLOAD) : (payload?.length ?? 0);
     encodeHeader({ ...h, len }, this.ram, off);
-    if (payload) this.ram.set(payload, off + HDR_LEN);
+    if (payload && typeof payload !== "number") this.ram.set(payload, off + HDR_LEN);
     const d = 2 * slot;
     this.writeDesc(this.tx, d, GPA_BASE + off, HDR_LEN, len > 0 ? 1 : 0, d + 1);
     if (len > 0) this.writeDesc(this.tx, d + 1, GPA_BASE + off + HDR_LEN, len, 0, 0);
@@ -188,6 +201,23 @@ export class SyntheticGuest {
   send(h: VsockHeader, payload?: Uint8Array): void {
     if (!this.queuePacket(h, payload)) throw new Error("tx ring full");
     this.device?.kick(TX_QUEUE);
+  }
+
+  /** Like receive() for a benchmark: only counts the payload bytes delivered (no decoding). */
+  receiveCount(): number {
+    const r = this.rx;
+    const ram = this.ram;
+    let bytes = 0;
+    const usedIdx = ram.readUInt16LE(r.usedOff + 2);
+    if (usedIdx === r.lastUsed) return 0;
+    while (r.lastUsed !== usedIdx) {
+      const e = r.usedOff + 4 + 8 * (r.lastUsed % r.size);
+      bytes += ram.readUInt32LE(e + 4) - HDR_LEN;
+      r.lastUsed = (r.lastUsed + 1) & 0xffff;
+      this.publish(r, ram.readUInt32LE(e));
+    }
+    this.device?.kick(RX_QUEUE);
+    return bytes;
   }
 
   /** Takes packets the device delivered, reposts the buffers and kicks rx. */

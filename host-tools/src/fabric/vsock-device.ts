@@ -2,7 +2,7 @@
 // writes packets the router addresses to it into its rx queue. Whatever the guest does to its
 // rings ends here as a fault of this device alone (RingError): the device stops and reports it.
 import type { Logger } from "../../../proto/src/log.ts";
-import { HDR_LEN, MAX_PAYLOAD, Op, decodeHeader, encodeHeader, type VsockHeader } from "./vsock-packet.ts";
+import { HDR_LEN, MAX_PAYLOAD, Op, decodeHeader, writeHeader, type VsockHeader } from "./vsock-packet.ts";
 import { RingError, gather, type Chain, type SplitVirtqueue } from "./virtqueue.ts";
 
 export const RX_QUEUE = 0;
@@ -34,6 +34,7 @@ export class VsockDevice {
   private pendingHead = 0;
   private pendingBytes = 0;
   private readonly hdrBuf = new Uint8Array(HDR_LEN);
+  private readonly hdrView = new DataView(this.hdrBuf.buffer);
   private readonly notifyDue = [false, false];
   private notifyScheduled = false;
   private txScheduled = false;
@@ -118,8 +119,10 @@ export class VsockDevice {
     if (this.pending.length - this.pendingHead >= MAX_PENDING_PACKETS || this.pendingBytes + left > MAX_PENDING_BYTES) return false;
     let data: Uint8Array | null = null;
     if (left > 0) {
-      data = new Uint8Array(left);
-      gather(payload, payloadOff + done, data, 0, left);
+      // Not zeroed: gather() overwrites all of it (hdr.len was checked against the buffers).
+      data = Buffer.allocUnsafe(left);
+      const n = gather(payload, payloadOff + done, data, 0, left);
+      if (n !== left) throw new Error("payload shorter than its header says");
     }
     this.pending.push({ hdr: { ...hdr, len: left }, data, off: 0 });
     this.pendingBytes += left;
@@ -139,9 +142,10 @@ export class VsockDevice {
       return -1;
     }
     const n = Math.min(len, room, MAX_PAYLOAD);
-    this.hdrBuf.fill(0);
-    encodeHeader({ ...hdr, len: n }, this.hdrBuf);
-    scatter(chain.writable, 0, [this.hdrBuf], 0, HDR_LEN);
+    writeHeader(this.hdrView, hdr, n);
+    const first = chain.writable[0]!;
+    if (first.length >= HDR_LEN) first.set(this.hdrBuf);
+    else scatter(chain.writable, 0, [this.hdrBuf], 0, HDR_LEN);
     if (n > 0) scatter(chain.writable, HDR_LEN, payload, off, n);
     rx.push(chain.head, HDR_LEN + n);
     return n;

@@ -56,14 +56,18 @@ export function decodeHeader(b: Uint8Array): VsockHeader {
 }
 
 export function encodeHeader(h: VsockHeader, b: Uint8Array, off = 0): void {
-  const dv = new DataView(b.buffer, b.byteOffset + off, HDR_LEN);
+  writeHeader(new DataView(b.buffer, b.byteOffset + off, HDR_LEN), h, h.len);
+}
+
+/** Writes a header with payload length `len` through an existing DataView (the hot path). */
+export function writeHeader(dv: DataView, h: VsockHeader, len: number): void {
   dv.setUint32(0, h.srcCid, true);
   dv.setUint32(4, 0, true);
   dv.setUint32(8, h.dstCid, true);
   dv.setUint32(12, 0, true);
   dv.setUint32(16, h.srcPort, true);
   dv.setUint32(20, h.dstPort, true);
-  dv.setUint32(24, h.len, true);
+  dv.setUint32(24, len, true);
   dv.setUint16(28, h.type, true);
   dv.setUint16(30, h.op, true);
   dv.setUint32(32, h.flags, true);
