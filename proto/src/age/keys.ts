@@ -165,8 +165,11 @@ export class ScryptRecipient implements AgeRecipient {
 export class ScryptIdentity implements AgeIdentity {
   readonly #passphrase: string;
   readonly #maxLogN: number;
-  /** maxLogN bounds the work a hostile file can make us do (age's default is 22). */
-  constructor(passphrase: string, maxLogN = 22) {
+  /**
+   * maxLogN bounds the work and memory a hostile file can demand: scrypt needs 1 KiB × 2^logN, so
+   * 20 is 1 GiB (age -p writes 18; the Go tool accepts up to 22, 4 GiB).
+   */
+  constructor(passphrase: string, maxLogN = 20) {
     this.#passphrase = passphrase;
     this.#maxLogN = maxLogN;
   }
