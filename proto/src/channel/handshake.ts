@@ -101,7 +101,7 @@ async function handshake<P extends PeerIdentity>(role: Role, stream: Duplex, opt
     log.debug({ peer: channel.peer.name, ms: Date.now() - started }, "secure channel open");
     return channel;
   } catch (err) {
-    link.abort();
+    link.closeAfterFlush();
     const e = AirlockError.from(err, "GUEST_PROTOCOL");
     log.warn({ code: e.code, reason: e.message }, "secure channel handshake failed");
     throw e;
@@ -140,7 +140,6 @@ async function run<P extends PeerIdentity>(role: Role, link: Link, options: Chan
     const e = err instanceof AirlockError ? err : new AirlockError("REPORT_REJECTED", (err as Error).message ?? String(err), { cause: err });
     // Tell the peer why before hanging up, so both logs say what happened.
     link.write(sendHs.seal(RecordType.ALERT, Buffer.from(`${e.code}: ${e.message}`.slice(0, 300))));
-    link.end();
     throw new AirlockError(e.code, `secure channel: the ${peerRole}'s evidence was refused: ${e.message}`, { cause: err, ...(e.hint ? { hint: e.hint } : {}) });
   }
   log.debug({ peer: peer.name }, `${peerRole} evidence verified`);

@@ -159,11 +159,16 @@ export class Link {
     this.stream.destroy();
   }
 
-  /** Ends a failed link: lets an alert already written flush (bounded), then destroys it. */
-  abort(): void {
+  /**
+   * Closes the link: our bytes already written (an alert, a CLOSE record) are flushed first, then
+   * the stream is destroyed — bounded, so a peer that never reads cannot hold it open.
+   */
+  closeAfterFlush(): void {
     this.consumer = undefined;
     const s = this.stream;
-    if (!s.writableEnded || s.writableFinished || s.destroyed) return void s.destroy();
+    if (s.destroyed) return;
+    if (!s.writableEnded) s.end();
+    if (s.writableFinished) return void s.destroy();
     const timer = setTimeout(() => s.destroy(), 1000).unref();
     s.once("finish", () => {
       clearTimeout(timer);

@@ -83,7 +83,12 @@ export function newEphemeral(): X25519Pair {
 }
 
 export function deriveKeys(own: X25519Pair, peerPublicRaw: Buffer, transcript: Buffer): SessionKeys {
-  const shared = diffieHellman({ privateKey: own.privateKey, publicKey: x25519PublicFromRaw(peerPublicRaw) });
+  let shared: Buffer;
+  try {
+    shared = diffieHellman({ privateKey: own.privateKey, publicKey: x25519PublicFromRaw(peerPublicRaw) });
+  } catch (err) {
+    throw new AirlockError("GUEST_PROTOCOL", `secure channel: the peer's X25519 key is unusable (${(err as Error).message})`, { cause: err });
+  }
   // A low-order peer key gives an all-zero secret that an attacker knows too.
   if (shared.every((b) => b === 0)) throw new AirlockError("GUEST_PROTOCOL", "secure channel: the peer's X25519 key is of low order (shared secret is zero)");
   const okm = Buffer.from(hkdfSync("sha256", shared, transcript, `${PROTOCOL_LABEL} keys`, 128));

@@ -121,8 +121,9 @@ export class SecureStream extends Duplex {
   }
 
   override _destroy(err: Error | null, cb: (err: Error | null) => void): void {
-    // After both closes the underlying stream was ended and flushes on its own; otherwise abort it.
-    if (err || !(this.sentClose && this.receivedClose)) this.link.destroy();
+    // After both closes every record has been exchanged: flush ours and hang up. Otherwise abort.
+    if (!err && this.sentClose && this.receivedClose) this.link.closeAfterFlush();
+    else this.link.destroy();
     this.link.attach(undefined);
     if (err) this.log.debug({ code: (err as AirlockError).code }, "secure channel failed");
     cb(err);
