@@ -44,21 +44,20 @@ describe("airlock kbs", () => {
     expect(JSON.parse(list.stdout)).toEqual([{ id: "corpus", measurements: [launch.measurement.toString("hex")] }]);
 
     server = spawn(process.execPath, [...cli, "kbs", "serve", "--state", state, "--listen", "127.0.0.1:0", "--json"], { cwd: repo, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, AIRLOCK_LOG: "warn" } });
-    const endpoint = await new Promise<string>((resolve, reject) => {
+    const { endpoint, publicKey } = await new Promise<{ endpoint: string; publicKey: string }>((resolve, reject) => {
       let out = "";
       const timer = setTimeout(() => reject(new Error(`kbs serve did not start: ${out}`)), 30_000);
       server!.stdout!.on("data", (c: Buffer) => {
         out += c.toString();
-        const m = /"endpoint": "([^"]+)"/.exec(out);
-        if (m) {
+        if (/^}\s*$/m.test(out)) {
           clearTimeout(timer);
-          resolve(m[1]!);
+          resolve(JSON.parse(out));
         }
       });
     });
     const provider = (l: typeof launch) => ({ kind: "emulated" as const, getReport: async (rd: Buffer) => psp.evidence(l, { reportData: rd, vmpl: 0 }) });
-    expect((await requestKey({ endpoint, keyId: "corpus", provider: provider(launch) })).equals(secret)).toBe(true);
-    await expect(requestKey({ endpoint, keyId: "corpus", provider: provider({ ...launch, measurement: randomBytes(48) }) })).rejects.toThrow(/measurement/);
+    expect((await requestKey({ endpoint, keyId: "corpus", provider: provider(launch), brokerPublicKey: publicKey })).equals(secret)).toBe(true);
+    await expect(requestKey({ endpoint, keyId: "corpus", provider: provider({ ...launch, measurement: randomBytes(48) }), brokerPublicKey: publicKey })).rejects.toThrow(/measurement/);
 
     const exited = new Promise<number | null>((resolve) => server!.on("exit", (code) => resolve(code)));
     server.kill("SIGTERM");

@@ -1,13 +1,13 @@
 // The key broker over real HTTP (127.0.0.1 port 0 and a Unix socket), with the firewall-side client
 // attesting through the emulated PSP served on a real Unix socket.
-import { randomBytes } from "node:crypto";
+import { createPublicKey, generateKeyPairSync, randomBytes } from "node:crypto";
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { requestKey } from "../../proto/src/attestation/kbs-client.ts";
-import { newX25519, reportDataFor, unwrapKey } from "../../proto/src/attestation/kbs-wire.ts";
+import { newX25519, releaseTranscript, reportDataFor, unwrapKey, verifyRelease, wrapKey } from "../../proto/src/attestation/kbs-wire.ts";
 import type { NonceResponse, ReleaseResponse } from "../../proto/src/attestation/kbs-wire.ts";
 import { EmulatedPspProvider } from "../../proto/src/attestation/provider.ts";
 import { encodePolicy } from "../../proto/src/attestation/report.ts";
@@ -77,8 +77,22 @@ async function attempt(keyId: string, alter: { nonce?: string; reportData?: Buff
 
 describe("key broker", () => {
   it("releases the key to an attested VM through the client library, wrapped to its key", async () => {
-    const key = await requestKey({ endpoint: kbs.endpoint, keyId: "corpus", provider: provider() });
+    const key = await requestKey({ endpoint: kbs.endpoint, keyId: "corpus", provider: provider(), brokerPublicKey: kbs.publicKey });
     expect(key.equals(datasetKey)).toBe(true);
+    const identity = (await (await fetch(`${kbs.endpoint}/v1/identity`)).json()) as { publicKey: string };
+    expect(identity.publicKey).toBe(kbs.publicKey);
+  });
+
+  it("the client refuses a release not signed by the broker it expects", async () => {
+    const other = generateKeyPairSync("ed25519").publicKey;
+    await expect(requestKey({ endpoint: kbs.endpoint, keyId: "corpus", provider: provider(), brokerPublicKey: other })).rejects.toThrow(/not signed by the expected key broker/);
+    // A key wrapped by someone else to the same requester key does not carry the broker's signature.
+    const { nonce, pair, res } = await attempt("corpus");
+    const release = res.body as unknown as ReleaseResponse;
+    const forged = wrapKey(Buffer.from("attacker's key"), "corpus", Buffer.from(nonce, "base64"), pair.publicRaw);
+    const brokerKey = createPublicKey({ key: Buffer.from(kbs.publicKey, "base64"), format: "der", type: "spki" });
+    expect(verifyRelease(brokerKey, releaseTranscript("corpus", Buffer.from(nonce, "base64"), pair.publicRaw, release.wrapped), release.signature)).toBe(true);
+    expect(verifyRelease(brokerKey, releaseTranscript("corpus", Buffer.from(nonce, "base64"), pair.publicRaw, forged), release.signature)).toBe(false);
   });
 
   it("the wrapped key opens only with the requester's private key", async () => {
@@ -112,7 +126,7 @@ describe("key broker", () => {
     expect((await attempt("corpus", { launch: { policy: encodePolicy({ debug: true }) } })).res.body.reason).toMatch(/^policy-debug:/);
     const missing = await attempt("no-such-key");
     expect(missing.res.status).toBe(404);
-    await expect(requestKey({ endpoint: kbs.endpoint, keyId: "other-host", provider: provider() })).rejects.toThrow(/KEY_RELEASE|refused key "other-host".*host-data/);
+    await expect(requestKey({ endpoint: kbs.endpoint, keyId: "other-host", provider: provider(), brokerPublicKey: kbs.publicKey })).rejects.toThrow(/KEY_RELEASE|refused key "other-host".*host-data/);
   });
 
   it("refuses malformed requests without crashing", async () => {
@@ -144,7 +158,7 @@ describe("key broker", () => {
       expect(k2.endpoint).toBe(`unix:${sockPath}`);
       k2.store.put("corpus", datasetKey, policy());
       const slowProvider = { kind: "emulated" as const, getReport: async (rd: Buffer) => (await new Promise((r) => setTimeout(r, 20)), psp.evidence(launch, { reportData: rd, vmpl: 0 })) };
-      await expect(requestKey({ endpoint: k2.endpoint, keyId: "corpus", provider: slowProvider })).rejects.toThrow(/nonce expired/);
+      await expect(requestKey({ endpoint: k2.endpoint, keyId: "corpus", provider: slowProvider, brokerPublicKey: k2.publicKey })).rejects.toThrow(/nonce expired/);
     } finally {
       await k2.close();
     }

@@ -2,13 +2,14 @@
 // attestation report verifies against the policy registered with that key and whose report_data
 // binds a fresh broker nonce and the VM's ephemeral X25519 key (see proto/src/attestation/kbs-wire.ts).
 //
+//   GET  /v1/identity             → 200 {publicKey}: the Ed25519 key that signs releases
 //   POST /v1/nonce                → 200 {nonce, expiresAt}
-//   POST /v1/keys/<id>/release    → 200 {keyId, wrapped} | 403 {error: "KEY_RELEASE", reason} | 404 | 400
+//   POST /v1/keys/<id>/release    → 200 {keyId, wrapped, signature} | 403 {error: "KEY_RELEASE", reason} | 404 | 400
 //
 // Nonces are random, single-use (consumed by the first release attempt, whatever its outcome) and
 // expire after nonceTtlMs. Every release and refusal goes to a signed, hash-chained audit log
 // (proto/src/audit) under <state>/audit/, one file per broker run; no key material is recorded.
-import { hkdfSync, randomBytes } from "node:crypto";
+import { createPublicKey, hkdfSync, randomBytes } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
@@ -18,8 +19,8 @@ import type { Logger } from "../../../proto/src/log.ts";
 import { silentLogger } from "../../../proto/src/log.ts";
 import { AuditLog, AUDIT_KINDS, signerFromPrivateKey } from "../../../proto/src/audit/index.ts";
 import { parseReport } from "../../../proto/src/attestation/report.ts";
-import { ed25519FromSeed, KBS_NONCE_BYTES, reportDataFor, wrapKey } from "../../../proto/src/attestation/kbs-wire.ts";
-import type { NonceResponse, RefusalResponse, ReleaseRequest, ReleaseResponse } from "../../../proto/src/attestation/kbs-wire.ts";
+import { ed25519FromSeed, KBS_NONCE_BYTES, releaseTranscript, reportDataFor, signRelease, wrapKey } from "../../../proto/src/attestation/kbs-wire.ts";
+import type { IdentityResponse, NonceResponse, RefusalResponse, ReleaseRequest, ReleaseResponse } from "../../../proto/src/attestation/kbs-wire.ts";
 import { ReportVerifier } from "../attestation/verify.ts";
 import type { Expectations } from "../attestation/verify.ts";
 import { KEY_ID, KeyStore } from "./store.ts";
@@ -43,6 +44,8 @@ export interface KbsHandle {
   endpoint: string;
   store: KeyStore;
   auditPath: string;
+  /** The broker's Ed25519 identity key (base64 SPKI DER): it signs releases and the audit log. Put it in the room manifest. */
+  publicKey: string;
   close(): Promise<void>;
 }
 
@@ -111,10 +114,13 @@ export async function startKbs(options: KbsOptions): Promise<KbsHandle> {
   const auditDir = path.join(options.stateDir, "audit");
   mkdirSync(auditDir, { recursive: true, mode: 0o700 });
   const auditPath = path.join(auditDir, `kbs-${new Date().toISOString().replace(/[:.]/g, "-")}-${randomBytes(3).toString("hex")}.jsonl`);
-  // The audit signing key is derived from the master key: no second secret to keep.
-  const auditSeed = Buffer.from(hkdfSync("sha256", options.masterKey, Buffer.alloc(0), "airlock-kbs-v1 audit signing", 32));
-  const audit = await AuditLog.create(auditPath, { signer: signerFromPrivateKey(ed25519FromSeed(auditSeed)), logger: log });
-  auditSeed.fill(0);
+  // The broker's identity key (signs releases and the audit log) is derived from the master key:
+  // no second secret to keep, and it stays the same across runs.
+  const seed = Buffer.from(hkdfSync("sha256", options.masterKey, Buffer.alloc(0), "airlock-kbs-v1 identity", 32));
+  const identity = ed25519FromSeed(seed);
+  seed.fill(0);
+  const publicKey = createPublicKey(identity).export({ type: "spki", format: "der" }).toString("base64");
+  const audit = await AuditLog.create(auditPath, { signer: signerFromPrivateKey(identity), logger: log });
 
   const verifierFor = (policy: KeyPolicy): ReportVerifier => {
     const k = JSON.stringify(policy.trustRoots ?? []);
@@ -157,8 +163,8 @@ export async function startKbs(options: KbsOptions): Promise<KbsHandle> {
       if (expiry === undefined) throw refuse("nonce unknown, already used, or from another broker run (replay?)");
       if (expiry < Date.now()) throw refuse("nonce expired: ask for a fresh one and attest again");
       const nonce = Buffer.from(nonceKey, "base64");
-      const publicKey = b64(req.publicKey, "publicKey", 64);
-      if (publicKey.length !== 32) throw new Refusal(400, { error: "USAGE", reason: "publicKey must be a raw 32-byte X25519 key" });
+      const requesterKey = b64(req.publicKey, "publicKey", 64);
+      if (requesterKey.length !== 32) throw new Refusal(400, { error: "USAGE", reason: "publicKey must be a raw 32-byte X25519 key" });
       const report = b64(req.report, "report", 4096);
       const vcek = b64(req.vcek, "vcek", 8192);
       if (req.chain !== undefined && (typeof req.chain !== "string" || req.chain.length > 16384)) throw new Refusal(400, { error: "USAGE", reason: "chain must be PEM text" });
@@ -174,7 +180,7 @@ export async function startKbs(options: KbsOptions): Promise<KbsHandle> {
       }
       let result;
       try {
-        result = verifierFor(policy).verify({ report, vcek, ...(req.chain ? { chain: req.chain } : {}) }, expectationsOf(policy, reportDataFor(nonce, publicKey)));
+        result = verifierFor(policy).verify({ report, vcek, ...(req.chain ? { chain: req.chain } : {}) }, expectationsOf(policy, reportDataFor(nonce, requesterKey)));
       } catch (err) {
         throw refuse(AirlockError.from(err).message);
       }
@@ -189,10 +195,11 @@ export async function startKbs(options: KbsOptions): Promise<KbsHandle> {
       }
       const key = store.open(keyId);
       try {
-        const wrapped = wrapKey(key, keyId, nonce, publicKey);
+        const wrapped = wrapKey(key, keyId, nonce, requesterKey);
+        const signature = signRelease(identity, releaseTranscript(keyId, nonce, requesterKey, wrapped));
         await record(AUDIT_KINDS.keyReleased, { product: result.product ?? "", amdRoot: String(result.amdRoot) });
         log.info({ keyId, measurement: facts.measurement }, "key released");
-        return { keyId, wrapped };
+        return { keyId, wrapped, signature };
       } finally {
         key.fill(0);
       }
@@ -215,6 +222,10 @@ export async function startKbs(options: KbsOptions): Promise<KbsHandle> {
     void (async () => {
       try {
         const url = new URL(req.url ?? "/", "http://kbs");
+        if (req.method === "GET" && url.pathname === "/v1/identity") {
+          send(200, { publicKey } satisfies IdentityResponse);
+          return;
+        }
         if (req.method === "POST" && url.pathname === "/v1/nonce") {
           await readBody(req);
           send(200, newNonce());
@@ -249,12 +260,13 @@ export async function startKbs(options: KbsOptions): Promise<KbsHandle> {
   });
   const addr = server.address();
   const endpoint = typeof addr === "string" ? `unix:${addr}` : `http://${(addr as AddressInfo).address.includes(":") ? `[${(addr as AddressInfo).address}]` : (addr as AddressInfo).address}:${(addr as AddressInfo).port}`;
-  log.info({ endpoint, auditPath }, "key broker listening");
+  log.info({ endpoint, auditPath, publicKey }, "key broker listening");
 
   return {
     endpoint,
     store,
     auditPath,
+    publicKey,
     close: async () => {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));

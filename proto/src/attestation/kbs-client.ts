@@ -1,9 +1,12 @@
 // The key broker's client, run by the firewall VM: get a nonce, make a fresh X25519 key pair,
 // attest with report_data = SHA-512(nonce ‖ public key), send the evidence, unwrap the key.
 // node:http only (no host-only dependencies); the endpoint is "http://host:port" or "unix:/path".
+// The release must be signed by the broker identity the caller names (brokerPublicKey): the HTTP
+// link itself is not trusted.
 import http from "node:http";
 import { AirlockError } from "../errors.ts";
-import { newX25519, reportDataFor, unwrapKey } from "./kbs-wire.ts";
+import type { KeyObject } from "node:crypto";
+import { brokerKeyFrom, newX25519, releaseTranscript, reportDataFor, unwrapKey, verifyRelease } from "./kbs-wire.ts";
 import type { NonceResponse, RefusalResponse, ReleaseRequest, ReleaseResponse } from "./kbs-wire.ts";
 import type { ReportProvider } from "./provider.ts";
 
@@ -49,6 +52,12 @@ export interface RequestKeyOptions {
   endpoint: string;
   keyId: string;
   provider: ReportProvider;
+  /**
+   * The broker's Ed25519 identity (base64 SPKI DER, PEM or a KeyObject), e.g. from the room
+   * manifest. Without it the release's signature is not checked and anyone on the path between VM
+   * and broker could hand the VM a key of their choosing: only tests should leave it out.
+   */
+  brokerPublicKey: string | KeyObject | null;
   timeoutMs?: number;
 }
 
@@ -74,8 +83,14 @@ export async function requestKey(options: RequestKeyOptions): Promise<Buffer> {
     throw new AirlockError("KEY_RELEASE", `key broker refused key "${options.keyId}" (HTTP ${r.status}): ${typeof refusal?.reason === "string" ? refusal.reason.slice(0, 500) : "no reason"}`);
   }
   const release = r.body as ReleaseResponse;
-  if (release?.keyId !== options.keyId || typeof release.wrapped?.ciphertext !== "string" || typeof release.wrapped?.brokerPublicKey !== "string") {
+  if (release?.keyId !== options.keyId || typeof release.wrapped?.ciphertext !== "string" || typeof release.wrapped?.brokerPublicKey !== "string" || typeof release.signature !== "string") {
     throw new AirlockError("KEY_RELEASE", "key broker reply is malformed");
+  }
+  if (options.brokerPublicKey !== null) {
+    const brokerKey = typeof options.brokerPublicKey === "string" ? brokerKeyFrom(options.brokerPublicKey) : options.brokerPublicKey;
+    if (!verifyRelease(brokerKey, releaseTranscript(options.keyId, nonce, pair.publicRaw, release.wrapped), release.signature)) {
+      throw new AirlockError("KEY_RELEASE", "the key release is not signed by the expected key broker (wrong broker, or altered on the way)");
+    }
   }
   return unwrapKey(release.wrapped, options.keyId, nonce, pair);
 }

@@ -9,7 +9,11 @@
 // k = HKDF-SHA-256(shared, salt = nonce, info = "airlock-kbs-v1 wrap" ‖ key id ‖ requester pub ‖
 // broker pub), 32 bytes; ciphertext = ChaCha20-Poly1305(k, 12 zero bytes, key, aad = key id). A
 // zero IV is safe: k is new for every wrap.
-import { createCipheriv, createDecipheriv, createHash, createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, hkdfSync } from "node:crypto";
+//
+// Authenticity: anyone who sees the requester's public key could wrap a key of their own choosing
+// to it, so the broker signs each release (Ed25519, its identity key) over releaseTranscript().
+// The client checks it against the broker key it was configured with (from the room manifest).
+import { createCipheriv, createDecipheriv, createHash, createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, hkdfSync, sign, verify } from "node:crypto";
 import type { KeyObject } from "node:crypto";
 import { AirlockError } from "../errors.ts";
 
@@ -81,6 +85,39 @@ export function unwrapKey(wrapped: WrappedKey, keyId: string, nonce: Buffer, req
   }
 }
 
+/** The bytes the broker signs for a release: every field the client relies on. */
+export function releaseTranscript(keyId: string, nonce: Buffer, requesterPubRaw: Buffer, wrapped: WrappedKey): Buffer {
+  const field = (b: Buffer): Buffer => {
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(b.length);
+    return Buffer.concat([len, b]);
+  };
+  return Buffer.concat([Buffer.from("airlock-kbs-v1 release\0"), ...[Buffer.from(keyId, "utf8"), nonce, requesterPubRaw, Buffer.from(wrapped.brokerPublicKey, "base64"), Buffer.from(wrapped.ciphertext, "base64")].map(field)]);
+}
+
+export function signRelease(identity: KeyObject, transcript: Buffer): string {
+  return sign(null, transcript, identity).toString("base64");
+}
+
+/** Parses a broker identity key given as base64 SPKI DER or PEM. */
+export function brokerKeyFrom(text: string): KeyObject {
+  try {
+    const key = text.includes("BEGIN PUBLIC KEY") ? createPublicKey(text) : createPublicKey({ key: Buffer.from(text, "base64"), format: "der", type: "spki" });
+    if (key.asymmetricKeyType !== "ed25519") throw new Error(`a ${key.asymmetricKeyType} key`);
+    return key;
+  } catch (err) {
+    throw new AirlockError("USAGE", `key broker identity: expected an Ed25519 public key (base64 SPKI or PEM): ${(err as Error).message}`);
+  }
+}
+
+export function verifyRelease(brokerKey: KeyObject, transcript: Buffer, signature: string): boolean {
+  try {
+    return verify(null, transcript, brokerKey, Buffer.from(signature, "base64"));
+  } catch {
+    return false;
+  }
+}
+
 /** Ed25519 private key from a 32-byte seed (PKCS#8 framing per RFC 8410). */
 export function ed25519FromSeed(seed: Buffer): KeyObject {
   if (seed.length !== 32) throw new AirlockError("INTERNAL", "Ed25519 seed must be 32 bytes");
@@ -105,6 +142,13 @@ export interface ReleaseRequest {
 export interface ReleaseResponse {
   keyId: string;
   wrapped: WrappedKey;
+  /** Ed25519 signature (base64) by the broker's identity key over releaseTranscript(). */
+  signature: string;
+}
+
+export interface IdentityResponse {
+  /** The broker's Ed25519 identity key, base64 SPKI DER. */
+  publicKey: string;
 }
 
 export interface RefusalResponse {

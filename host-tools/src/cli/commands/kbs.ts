@@ -62,7 +62,7 @@ const serve: AirlockCommand = {
     if (!(args["nonce-ttl"] > 0 && args["nonce-ttl"] <= 3600)) throw new AirlockError("USAGE", "--nonce-ttl must be 1 to 3600 seconds");
     const log = createRootLogger({ name: "airlock-kbs" });
     const kbs = await startKbs({ stateDir: args.state, masterKey: masterKeyOf(args, true), listen: parseListen(args.listen), log, nonceTtlMs: args["nonce-ttl"] * 1000 });
-    printResult(args.json, { endpoint: kbs.endpoint, audit: kbs.auditPath, keys: kbs.store.list() }, () => `key broker listening on ${kbs.endpoint} (audit log ${kbs.auditPath})`);
+    printResult(args.json, { endpoint: kbs.endpoint, publicKey: kbs.publicKey, audit: kbs.auditPath, keys: kbs.store.list() }, () => `key broker listening on ${kbs.endpoint}\n  identity (put in the room manifest): ${kbs.publicKey}\n  audit log: ${kbs.auditPath}`);
     await new Promise<void>((resolve) => {
       const stop = (): void => {
         process.off("SIGINT", stop);
