@@ -37,6 +37,7 @@ export class AuditLog {
   #prev = GENESIS;
   #unsigned = 0;
   #closed = false;
+  #fhClosed = false;
   #queue: Promise<unknown> = Promise.resolve();
 
   private constructor(file: string, fh: FileHandle, opts: AuditLogOptions) {
@@ -94,18 +95,19 @@ export class AuditLog {
 
   /** Appends the signed "closed" record and closes the file. Nothing can follow it. */
   async close(data: Record<string, Json> = {}): Promise<AuditRecord> {
-    const r = await this.#enqueue(() => this.#seal(CLOSED, data));
-    this.#closed = true;
-    if (this.#timer) clearInterval(this.#timer);
-    await this.#fh.close();
-    return r;
+    try {
+      return await this.#enqueue(() => this.#seal(CLOSED, data));
+    } finally {
+      await this.abandon();
+    }
   }
 
   /** Stops without a closed record (e.g. the process is going down on a fault). */
   async abandon(): Promise<void> {
     if (this.#timer) clearInterval(this.#timer);
-    if (this.#closed) return;
     this.#closed = true;
+    if (this.#fhClosed) return;
+    this.#fhClosed = true;
     await this.#queue.catch(() => {});
     await this.#fh.close();
   }
