@@ -1,0 +1,63 @@
+import { PassThrough } from "node:stream";
+import { describe, expect, it } from "vitest";
+import { readFrames } from "../framing.ts";
+import { newX25519, releaseTranscript, reportDataFor, unwrapKey, wrapKey } from "./kbs-wire.ts";
+import { decodePspRequest, decodePspResponse, encodePspRequest, encodePspResponse, nextFrame } from "./psp-wire.ts";
+import { REPORT_SIZE } from "./report.ts";
+
+describe("emulated PSP wire format", () => {
+  it("round-trips requests and responses", () => {
+    const req = { vmpl: 2, reportData: Buffer.alloc(64, 9) };
+    expect(decodePspRequest(encodePspRequest(req))).toEqual(req);
+    const ev = { report: Buffer.alloc(REPORT_SIZE, 1), vcek: Buffer.from("vcek"), chain: "PEM" };
+    expect(decodePspResponse(encodePspResponse(ev))).toEqual(ev);
+    expect(() => decodePspResponse(encodePspResponse({ error: "no" }))).toThrow(/emulated PSP refused: no/);
+  });
+
+  it("refuses hostile requests and responses", () => {
+    const req = encodePspRequest({ vmpl: 0, reportData: Buffer.alloc(64) });
+    expect(() => decodePspRequest(req.subarray(1))).toThrow(/malformed request/);
+    req.writeUInt32LE(4, 4);
+    expect(() => decodePspRequest(req)).toThrow(/vmpl 4/);
+    const res = encodePspResponse({ report: Buffer.alloc(REPORT_SIZE), vcek: Buffer.from("v") });
+    res.writeUInt32LE(0xffffffff, 1);
+    expect(() => decodePspResponse(res)).toThrow(/runs past the frame/);
+    expect(() => decodePspResponse(Buffer.concat([encodePspResponse({ report: Buffer.alloc(REPORT_SIZE), vcek: Buffer.from("v") }), Buffer.from([0])]))).toThrow(/trailing bytes/);
+    expect(() => decodePspResponse(encodePspResponse({ report: Buffer.alloc(10), vcek: Buffer.from("v") }))).toThrow(/report is 10 bytes/);
+    expect(() => decodePspResponse(Buffer.from([7]))).toThrow(/unknown status/);
+  });
+
+  it("bounds the wait for a frame", async () => {
+    const s = new PassThrough();
+    const frames = readFrames(s)[Symbol.asyncIterator]();
+    await expect(nextFrame(frames, 50)).rejects.toThrow(/no complete frame within 50 ms/);
+    s.destroy();
+  });
+});
+
+describe("key broker wrap", () => {
+  const nonce = Buffer.alloc(32, 1);
+  it("unwraps only with the requester's key, the same key id and nonce, and untampered bytes", () => {
+    const requester = newX25519();
+    const key = Buffer.from("AGE-SECRET-KEY-1...");
+    const w = wrapKey(key, "corpus", nonce, requester.publicRaw);
+    expect(unwrapKey(w, "corpus", nonce, requester).equals(key)).toBe(true);
+    expect(() => unwrapKey(w, "other", nonce, requester)).toThrow(/does not authenticate/);
+    expect(() => unwrapKey(w, "corpus", Buffer.alloc(32, 2), requester)).toThrow(/does not authenticate/);
+    expect(() => unwrapKey(w, "corpus", nonce, newX25519())).toThrow(/does not authenticate/);
+    const ct = Buffer.from(w.ciphertext, "base64");
+    ct[0] ^= 1;
+    expect(() => unwrapKey({ ...w, ciphertext: ct.toString("base64") }, "corpus", nonce, requester)).toThrow(/does not authenticate/);
+    expect(() => unwrapKey({ ...w, ciphertext: "AAAA" }, "corpus", nonce, requester)).toThrow(/truncated/);
+  });
+
+  it("refuses a low-order public key and binds every release field", () => {
+    expect(() => wrapKey(Buffer.from("k"), "id", nonce, Buffer.alloc(32))).toThrow();
+    const pub = newX25519().publicRaw;
+    expect(reportDataFor(nonce, pub)).toHaveLength(64);
+    const w = wrapKey(Buffer.from("k"), "id", nonce, pub);
+    const t = releaseTranscript("id", nonce, pub, w);
+    expect(releaseTranscript("id2", nonce, pub, w).equals(t)).toBe(false);
+    expect(releaseTranscript("id", Buffer.alloc(32, 3), pub, w).equals(t)).toBe(false);
+  });
+});
