@@ -151,6 +151,18 @@ describe("interoperability with the age CLI", () => {
     })).rejects.toThrow(/truncated/);
   });
 
+  it("interoperates with typage for X25519 both ways, streamed", async () => {
+    const id = X25519Identity.generate();
+    const pt = pattern(3 * CHUNK_SIZE + 5);
+    const d = new Decrypter();
+    d.addIdentity(id.encode());
+    expect(Buffer.from(await d.decrypt(await collect(encrypt([pt], [id.recipient])))).equals(pt)).toBe(true);
+    const e = new Encrypter();
+    e.addRecipient(id.recipient.toString());
+    const theirs = Buffer.from(await e.encrypt(pt));
+    expect((await collect(decrypt([theirs], [id]))).equals(pt)).toBe(true);
+  });
+
   it("reads and writes scrypt (passphrase) files compatible with typage", async () => {
     const pt = pattern(70_000);
     const ours = await collect(encrypt([pt], [new ScryptRecipient("correct horse", 10)]));
