@@ -6,6 +6,7 @@ import { cpSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
+import { IMAGE_FILES } from "../../host-tools/src/images/build.ts";
 import { airlock, repoRoot } from "../helpers.ts";
 
 const hello = path.join(repoRoot, "examples/hello/room.yaml");
@@ -33,7 +34,7 @@ describe("airlock images build", () => {
     const b = await build(path.join(tmp, "cache-b"), path.join(tmp, "out-b"));
     expect(a.map((x) => x.cached)).toEqual([false, false]);
     for (const name of ["firewall", "sandbox"]) {
-      for (const f of ["vmlinuz", "initrd.img", "cmdline", "image.json"]) {
+      for (const f of IMAGE_FILES) {
         const fa = readFileSync(path.join(tmp, "out-a", name, f));
         const fb = readFileSync(path.join(tmp, "out-b", name, f));
         expect(fa.equals(fb), `${name}/${f}`).toBe(true);

@@ -12,11 +12,14 @@ import { RECIPES, type ImageName, type ImageRecipe } from "../../../images/recip
 import { AirlockError } from "../../../proto/src/errors.ts";
 import { canonicalJson, listTree } from "../../../proto/src/manifest/digest.ts";
 import { cacheDir, projectRoot } from "../paths.ts";
+import { declaredFirmware } from "../measure/declared-firmware.ts";
 import { writeCpio, type CpioEntry } from "./cpio.ts";
 import { busyboxApplets, extractKernel, findBusybox, findKernelDeb, hostFile, resolveModules, sharedLibraries, type HostFile } from "./host-inputs.ts";
 
 /** Bump when the builder's output for the same inputs changes. */
-const BUILDER_VERSION = 1;
+const BUILDER_VERSION = 2;
+/** vCPU model the emulated PSP declares (its signature is in each VMSA, so it is part of the measurement). */
+export const DECLARED_VCPU_TYPE = "EPYC-v4";
 
 export type Compression = "none" | "gzip";
 
@@ -33,7 +36,10 @@ export interface ImageInfo {
   kernelRelease: string;
   cmdline: string;
   compression: Compression;
-  files: { kernel: FileDigest; initrd: FileDigest; cmdline: FileDigest };
+  /** Firmware the emulated launch declares (measure/declared-firmware.ts), relative to the image folder. */
+  ovmf: "declared-firmware.fd";
+  vcpuType: string;
+  files: { kernel: FileDigest; initrd: FileDigest; cmdline: FileDigest; firmware: FileDigest };
   inputs: Record<string, unknown>;
   /** Fingerprint of every input: equal keys mean equal images. */
   key: string;
@@ -194,6 +200,7 @@ export async function buildImage(name: ImageName, options: BuildOptions = {}): P
   try {
     copyFileSync(g.kernel.vmlinuz, path.join(tmp, "vmlinuz"));
     writeFileSync(path.join(tmp, "cmdline"), recipe.cmdline);
+    writeFileSync(path.join(tmp, "declared-firmware.fd"), declaredFirmware());
     const total = g.entries.reduce((n, e) => n + (e.type === "hostfile" ? e.size : e.type === "file" ? e.data.length : 0), 0);
     let done = 0;
     let lastReport = -1;
@@ -226,10 +233,13 @@ export async function buildImage(name: ImageName, options: BuildOptions = {}): P
       kernelRelease: g.kernel.release,
       cmdline: recipe.cmdline,
       compression,
+      ovmf: "declared-firmware.fd",
+      vcpuType: DECLARED_VCPU_TYPE,
       files: {
         kernel: await digestFile(path.join(tmp, "vmlinuz")),
         initrd: await digestFile(path.join(tmp, "initrd.img")),
         cmdline: await digestFile(path.join(tmp, "cmdline")),
+        firmware: await digestFile(path.join(tmp, "declared-firmware.fd")),
       },
       inputs: g.inputs,
       key,
@@ -245,10 +255,12 @@ export async function buildImage(name: ImageName, options: BuildOptions = {}): P
   return { dir, info: JSON.parse(readFileSync(infoFile, "utf8")) as ImageInfo, cached: false };
 }
 
+export const IMAGE_FILES = ["vmlinuz", "initrd.img", "cmdline", "declared-firmware.fd", "image.json"] as const;
+
 /** Copies a built image into `out/<name>/` (for `airlock images build --out`). */
 export function exportImage(image: BuiltImage, out: string): string {
   const dest = path.join(out, image.info.name);
   mkdirSync(dest, { recursive: true });
-  for (const f of ["vmlinuz", "initrd.img", "cmdline", "image.json"]) copyFileSync(path.join(image.dir, f), path.join(dest, f));
+  for (const f of IMAGE_FILES) copyFileSync(path.join(image.dir, f), path.join(dest, f));
   return dest;
 }

@@ -40,6 +40,8 @@ export interface PairState {
   /** Milliseconds from start to both guests' programs running. */
   readyMs?: number;
   workloadExitCode?: number;
+  /** SNP launch digests the emulated PSP reports (hex), reproducible with `airlock measure --image`. */
+  measurements?: { firewall: string; sandbox: string };
   vms: { firewall: VmState; sandbox: VmState };
 }
 

@@ -48,6 +48,7 @@ function describeState(s: PairState): string {
     `${s.name}: ${s.status}${s.reason ? ` — ${s.reason}` : ""}`,
     `  tee ${s.tee}, accel ${s.accel ?? "?"}, manifest ${s.manifest}`,
     `  host_data (manifest digest) ${s.manifestDigest}`,
+    ...(s.measurements ? [`  measurement firewall ${s.measurements.firewall}`, `  measurement sandbox  ${s.measurements.sandbox}`] : []),
     ...(s.readyMs !== undefined ? [`  ready after ${(s.readyMs / 1000).toFixed(1)} s`] : []),
     ...(s.workloadExitCode !== undefined ? [`  workload exit status ${s.workloadExitCode}`] : []),
     ...vms,
