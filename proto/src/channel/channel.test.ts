@@ -318,6 +318,15 @@ describe("secure channel", () => {
     expect(r.client.ok).toBe(false);
   });
 
+  it("does not open a channel whose verification ends after the timeout", async () => {
+    const slow = testVerifyPeer(agent);
+    const r = await exchange({}, { server: { timeoutMs: 100, verifyPeer: async (e, rd) => new Promise((resolve) => setTimeout(() => resolve(slow(e, rd)), 300)) } }, 3000);
+    expect(code(r.server)).toBe("TIMEOUT");
+    expect(r.client.ok).toBe(false);
+    // Past the late verification: nothing may surface (vitest fails the run on an unhandled error).
+    await new Promise((resolve) => setTimeout(resolve, 400));
+  });
+
   it("applies backpressure: a reader that stops holds a drain-respecting writer to a bounded amount", async () => {
     const { c, s } = await pair();
     s.stream.pause();

@@ -96,11 +96,13 @@ async function handshake<P extends PeerIdentity>(role: Role, stream: Duplex, opt
     timer = setTimeout(() => reject(new AirlockError("TIMEOUT", `secure channel: the ${role} handshake did not finish within ${timeoutMs} ms`)), timeoutMs);
   });
   const started = Date.now();
+  let failed = false;
   try {
-    const channel = await Promise.race([run(role, link, options, log), deadline]);
+    const channel = await Promise.race([run(role, link, options, log, () => failed), deadline]);
     log.debug({ peer: channel.peer.name, ms: Date.now() - started }, "secure channel open");
     return channel;
   } catch (err) {
+    failed = true;
     link.closeAfterFlush();
     const e = AirlockError.from(err, "GUEST_PROTOCOL");
     log.warn({ code: e.code, reason: e.message }, "secure channel handshake failed");
@@ -110,7 +112,8 @@ async function handshake<P extends PeerIdentity>(role: Role, stream: Duplex, opt
   }
 }
 
-async function run<P extends PeerIdentity>(role: Role, link: Link, options: ChannelOptions<P>, log: Logger): Promise<SecureChannel<P>> {
+/** `failed` turns true when the handshake was given up (timeout): run() must then not open anything. */
+async function run<P extends PeerIdentity>(role: Role, link: Link, options: ChannelOptions<P>, log: Logger, failed: () => boolean): Promise<SecureChannel<P>> {
   const peerRole: Role = role === "client" ? "server" : "client";
   const frames = new FrameWaiter(link);
   const own = newEphemeral();
@@ -142,6 +145,7 @@ async function run<P extends PeerIdentity>(role: Role, link: Link, options: Chan
     link.write(sendHs.seal(RecordType.ALERT, Buffer.from(`${e.code}: ${e.message}`.slice(0, 300))));
     throw new AirlockError(e.code, `secure channel: the ${peerRole}'s evidence was refused: ${e.message}`, { cause: err, ...(e.hint ? { hint: e.hint } : {}) });
   }
+  if (failed()) throw new AirlockError("TIMEOUT", "secure channel: the peer's evidence verified after the handshake was given up");
   log.debug({ peer: peer.name }, `${peerRole} evidence verified`);
 
   if (role === "client") {
@@ -151,6 +155,7 @@ async function run<P extends PeerIdentity>(role: Role, link: Link, options: Chan
   } else {
     link.write(sendHs.seal(RecordType.FINISHED, Buffer.alloc(0)));
   }
+  if (failed()) throw new AirlockError("TIMEOUT", "secure channel: the handshake finished after it was given up");
   const app = keys.application;
   const stream = new SecureStream(link, { send: c2s ? app.clientToServer : app.serverToClient, receive: c2s ? app.serverToClient : app.clientToServer }, log);
   return { stream, peer };

@@ -164,7 +164,6 @@ export class Link {
    * the stream is destroyed — bounded, so a peer that never reads cannot hold it open.
    */
   closeAfterFlush(): void {
-    this.consumer = undefined;
     const s = this.stream;
     if (s.destroyed) return;
     if (!s.writableEnded) s.end();
