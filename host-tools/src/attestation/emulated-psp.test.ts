@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -17,8 +17,9 @@ const reportData = Buffer.alloc(64, 7);
 let psp: EmulatedPsp;
 
 beforeAll(() => {
+  mkdirSync(path.join(state, "psp")); // an existing empty dir is filled in place
   psp = EmulatedPsp.open(path.join(state, "psp"));
-});
+}, 120_000); // two RSA-4096 keys: seconds, more on a busy machine
 
 describe("EmulatedPsp", () => {
   it("issues a chain in AMD's shapes with clearly-test names", () => {
@@ -36,8 +37,14 @@ describe("EmulatedPsp", () => {
     expect(again.vcekDer.equals(psp.vcekDer)).toBe(true);
     expect(statSync(path.join(state, "psp", "vcek-key.pem")).mode & 0o777).toBe(0o600);
     expect(readFileSync(path.join(state, "psp", "vcek-key.pem"), "utf8")).toMatch(/BEGIN PRIVATE KEY/);
-    // The root's private keys are never written.
-    expect(() => readFileSync(path.join(state, "psp", "ark-key.pem"))).toThrow();
+    // The root's private keys are never written; the dir is private.
+    expect(readdirSync(path.join(state, "psp")).sort()).toEqual(["ark.pem", "ask.pem", "psp.json", "vcek-key.pem", "vcek.der"]);
+    expect(statSync(path.join(state, "psp")).mode & 0o777).toBe(0o700);
+    // Another product's PSP is not silently swapped in; a dir holding something else is refused.
+    expect(() => EmulatedPsp.open(path.join(state, "psp"), { product: "genoa" })).toThrow(/holds a milan chain/);
+    mkdirSync(path.join(state, "other"));
+    writeFileSync(path.join(state, "other", "x"), "");
+    expect(() => EmulatedPsp.open(path.join(state, "other"))).toThrow(/holds no PSP/);
     // A report signed by the reloaded key verifies against the original chain.
     const v = new ReportVerifier({ trustRoots: [psp.arkPem] });
     expect(v.verify(again.evidence(launch, { reportData, vmpl: 0 })).ok).toBe(true);
@@ -69,7 +76,7 @@ describe("EmulatedPsp", () => {
     expect(() => psp.report({ ...launch, vmpl: 2 }, { reportData, vmpl: 0 })).toThrow(/VMPL 2 cannot ask for a report at VMPL 0/);
   });
 
-  it("a Turin chain uses the Turin TCB layout and 8-byte hwID; another test root is refused", () => {
+  it("a Turin chain uses the Turin TCB layout and 8-byte hwID; another test root is refused", { timeout: 120_000 }, () => {
     // Persisted across runs (like the other test suites' PSP) so the suite stays quick.
     const turin = EmulatedPsp.open(path.join(tmpdir(), "airlock-test-emulated-psp-turin"), { product: "turin" });
     const ev = turin.evidence(launch, { reportData, vmpl: 0 });

@@ -10,7 +10,7 @@
 // stays in this process's memory.
 import { createPrivateKey, randomBytes, sign as cryptoSign } from "node:crypto";
 import type { KeyObject } from "node:crypto";
-import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import type { Duplex } from "node:stream";
@@ -100,7 +100,10 @@ export class EmulatedPsp {
     } catch (err) {
       if (!isErrnoException(err, "ENOENT")) throw new AirlockError("INTERNAL", `emulated PSP state ${file(STATE_FILES.meta)} is unreadable: ${(err as Error).message}`, { cause: err, hint: "delete the emulated PSP state dir to start a new test root" });
     }
-    if (meta && (!options.product || options.product === meta.product)) {
+    if (meta) {
+      if (options.product && options.product !== meta.product) {
+        throw new AirlockError("USAGE", `emulated PSP state ${stateDir} holds a ${meta.product} chain, not ${options.product}`, { hint: "use another state dir per product" });
+      }
       const chain: TestChain = {
         product: meta.product,
         tcb: meta.tcb,
@@ -113,19 +116,29 @@ export class EmulatedPsp {
       log.debug({ stateDir, product: meta.product }, "emulated PSP loaded");
       return new EmulatedPsp(chain);
     }
+    const noPsp = (): AirlockError => new AirlockError("USAGE", `emulated PSP state ${stateDir} exists but holds no PSP`, { hint: "delete it or choose another state dir" });
+    if (existsSync(stateDir) && readdirSync(stateDir).length > 0) throw noPsp();
     const product = options.product ?? "milan";
     const chain = createTestChain({ product, tcb: DEFAULT_TCB[product] });
-    mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-    const write = (name: string, data: string | Buffer, mode = 0o644): void => {
-      const tmp = `${file(name)}.tmp`;
-      writeFileSync(tmp, data, { mode });
-      renameSync(tmp, file(name));
-    };
+    // Written into a staging dir that is renamed into place: two processes creating the same state
+    // at once cannot mix their chains; the loser reads the winner's.
+    mkdirSync(path.dirname(stateDir), { recursive: true });
+    const staging = mkdtempSync(path.join(path.dirname(stateDir), `.${path.basename(stateDir)}.tmp-`));
+    const write = (name: string, data: string | Buffer, mode = 0o644): void => writeFileSync(path.join(staging, name), data, { mode });
     write(STATE_FILES.ark, toPem(chain.arkDer));
     write(STATE_FILES.ask, toPem(chain.askDer));
     write(STATE_FILES.vcek, chain.vcekDer);
     write(STATE_FILES.key, chain.vcekKey.export({ type: "pkcs8", format: "pem" }) as string, 0o600);
-    write(STATE_FILES.meta, `${JSON.stringify({ product, tcb: chain.tcb, chipId: chain.chipId.toString("hex") }, null, 2)}\n`); // last: marks the state complete
+    write(STATE_FILES.meta, `${JSON.stringify({ product, tcb: chain.tcb, chipId: chain.chipId.toString("hex") }, null, 2)}\n`);
+    chmodSync(staging, 0o700);
+    try {
+      renameSync(staging, stateDir); // replaces stateDir only if it is an empty directory
+    } catch (err) {
+      rmSync(staging, { recursive: true, force: true });
+      if (!isErrnoException(err, "ENOTEMPTY") && !isErrnoException(err, "EEXIST")) throw AirlockError.from(err);
+      if (existsSync(file(STATE_FILES.meta))) return EmulatedPsp.open(stateDir, options);
+      throw noPsp();
+    }
     log.info({ stateDir, product }, "emulated PSP created a new test root");
     return new EmulatedPsp(chain);
   }
