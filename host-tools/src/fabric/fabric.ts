@@ -137,7 +137,24 @@ class FabricImpl extends EventEmitter implements Fabric {
       }
       slot.log.info("QEMU connected");
       slot.device.reset();
-      slot.session = new VhostUserSession(this.native, fd, slot.spec.cid, slot.device, slot.log, (reason) => this.sessionClosed(slot, reason));
+      try {
+        slot.session = new VhostUserSession(
+          this.native,
+          fd,
+          slot.spec.cid,
+          slot.device,
+          slot.log,
+          (reason) => this.sessionClosed(slot, reason),
+          () => {
+            slot.device.dropPending();
+            this.router.vmDown(slot.spec.cid);
+          },
+        );
+      } catch (err) {
+        slot.log.error({ err: (err as Error).message }, "cannot serve the vhost-user connection");
+        this.native.close(fd);
+        continue;
+      }
       this.emit("vm-connected", slot.spec.cid);
     }
   }

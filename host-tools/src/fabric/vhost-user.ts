@@ -7,7 +7,7 @@ import type { Logger } from "../../../proto/src/log.ts";
 import { GuestMemory, type MemoryRegion } from "./memory.ts";
 import type { FabricNative, Poller } from "./native.ts";
 import { RingError, SplitVirtqueue, ringSizes, MAX_QUEUE_SIZE } from "./virtqueue.ts";
-import type { VsockDevice } from "./vsock-device.ts";
+import { TX_QUEUE, type VsockDevice } from "./vsock-device.ts";
 
 export const Req = {
   GET_FEATURES: 1,
@@ -97,6 +97,7 @@ export class VhostUserSession {
     private readonly device: VsockDevice,
     private readonly log: Logger,
     private readonly onClose: (reason: Error | null) => void,
+    private readonly onStopped: () => void = () => undefined,
   ) {
     this.poller = new native.Poller(fd, (err) => this.onReadable(err));
     this.poller.start(true);
@@ -105,7 +106,12 @@ export class VhostUserSession {
   /** Raises the call eventfd of a queue (the device has used buffers for the guest). */
   notify(queue: number): void {
     const v = this.vrings[queue];
-    if (v && v.callFd >= 0) this.native.eventfdWrite(v.callFd);
+    if (!v || v.callFd < 0 || this.closed) return;
+    try {
+      this.native.eventfdWrite(v.callFd);
+    } catch (e) {
+      this.close(e instanceof Error ? e : new Error(String(e)));
+    }
   }
 
   close(reason: Error | null): void {
@@ -266,6 +272,8 @@ export class VhostUserSession {
         const i = dv.getUint32(0, true);
         const v = vringIndex(i);
         this.stopRing(i);
+        // The device is being stopped (guest reset, shutdown): its connections cannot survive.
+        if (i === TX_QUEUE) this.onStopped();
         const b = new Uint8Array(8);
         const o = new DataView(b.buffer);
         o.setUint32(0, i, true);
@@ -378,7 +386,13 @@ export class VhostUserSession {
     }
     const poller = new this.native.Poller(v.kickFd, (err) => {
       if (err || this.closed) return;
-      if (this.native.eventfdRead(v.kickFd) > 0) this.device.kick(i);
+      // This runs straight from the event loop: nothing may escape, or the fabric would crash.
+      try {
+        if (this.native.eventfdRead(v.kickFd) > 0) this.device.kick(i);
+      } catch (e) {
+        this.log.error({ err: (e as Error).message }, "internal error while serving a queue");
+        this.close(e instanceof Error ? e : new Error(String(e)));
+      }
     });
     poller.start(true);
     v.kickPoller = poller;

@@ -75,6 +75,11 @@ export class VsockDevice {
   /** Drops all queued packets and rings (the guest went away). */
   reset(): void {
     this.rx = this.tx = null;
+    this.dropPending();
+  }
+
+  /** Forgets packets queued for the guest (its connections are gone). */
+  dropPending(): void {
     this.pending = [];
     this.pendingHead = 0;
     this.pendingBytes = 0;
@@ -247,9 +252,16 @@ export class VsockDevice {
   flushNotify(): void {
     this.notifyScheduled = false;
     if (this.faulted) return;
-    if (this.notifyDue[0] && this.rx?.wantsInterrupt()) this.notify(RX_QUEUE);
-    if (this.notifyDue[1] && this.tx?.wantsInterrupt()) this.notify(TX_QUEUE);
+    const rx = this.notifyDue[0] && this.rx?.wantsInterrupt();
+    const tx = this.notifyDue[1] && this.tx?.wantsInterrupt();
     this.notifyDue[0] = this.notifyDue[1] = false;
+    // Runs as a microtask: a throw here would be uncaught, so it faults this device instead.
+    try {
+      if (rx) this.notify(RX_QUEUE);
+      if (tx) this.notify(TX_QUEUE);
+    } catch (err) {
+      this.fault(err instanceof Error ? err : new Error(String(err)));
+    }
   }
 }
 
