@@ -9,6 +9,9 @@ describe("vhost-device-vsock option syntax", () => {
   it("parses --vm with and without groups", () => {
     expect(parseVmOption("guest-cid=3,socket=/tmp/v.sock,uds-path=/tmp/v.vsock,groups=a+b")).toEqual({ cid: 3, socket: "/tmp/v.sock", udsPath: "/tmp/v.vsock", groups: ["a", "b"] });
     expect(parseVmOption("socket=/s,uds-path=/u,guest-cid=4").groups).toEqual(["default"]);
+    // vhost-device-vsock's tuning keys are accepted (and checked) for drop-in compatibility.
+    expect(parseVmOption("guest-cid=4,socket=/s,uds-path=/u,tx-buffer-size=65536,queue-size=1024").cid).toBe(4);
+    expect(() => parseVmOption("guest-cid=4,socket=/s,uds-path=/u,tx-buffer-size=big")).toThrow(AirlockError);
   });
 
   for (const bad of ["guest-cid=2,socket=/s,uds-path=/u", "guest-cid=x,socket=/s,uds-path=/u", "guest-cid=3,uds-path=/u", "guest-cid=3,socket=/s,uds-path=/u,groups=a+", "guest-cid=3,socket=/s,uds-path=/u,color=red", "guest-cid=3,guest-cid=4,socket=/s,uds-path=/u", "junk"]) {

@@ -18,6 +18,11 @@ export interface VmSpec {
 }
 
 const GROUP_RE = /^[A-Za-z0-9_.-]+$/;
+/**
+ * vhost-device-vsock tuning keys, accepted so its command lines work unchanged. They have no
+ * effect here: the fabric sizes its buffers from the guest's own rings and credit.
+ */
+const COMPAT_KEYS = ["tx-buffer-size", "queue-size"];
 
 function usage(message: string): AirlockError {
   return new AirlockError("USAGE", message, { hint: "expected --vm guest-cid=N,socket=PATH,uds-path=PATH[,groups=a+b]" });
@@ -46,7 +51,11 @@ export function parseVmOption(spec: string): VmSpec {
     if (fields.has(k)) throw usage(`--vm ${spec}: '${k}' given twice`);
     fields.set(k, part.slice(eq + 1));
   }
-  for (const k of fields.keys()) {
+  for (const [k, v] of fields) {
+    if (COMPAT_KEYS.includes(k)) {
+      if (!/^[1-9][0-9]{0,9}$/.test(v)) throw usage(`--vm ${spec}: ${k} must be a positive integer`);
+      continue;
+    }
     if (!["guest-cid", "socket", "uds-path", "groups"].includes(k)) throw usage(`--vm ${spec}: unknown key '${k}'`);
   }
   return toSpec({ cid: fields.get("guest-cid"), socket: fields.get("socket"), udsPath: fields.get("uds-path"), groups: fields.get("groups") }, `--vm ${spec}`);
