@@ -1,7 +1,8 @@
 // The key broker over real HTTP (127.0.0.1 port 0 and a Unix socket), with the firewall-side client
 // attesting through the emulated PSP served on a real Unix socket.
 import { createPublicKey, generateKeyPairSync, randomBytes } from "node:crypto";
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -153,6 +154,14 @@ describe("key broker", () => {
 
   it("expires nonces and serves on a Unix socket", async () => {
     const sockPath = path.join(tmp, "kbs.sock");
+    // A live broker's socket is not taken over; a stale one (its process was killed) is replaced.
+    const live = net.createServer();
+    await new Promise<void>((r) => live.listen(sockPath, r));
+    await expect(startKbs({ stateDir: path.join(tmp, "kbs3"), masterKey, listen: { path: sockPath } })).rejects.toThrow(/EADDRINUSE/);
+    await new Promise((r) => live.close(r));
+    const killed = spawnSync(process.execPath, ["-e", `require("net").createServer().listen(${JSON.stringify(sockPath)}, () => process.kill(process.pid, "SIGKILL"))`], { timeout: 10_000 });
+    expect(killed.signal).toBe("SIGKILL");
+    expect(statSync(sockPath).isSocket()).toBe(true);
     const k2 = await startKbs({ stateDir: path.join(tmp, "kbs2"), masterKey, listen: { path: sockPath }, nonceTtlMs: 1 });
     try {
       expect(k2.endpoint).toBe(`unix:${sockPath}`);

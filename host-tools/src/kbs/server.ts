@@ -10,8 +10,9 @@
 // expire after nonceTtlMs. Every release and refusal goes to a signed, hash-chained audit log
 // (proto/src/audit) under <state>/audit/, one file per broker run; no key material is recorded.
 import { createPublicKey, hkdfSync, randomBytes } from "node:crypto";
-import { mkdirSync } from "node:fs";
+import { lstatSync, mkdirSync, unlinkSync } from "node:fs";
 import http from "node:http";
+import net from "node:net";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { AirlockError } from "../../../proto/src/errors.ts";
@@ -101,6 +102,19 @@ function expectationsOf(policy: KeyPolicy, reportData: Buffer): Expectations {
   if (policy.forbidMigrateMa) e.forbidMigrateMa = true;
   if (policy.requireSingleSocket) e.requireSingleSocket = true;
   return e;
+}
+
+function socketAnswers(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.createConnection(socketPath);
+    const done = (alive: boolean): void => {
+      s.destroy();
+      resolve(alive);
+    };
+    s.setTimeout(1000, () => done(true)); // no answer in time: leave it alone
+    s.once("connect", () => done(true));
+    s.once("error", () => done(false));
+  });
 }
 
 export async function startKbs(options: KbsOptions): Promise<KbsHandle> {
@@ -253,11 +267,18 @@ export async function startKbs(options: KbsOptions): Promise<KbsHandle> {
   server.keepAliveTimeout = 2_000;
 
   const listen = options.listen ?? { host: "127.0.0.1", port: 0 };
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    if ("path" in listen) server.listen(listen.path, resolve);
-    else server.listen(listen.port ?? 0, listen.host ?? "127.0.0.1", resolve);
-  });
+  // A socket file left by a broker that died is replaced; a live one or any other file is not touched.
+  if ("path" in listen && lstatSync(listen.path, { throwIfNoEntry: false })?.isSocket() && !(await socketAnswers(listen.path))) unlinkSync(listen.path);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      if ("path" in listen) server.listen(listen.path, resolve);
+      else server.listen(listen.port ?? 0, listen.host ?? "127.0.0.1", resolve);
+    });
+  } catch (err) {
+    await audit.close({ reason: "could not listen" });
+    throw AirlockError.from(err, "USAGE");
+  }
   const addr = server.address();
   const endpoint = typeof addr === "string" ? `unix:${addr}` : `http://${(addr as AddressInfo).address.includes(":") ? `[${(addr as AddressInfo).address}]` : (addr as AddressInfo).address}:${(addr as AddressInfo).port}`;
   log.info({ endpoint, auditPath, publicKey }, "key broker listening");
