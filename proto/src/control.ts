@@ -8,6 +8,9 @@ import { readFrames, writeFrame } from "./framing.ts";
 
 /** Firewall → host: the firewall connects to the host (CID 2) on this vsock port. */
 export const HOST_CONTROL_PORT = 1024;
+/** Firewall → host: the key broker (HTTP), relayed by the host to the embedded or a remote broker. */
+export const KBS_VSOCK_PORT = 1026;
+/** Firewall → host: the emulated PSP is PSP_VSOCK_PORT (1025, attestation/psp-wire.ts). */
 /** Sandbox agent → firewall. */
 export const AGENT_PORT = 5000;
 export const FIREWALL_CID = 3;

@@ -12,7 +12,15 @@ export interface RoomPlan {
   workload: { command: string[]; env: Record<string, string>; timeoutSeconds: number };
   inputs: { name: string; mount: string; mode: "secure" | "trusted"; scope: DataScope }[];
   outputs: { name: string; mount: string; mode: OutputMode; recipient?: string; maxBytes: number; format: OutputFormat }[];
+  /** Collaborators whose signatures over the digest are required (manifest/sign.ts). */
+  collaborators: { name: string; publicKeySha256: string }[];
+  governance: { consent?: string };
 }
+
+/** The key broker's id for one input's identity: the room's name and the input's. */
+export const inputKeyId = (room: string, input: string): string => `${room}.${input}`;
+/** The room's own identity (secure outputs): released only to rooms with this manifest digest. */
+export const roomKeyId = (digest: string): string => `room-${digest.slice(0, 32)}`;
 
 function bad(what: string): never {
   throw new AirlockError("GUEST_PROTOCOL", `room from the host: ${what}`);
@@ -50,8 +58,19 @@ export function parseRoom(canonical: unknown): RoomPlan {
       format: oneOf(o.format, OUTPUT_FORMATS, `outputs[${i}].format`),
     };
   });
+  // Absent means none: the digest covers what was sent, so a host that strips them changes the digest.
+  const collaborators = (canonical.collaborators === undefined ? [] : Array.isArray(canonical.collaborators) ? canonical.collaborators : bad("collaborators must be a list")).map((x, i) => {
+    const o = isObj(x) ? x : bad(`collaborators[${i}]`);
+    const sha = str(o.publicKeySha256, `collaborators[${i}].publicKeySha256`);
+    return { name: str(o.name, `collaborators[${i}].name`), publicKeySha256: /^[0-9a-f]{64}$/.test(sha) ? sha : bad(`collaborators[${i}].publicKeySha256`) };
+  });
+  const g = canonical.governance === undefined ? {} : isObj(canonical.governance) ? canonical.governance : bad("governance must be an object");
+  const consent = g.consent === undefined ? undefined : str(g.consent, "governance.consent");
+  if (consent !== undefined && !/^https?:\/\//.test(consent)) bad("governance.consent must be an http(s) URL");
   return {
     name: str(canonical.name, "name"),
+    collaborators,
+    governance: consent ? { consent } : {},
     digest: createHash("sha256").update(canonicalJson(canonical)).digest("hex"),
     workload: { command, env, timeoutSeconds },
     inputs,

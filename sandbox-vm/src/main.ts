@@ -1,10 +1,11 @@
-// The sandbox agent: connects to the firewall over vsock (its only channel), receives what to run,
-// runs the workload, ships its outputs and exit status, and ends (init then powers the VM off).
+// The sandbox agent: connects to the firewall over vsock (its only channel), places the inputs it
+// is sent (read-only, tmpfs), receives what to run, runs the workload, ships its outputs and exit
+// status, and ends (init then powers the VM off).
 import { connectVsock } from "../../proto/src/vsock-stream.ts";
 import { AGENT_PORT, FIREWALL_CID, field, readMessages, sendBytes, sendMessage } from "../../proto/src/control.ts";
-import { collectOutput, runWorkload } from "./agent/workload.ts";
+import { collectOutput, InputFile, runWorkload, strayFiles } from "./agent/workload.ts";
 
-const CONNECT_DEADLINE_MS = 120_000;
+const CONNECT_DEADLINE_MS = 180_000;
 
 async function connectFirewall() {
   const deadline = Date.now() + CONNECT_DEADLINE_MS;
@@ -18,13 +19,42 @@ async function connectFirewall() {
   }
 }
 
+/** An input's mount path: what the room allows (room.ts checks it too, on the firewall's side). */
+function inputMount(p: string): string {
+  if (!p.startsWith("/data/in/") || p.split("/").some((s, i) => i > 0 && (s === "" || s === "." || s === ".."))) throw new Error(`bad input mount ${p.slice(0, 100)}`);
+  return p;
+}
+
 async function main(): Promise<number> {
   const link = await connectFirewall();
   await sendMessage(link, { type: "hello", agent: "airlock-sandbox/1" });
   const messages = readMessages(link);
-  const first = await messages.next();
-  if (first.done || first.value.kind !== "json" || first.value.value.type !== "run") throw new Error("the firewall did not send a run message");
-  const run = first.value.value;
+  let run: Record<string, unknown> | undefined;
+  let input: InputFile | undefined;
+  // Inputs come first, then the run message.
+  while (!run) {
+    const m = await messages.next();
+    if (m.done) throw new Error("the firewall closed the link before the run");
+    const v = m.value;
+    if (v.kind === "data") {
+      if (!input) throw new Error("input data outside an input");
+      input.write(v.data);
+    } else if (v.value.type === "input") {
+      if (input) throw new Error("an input inside an input");
+      input = new InputFile(inputMount(field.string(v.value, "mount", 1024)));
+    } else if (v.value.type === "input-end") {
+      if (!input || field.int(v.value, "bytes", 0, 2 ** 44) !== input.bytes) throw new Error("input-end does not match the input");
+      input.finish();
+      input = undefined;
+      await sendMessage(link, { type: "input-placed", name: v.value.name });
+    } else if (v.value.type === "abort") {
+      throw new Error(`the firewall aborted the run: ${String(v.value.reason).slice(0, 200)}`);
+    } else if (v.value.type === "run") {
+      run = v.value;
+    } else {
+      throw new Error(`unexpected message ${String(v.value.type).slice(0, 40)}`);
+    }
+  }
   const command = (run.command as unknown[]).map((c) => String(c));
   const env = run.env as Record<string, string>;
   const outputs = (run.outputs as { name: string; mount: string; maxBytes: number }[]) ?? [];
@@ -42,6 +72,8 @@ async function main(): Promise<number> {
     }
     if (skipped.length || overLimit) await sendMessage(link, { type: "output-note", output: o.name, skipped, overLimit });
   }
+  const stray = strayFiles(["/tmp", "/data", "/workload"], outputs.map((o) => o.mount));
+  if (stray.count) await sendMessage(link, { type: "stray-files", count: stray.count, paths: stray.paths });
   await sendMessage(link, { type: "exit", code: result.code });
   // Wait for the firewall to acknowledge before the VM powers off.
   const bye = await messages.next();

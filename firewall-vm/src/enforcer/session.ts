@@ -1,13 +1,17 @@
-// One run of the room, as the enforcer sees it: the host has sent the room; the sandbox agent
-// connects, gets its command, runs, and sends its outputs and exit status. Each output goes to the
-// host only in the form its mode allows (policy/decide.ts); everything the agent says is checked.
+// One run of the room, as the enforcer sees it: the sandbox agent connects; the enforcer streams
+// it each input (decrypted here, authenticated by age, never in clear outside the two VMs), tells
+// it what to run, and receives its outputs and exit status. Each output goes to the host only in
+// the form its mode allows (policy/decide.ts); everything the agent says is checked, and every
+// privileged act is in the audit trail.
 import type { Duplex } from "node:stream";
 import { AirlockError } from "../../../proto/src/errors.ts";
 import type { Logger } from "../../../proto/src/log.ts";
-import { checkRelativePath, field, readMessages, sendBytes, sendMessage } from "../../../proto/src/control.ts";
-import { encrypt, X25519Recipient } from "../../../proto/src/age/index.ts";
+import { checkRelativePath, field, readMessages, sendBytes, sendData, sendMessage } from "../../../proto/src/control.ts";
+import { decrypt, encrypt, X25519Recipient, type AgeIdentity } from "../../../proto/src/age/index.ts";
+import { AUDIT_KINDS, type AuditLog } from "../../../proto/src/audit/index.ts";
 import type { RoomPlan } from "../../../proto/src/room.ts";
 import { decideOutput, ScopeTracker, type OutputDecision } from "../policy/index.ts";
+import type { HostChannel } from "./host-channel.ts";
 
 /** The workload's stdout and stderr: an output like any other, secure by default. */
 export const CONSOLE_OUTPUT = { name: "console", mount: "/", mode: "secure" as const, maxBytes: 8 * 1024 * 1024, format: "bytes" as const };
@@ -22,15 +26,25 @@ export interface SessionResult {
   decisions: { output: string; decision: OutputDecision }[];
 }
 
-async function collect<T>(gen: AsyncIterable<T>): Promise<Buffer[]> {
-  const out: Buffer[] = [];
-  for await (const c of gen) out.push(c as unknown as Buffer);
-  return out;
+export interface SessionOptions {
+  hold?: boolean;
+  /** The room's own recipient (secure outputs), when the key broker released the room identity. */
+  roomRecipient?: string;
+  /** Each input's identities, released by the key broker. */
+  identities: Map<string, AgeIdentity[]>;
+  audit: AuditLog;
 }
 
-/** Serves one agent connection to its end, reporting to the host over `host`. */
-export async function serveAgent(agent: Duplex, host: Duplex, room: RoomPlan, log: Logger, options: { hold?: boolean; roomRecipient?: string } = {}): Promise<SessionResult> {
-  const { roomRecipient } = options;
+async function collect(gen: AsyncIterable<Buffer>): Promise<Buffer> {
+  const out: Buffer[] = [];
+  for await (const c of gen) out.push(c);
+  return Buffer.concat(out);
+}
+
+/** Serves one agent connection to its end, reporting to the host. */
+export async function serveAgent(agent: Duplex, host: HostChannel, room: RoomPlan, log: Logger, options: SessionOptions): Promise<SessionResult> {
+  const { roomRecipient, audit } = options;
+  const violation = (what: string, data: Record<string, string | number> = {}): Promise<unknown> => audit.append(AUDIT_KINDS.violation, { what, ...data });
   const messages = readMessages(agent);
   const next = async () => {
     const m = await messages.next();
@@ -39,10 +53,36 @@ export async function serveAgent(agent: Duplex, host: Duplex, room: RoomPlan, lo
   };
   const hello = await next();
   if (hello.kind !== "json" || hello.value.type !== "hello") throw new AirlockError("GUEST_PROTOCOL", "the sandbox agent did not say hello");
-  await sendMessage(host, { type: "sandbox-ready" });
+  await host.send({ type: "sandbox-ready" });
 
+  // Inputs: decrypted as they stream in from the host, sent on to the agent. The agent places a
+  // file only when its input-end arrives, which is sent only after age has authenticated the last
+  // chunk: a truncated or tampered file stops the run before the workload starts.
   const scope = new ScopeTracker("PUBLIC");
-  for (const input of room.inputs) scope.observe(input.scope, `input ${input.name}`);
+  for (const input of room.inputs) {
+    const ids = options.identities.get(input.name);
+    if (!ids) throw new AirlockError("KEY_RELEASE", `no identity for input ${input.name}`);
+    await sendMessage(agent, { type: "input", name: input.name, mount: input.mount });
+    let bytes = 0;
+    try {
+      for await (const chunk of decrypt(host.input(input.name), ids)) {
+        bytes += chunk.length;
+        await sendData(agent, chunk);
+      }
+    } catch (err) {
+      const e = AirlockError.from(err, "CRYPTO");
+      await audit.append(AUDIT_KINDS.inputServed, { input: input.name, served: false, reason: e.message.slice(0, 500) });
+      await sendMessage(agent, { type: "abort", reason: `input ${input.name} refused` });
+      throw new AirlockError(e.code, `input ${input.name}: ${e.message}`);
+    }
+    await sendMessage(agent, { type: "input-end", name: input.name, bytes });
+    const placed = await next();
+    if (placed.kind !== "json" || placed.value.type !== "input-placed" || placed.value.name !== input.name) throw new AirlockError("GUEST_PROTOCOL", `the agent did not place input ${input.name}`);
+    const raise = scope.observe(input.scope, `input ${input.name}`);
+    await audit.append(AUDIT_KINDS.inputServed, { input: input.name, served: true, bytes, mount: input.mount, scope: input.scope, sandboxScope: scope.current, raised: raise !== null });
+    log.info({ input: input.name, bytes }, "input served");
+  }
+
   await sendMessage(agent, {
     type: "run",
     command: room.workload.command,
@@ -50,9 +90,16 @@ export async function serveAgent(agent: Duplex, host: Duplex, room: RoomPlan, lo
     timeoutSeconds: room.workload.timeoutSeconds,
     outputs: room.outputs.map((o) => ({ name: o.name, mount: o.mount, maxBytes: o.maxBytes })),
   });
+  await audit.append(AUDIT_KINDS.workloadStarted, { command: room.workload.command.join(" ").slice(0, 500), sandboxScope: scope.current });
+  await host.send({ type: "workload-started" });
 
   const outputs = new Map<string, Collected>();
   const known = new Map<string, number>([[CONSOLE_OUTPUT.name, CONSOLE_OUTPUT.maxBytes], ...room.outputs.map((o) => [o.name, o.maxBytes] as [string, number])]);
+  const collected = (name: string): Collected => {
+    const c = outputs.get(name) ?? { files: [], notes: [] };
+    outputs.set(name, c);
+    return c;
+  };
   let exitCode: number | undefined;
   while (exitCode === undefined) {
     const m = await next();
@@ -72,21 +119,33 @@ export async function serveAgent(agent: Duplex, host: Duplex, room: RoomPlan, lo
         parts.push(Buffer.from(d.data));
         got += d.data.length;
       }
-      const c = outputs.get(output) ?? { files: [], notes: [] };
-      c.files.push({ path, content: Buffer.concat(parts) });
-      outputs.set(output, c);
+      if (msg.truncated === true) {
+        collected(output).notes.push("the workload's console exceeded its bound and was cut");
+        await violation("console over its bound: cut", { output });
+      }
+      collected(output).files.push({ path, content: Buffer.concat(parts) });
     } else if (msg.type === "output-note") {
       const output = field.string(msg, "output", 64);
-      const c = outputs.get(output) ?? { files: [], notes: [] };
-      if (msg.overLimit === true) c.notes.push("files over the size limit were left behind");
-      outputs.set(output, c);
+      if (!known.has(output)) throw new AirlockError("GUEST_PROTOCOL", "output-note for an unknown output");
+      const c = collected(output);
+      if (msg.overLimit === true) {
+        c.notes.push("files over the size limit were left behind");
+        await violation("output over its size limit: files left inside", { output, maxBytes: known.get(output)! });
+      }
+      const skipped = Array.isArray(msg.skipped) ? msg.skipped.slice(0, 20).map((s) => String(s).slice(0, 200)) : [];
+      if (skipped.length) await violation("special files or symlinks in an output folder: not shipped", { output, files: skipped.join(", ") });
+    } else if (msg.type === "stray-files") {
+      // Files the workload left outside its output folders: never shipped, recorded.
+      const paths = Array.isArray(msg.paths) ? msg.paths.slice(0, 50).map((s) => String(s).slice(0, 200)) : [];
+      if (paths.length) await violation("files written outside the output folders: not shipped", { count: field.int(msg, "count", 0, 1e9), files: paths.join(", ") });
     } else if (msg.type === "exit") {
       exitCode = field.int(msg, "code", 0, 255);
     } else {
       throw new AirlockError("GUEST_PROTOCOL", `unexpected message ${JSON.stringify(String(msg.type)).slice(0, 40)} from the agent`);
     }
   }
-  await sendMessage(host, { type: "workload-exit", code: exitCode });
+  await audit.append(AUDIT_KINDS.workloadExited, { code: exitCode });
+  await host.send({ type: "workload-exit", code: exitCode });
 
   const decisions: SessionResult["decisions"] = [];
   for (const spec of [CONSOLE_OUTPUT, ...room.outputs]) {
@@ -99,20 +158,22 @@ export async function serveAgent(agent: Duplex, host: Duplex, room: RoomPlan, lo
     if (decision.decision === "encrypt" && decision.to === "room" && !roomRecipient) {
       decision = { decision: "withhold", reason: `${decision.reason}; no room recipient was released to this firewall, so it stays inside` };
     }
+    const reason = [decision.reason, ...c.notes].join("; ");
     decisions.push({ output: spec.name, decision });
-    log.info({ output: spec.name, decision: decision.decision, reason: decision.reason }, "output decision");
-    await sendMessage(host, { type: "output", output: spec.name, decision: decision.decision, reason: decision.reason, files: c.files.length });
+    await audit.append(AUDIT_KINDS.outputDecision, { output: spec.name, mode: spec.mode, decision: decision.decision, reason, files: c.files.length, sandboxScope: scope.current });
+    log.info({ output: spec.name, decision: decision.decision, reason }, "output decision");
+    await host.send({ type: "output", output: spec.name, decision: decision.decision, reason, files: c.files.length });
     if (decision.decision === "withhold") continue;
     for (const f of c.files) {
       let data = f.content;
       let path = f.path;
       if (decision.decision === "encrypt") {
         const to = X25519Recipient.parse(decision.to === "room" ? roomRecipient! : decision.recipient!);
-        data = Buffer.concat(await collect(encrypt((async function* () { yield f.content; })(), [to])));
+        data = await collect(encrypt((async function* () { yield f.content; })(), [to]));
         path = `${f.path}.age`;
       }
-      await sendMessage(host, { type: "output-file", output: spec.name, path, size: data.length });
-      await sendBytes(host, data);
+      await host.send({ type: "output-file", output: spec.name, path, size: data.length });
+      await sendBytes(host.stream, data);
     }
   }
   // Holding: the agent waits for its bye, so the sandbox stays up until the pair is stopped.

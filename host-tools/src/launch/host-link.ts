@@ -1,52 +1,147 @@
-// The host's end of the firewall's control link: the firewall connects to the host (vsock CID 2,
-// HOST_CONTROL_PORT), which the fabric delivers to a Unix listener at `<uds-path>_<port>`. The host
-// sends the room and receives reports and released outputs. The firewall is measured, but this
-// code still checks every message: the link crosses the untrusted host and a bug must not write
-// outside the output folder.
+// The host's end of the firewall's control link, and the host services the firewall reaches over
+// vsock (CID 2): the fabric delivers a guest's connection to host port P to a Unix listener at
+// `<uds-path>_<P>`. On the control link the host sends the room and its signatures, streams the
+// encrypted inputs when asked, relays the consent question (the firewall has no NIC), and
+// receives reports, released outputs and the signed audit trail. On PSP_VSOCK_PORT it serves the
+// emulated PSP, on KBS_VSOCK_PORT the embedded key broker. The firewall is measured, but every
+// message is still checked: the link crosses the host and a bug must not write outside --out.
+import { createReadStream, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { EventEmitter } from "node:events";
-import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { AirlockError } from "../../../proto/src/errors.ts";
 import type { Logger } from "../../../proto/src/log.ts";
-import { checkRelativePath, field, readMessages, sendMessage } from "../../../proto/src/control.ts";
+import { checkRelativePath, field, HOST_CONTROL_PORT, KBS_VSOCK_PORT, readMessages, sendData, sendMessage } from "../../../proto/src/control.ts";
+import { inputKeyId, roomKeyId } from "../../../proto/src/room.ts";
+import { manifestDigest, type Manifest } from "../../../proto/src/manifest/index.ts";
+import { readSignatureFile, signatureFileOf } from "../../../proto/src/manifest/sign.ts";
+import { X25519Identity, formatIdentityFile } from "../../../proto/src/age/index.ts";
+import { PSP_VSOCK_PORT } from "../../../proto/src/attestation/psp-wire.ts";
+import { EmulatedPsp, listenPsp, type PspListener } from "../attestation/index.ts";
+import { startKbs, KeyStore, loadMasterKey, type KbsHandle, type KeyPolicy } from "../kbs/index.ts";
+import { readImageDir, snpLaunchDigest } from "../measure/index.ts";
+import { DEFAULT_SNP_POLICY } from "./snp-plan.ts";
+import { stateDir } from "../paths.ts";
 
 export type HostLinkEvent =
   | { type: "firewall-ready" }
   | { type: "sandbox-ready" }
+  | { type: "workload-started" }
   | { type: "workload-exit"; code: number }
   | { type: "output"; output: string; decision: string; reason: string }
   | { type: "output-file"; output: string; path: string; size: number }
+  | { type: "audit-log"; path: string }
   | { type: "done"; code: number };
 
 export interface HostLinkEvents {
   event: [HostLinkEvent];
-  /** The link failed or closed before "done". */
+  /** The link failed or closed before "done", or the firewall refused the run. */
   lost: [Error];
+}
+
+export interface HostLinkOptions {
+  /** The firewall's vsock uds-path; the host's listeners are `<udsPath>_<port>`. */
+  udsPath: string;
+  manifest: Manifest;
+  /** The canonical manifest sent as the room. */
+  room: unknown;
+  outDir: string;
+  /** Where the firewall's audit trail is written (default <outDir>/audit.log). */
+  auditPath?: string;
+  /** The firewall's image folder: its emulated launch measurement is computed from it. */
+  firewallImageDir: string;
+  firewallVcpus: number;
+  log: Logger;
+  /** Keep both VMs running after the workload ends, until the pair is stopped (`airlock up`). */
+  hold?: boolean;
+}
+
+/** The embedded key broker's and emulated PSP's state: AIRLOCK_KBS_STATE or <state>/kbs, <state>/psp. */
+export function embeddedBrokerDirs(): { kbs: string; psp: string } {
+  return { kbs: process.env.AIRLOCK_KBS_STATE ?? path.join(stateDir(), "kbs"), psp: path.join(stateDir(), "psp") };
+}
+
+/**
+ * The launch measurement the emulated PSP reports for an image: the SNP launch digest of its
+ * declared firmware, kernel, initrd and command line (the measure code, as `airlock measure
+ * --image`), so a key policy names exactly this firewall program.
+ */
+export async function imageMeasurement(imageDir: string, vcpus: number): Promise<Buffer> {
+  const img = await readImageDir(imageDir);
+  if (!img.ovmfPath) throw new AirlockError("MEASURE", `${imageDir}/image.json declares no firmware, so the emulated launch cannot be measured`, { hint: "rebuild the images (airlock images build)" });
+  const { digest } = await snpLaunchDigest({
+    ovmf: readFileSync(img.ovmfPath),
+    ovmfSource: img.ovmfPath,
+    vcpus,
+    vcpuType: img.vcpuType ?? "EPYC-v4",
+    kernel: img.kernelPath,
+    ...(img.initrdPath ? { initrd: img.initrdPath } : {}),
+    append: img.append,
+    ...(img.guestFeatures !== undefined ? { guestFeatures: img.guestFeatures } : {}),
+  });
+  return digest;
+}
+
+/** The policy under which the embedded broker releases a room's keys: this firewall, this room. */
+export function roomKeyPolicy(measurement: Buffer, digest: Buffer, psp: EmulatedPsp): KeyPolicy {
+  return { measurements: [measurement.toString("hex")], hostData: digest.toString("hex"), trustRoots: [psp.arkPem] };
+}
+
+/**
+ * Registers an input's age identity with the embedded broker, for this room only (the data
+ * owner's step: `airlock manifest grant`).
+ */
+export async function grantInput(manifest: Manifest, input: string, identityText: string, measurement: Buffer): Promise<string> {
+  const dirs = embeddedBrokerDirs();
+  const psp = EmulatedPsp.open(dirs.psp);
+  const store = new KeyStore(dirs.kbs, loadMasterKey(path.join(dirs.kbs, "master.key"), { create: true }));
+  const id = inputKeyId(manifest.name, input);
+  store.put(id, Buffer.from(identityText), roomKeyPolicy(measurement, manifestDigest(manifest), psp));
+  return id;
 }
 
 export class HostLink extends EventEmitter<HostLinkEvents> {
   private server: net.Server | undefined;
   private conn: net.Socket | undefined;
+  private psp: PspListener | undefined;
+  private kbs: KbsHandle | undefined;
   private finished = false;
+  private readonly log: Logger;
 
-  constructor(
-    private readonly socketPath: string,
-    private readonly room: unknown,
-    private readonly outDir: string,
-    private readonly log: Logger,
-    /** Keep both VMs running after the workload ends, until the pair is stopped (`airlock up`). */
-    private readonly hold = false,
-  ) {
+  constructor(private readonly options: HostLinkOptions) {
     super();
+    this.log = options.log;
   }
 
+  get auditPath(): string {
+    return this.options.auditPath ?? path.join(this.options.outDir, "audit.log");
+  }
+
+  /** Starts the emulated PSP, the embedded key broker and the control listener. */
   async listen(): Promise<void> {
-    rmSync(this.socketPath, { force: true });
+    const { manifest, udsPath } = this.options;
+    const dirs = embeddedBrokerDirs();
+    const digest = manifestDigest(manifest);
+    const psp = EmulatedPsp.open(dirs.psp, { log: this.log });
+    const measurement = await imageMeasurement(this.options.firewallImageDir, this.options.firewallVcpus);
+    this.psp = await listenPsp(`${udsPath}_${PSP_VSOCK_PORT}`, psp, { measurement, hostData: digest, policy: DEFAULT_SNP_POLICY }, { log: this.log });
+
+    // The room's own identity (secure outputs): created once per manifest digest; its policy
+    // follows the current firewall image.
+    const store = new KeyStore(dirs.kbs, loadMasterKey(path.join(dirs.kbs, "master.key"), { create: true }));
+    const roomId = roomKeyId(digest.toString("hex"));
+    const existing = store.list().includes(roomId) ? store.open(roomId) : Buffer.from(formatIdentityFile(X25519Identity.generate()));
+    store.put(roomId, existing, roomKeyPolicy(measurement, digest, psp));
+    existing.fill(0);
+    this.kbs = await startKbs({ stateDir: dirs.kbs, masterKey: loadMasterKey(path.join(dirs.kbs, "master.key")), listen: { path: `${udsPath}_${KBS_VSOCK_PORT}` }, log: this.log });
+    this.log.info({ measurement: measurement.toString("hex"), kbsAudit: this.kbs.auditPath }, "emulated PSP and key broker ready");
+
+    const socketPath = `${udsPath}_${HOST_CONTROL_PORT}`;
+    rmSync(socketPath, { force: true });
     this.server = net.createServer((c) => this.accept(c));
     await new Promise<void>((resolve, reject) => {
       this.server!.once("error", reject);
-      this.server!.listen(this.socketPath, () => resolve());
+      this.server!.listen(socketPath, () => resolve());
     });
   }
 
@@ -68,9 +163,11 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
   }
 
   private async serve(c: net.Socket): Promise<void> {
+    const { manifest } = this.options;
     c.on("error", () => {});
-    await sendMessage(c, { type: "room", canonical: this.room, hold: this.hold });
-    let file: { target: string; size: number; parts: Buffer[]; got: number } | undefined;
+    await sendMessage(c, { type: "room", canonical: this.options.room, hold: this.options.hold ?? false, brokerPublicKey: this.kbs?.publicKey });
+    await sendMessage(c, { type: "signatures", signatures: readSignatureFile(signatureFileOf(manifest.file)) });
+    let file: { target: string; size: number; parts: Buffer[]; got: number; done?: () => void } | undefined;
     for await (const m of readMessages(c, 8 * 1024 * 1024)) {
       if (m.kind === "data") {
         if (!file || file.got + m.data.length > file.size) throw new AirlockError("GUEST_PROTOCOL", "output data outside a declared file");
@@ -78,6 +175,7 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
         file.got += m.data.length;
         if (file.got === file.size) {
           writeFileSync(file.target, Buffer.concat(file.parts), { mode: 0o600 });
+          file.done?.();
           file = undefined;
         }
         continue;
@@ -87,25 +185,49 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
       switch (msg.type) {
         case "firewall-ready":
         case "sandbox-ready":
+        case "workload-started":
           this.emit("event", { type: msg.type });
           break;
         case "workload-exit":
           this.emit("event", { type: "workload-exit", code: field.int(msg, "code", 0, 255) });
           break;
+        case "input-request":
+          await this.sendInput(c, field.string(msg, "name", 64));
+          break;
+        case "consent-request":
+          await sendMessage(c, { type: "consent-answer", ...(await relayConsent(manifest, field.string(msg, "url", 2048), msg.body)) });
+          break;
         case "output":
-          this.emit("event", { type: "output", output: field.string(msg, "output", 64), decision: field.string(msg, "decision", 16), reason: field.string(msg, "reason", 2000) });
+          this.emit("event", { type: "output", output: field.string(msg, "output", 64), decision: field.string(msg, "decision", 16), reason: field.string(msg, "reason", 4000) });
           break;
         case "output-file": {
           const output = checkRelativePath(field.string(msg, "output", 64));
           const rel = checkRelativePath(field.string(msg, "path", 1024));
           const size = field.int(msg, "size", 0, 2 ** 40);
-          const target = path.join(this.outDir, output, rel);
+          const target = path.join(this.options.outDir, output, rel);
           mkdirSync(path.dirname(target), { recursive: true });
           this.emit("event", { type: "output-file", output, path: rel, size });
           if (size === 0) writeFileSync(target, Buffer.alloc(0), { mode: 0o600 });
           else file = { target, size, parts: [], got: 0 };
           break;
         }
+        case "audit-log": {
+          const size = field.int(msg, "size", 0, 256 * 1024 * 1024);
+          const target = this.auditPath;
+          mkdirSync(path.dirname(target), { recursive: true });
+          const done = (): void => {
+            writeSummary(target, path.join(path.dirname(target), "summary.json"));
+            this.emit("event", { type: "audit-log", path: target });
+          };
+          if (size === 0) throw new AirlockError("GUEST_PROTOCOL", "an empty audit trail");
+          file = { target, size, parts: [], got: 0, done };
+          break;
+        }
+        case "refused":
+          // The firewall refused to start the workload (signature, key, consent, input...).
+          this.finished = true;
+          this.emit("lost", new AirlockError("POLICY", `the firewall refused the run: ${field.string(msg, "reason", 4000)}`));
+          break;
         case "done":
           this.finished = true;
           this.emit("event", { type: "done", code: field.int(msg, "code", 0, 255) });
@@ -116,8 +238,55 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
     }
   }
 
-  close(): void {
+  /** Streams an input's encrypted file as it is on disk; the firewall decrypts it. */
+  private async sendInput(c: net.Socket, name: string): Promise<void> {
+    const input = this.options.manifest.inputs.find((i) => i.name === name);
+    if (!input) throw new AirlockError("GUEST_PROTOCOL", `the firewall asked for unknown input ${JSON.stringify(name)}`);
+    const size = statSync(input.path).size;
+    await sendMessage(c, { type: "input-file", name, size });
+    let sent = 0;
+    for await (const chunk of createReadStream(input.path, { highWaterMark: 256 * 1024, end: size - 1 }) as AsyncIterable<Buffer>) {
+      sent += chunk.length;
+      await sendData(c, chunk);
+    }
+    if (sent !== size) throw new AirlockError("USAGE", `input ${name}: ${input.path} changed while it was sent`);
+  }
+
+  async close(): Promise<void> {
     this.conn?.destroy();
     this.server?.close();
+    await this.psp?.close();
+    await this.kbs?.close();
   }
+}
+
+/**
+ * Asks the governance endpoint on the firewall's behalf (POST JSON {room, manifestDigest}, 10 s).
+ * The host could answer in the endpoint's place: the firewall records the answer as the host's
+ * relay of it, and only a "no" or silence can hurt the data owner (fail closed).
+ */
+async function relayConsent(manifest: Manifest, url: string, body: unknown): Promise<{ status: number; body?: string; error?: string }> {
+  if (url !== manifest.governance.consent) return { status: 0, error: "the firewall asked for a URL the manifest does not name" };
+  try {
+    const res = await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body ?? {}), signal: AbortSignal.timeout(10_000), redirect: "error" });
+    const text = (await res.text()).slice(0, 4096);
+    return { status: res.status, body: text };
+  } catch (err) {
+    return { status: 0, error: (err as Error).message.slice(0, 300) };
+  }
+}
+
+/** The run's summary for people: decisions and every violation, from the (signed) audit trail. */
+function writeSummary(auditFile: string, summaryFile: string): void {
+  const records = readFileSync(auditFile, "utf8")
+    .split("\n")
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as { kind: string; data: Record<string, unknown> });
+  const summary = {
+    audit: path.basename(auditFile),
+    violations: records.filter((r) => r.kind === "violation").map((r) => r.data),
+    outputs: records.filter((r) => r.kind === "output.decision").map((r) => r.data),
+    refused: records.filter((r) => r.kind === "run.failed").map((r) => r.data),
+  };
+  writeFileSync(summaryFile, `${JSON.stringify(summary, null, 2)}\n`, { mode: 0o600 });
 }

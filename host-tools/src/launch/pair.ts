@@ -7,7 +7,6 @@ import { mkdirSync } from "node:fs";
 import path from "node:path";
 import { AirlockError } from "../../../proto/src/errors.ts";
 import type { Logger } from "../../../proto/src/log.ts";
-import { HOST_CONTROL_PORT } from "../../../proto/src/control.ts";
 import { canonicalManifest, loadManifest, manifestDigest, type Manifest } from "../../../proto/src/manifest/index.ts";
 import { buildImage, type BuiltImage } from "../images/build.ts";
 import { startFabric, type Fabric } from "../fabric/index.ts";
@@ -135,7 +134,16 @@ export class Pair extends EventEmitter<PairEvents> {
       else log.warn({ cid: err.cid, err: err.message }, "a VM misbehaved on vsock and was cut off");
     });
     await this.fabric.ready;
-    this.hostLink = new HostLink(`${vsock("firewall").udsPath}_${HOST_CONTROL_PORT}`, canonicalManifest(this.manifest), this.outDir, log.child({ part: "host-link" }), this.options.hold ?? false);
+    this.hostLink = new HostLink({
+      udsPath: vsock("firewall").udsPath,
+      manifest: this.manifest,
+      room: canonicalManifest(this.manifest),
+      outDir: this.outDir,
+      firewallImageDir: images.firewall.dir,
+      firewallVcpus: this.manifest.resources.firewall.vcpus,
+      log: log.child({ part: "host-link" }),
+      hold: this.options.hold ?? false,
+    });
     this.hostLink.on("event", (ev) => this.onControl(ev));
     this.hostLink.on("lost", (err) => void this.fail(`firewall control link: ${err.message}`));
     await this.hostLink.listen();
@@ -274,7 +282,7 @@ export class Pair extends EventEmitter<PairEvents> {
         }),
       );
       void ended;
-      this.hostLink?.close();
+      await this.hostLink?.close();
       await this.fabric?.stop();
       this.state.status = status;
       this.state.reason = status === "failed" ? `${reason}; the other VM was stopped (fail closed)` : reason;

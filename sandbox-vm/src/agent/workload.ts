@@ -2,7 +2,7 @@
 // and environment only, its output folders created and owned by that user. Its stdout and stderr
 // are data (an output like any other), never the console.
 import { spawn } from "node:child_process";
-import { chownSync, mkdirSync, readdirSync, lstatSync, readFileSync } from "node:fs";
+import { chmodSync, chownSync, closeSync, mkdirSync, openSync, readdirSync, lstatSync, readFileSync, renameSync, writeSync } from "node:fs";
 import path from "node:path";
 
 export const WORKLOAD_UID = 1000;
@@ -101,4 +101,66 @@ export function collectOutput(mount: string, maxBytes: number): { files: OutputF
     // the workload removed its own output folder: nothing to ship
   }
   return { files, skipped, overLimit };
+}
+
+/**
+ * An input being placed: written root-owned to a hidden file beside its mount path, then made
+ * read-only (0444) and renamed into place only when the enforcer says the whole file
+ * authenticated. /data is tmpfs, so nothing reaches a disk.
+ */
+export class InputFile {
+  private readonly fd: number;
+  private readonly tmp: string;
+  bytes = 0;
+
+  constructor(readonly mount: string) {
+    mkdirSync(path.dirname(mount), { recursive: true, mode: 0o755 });
+    this.tmp = path.join(path.dirname(mount), `.${path.basename(mount)}.partial`);
+    this.fd = openSync(this.tmp, "wx", 0o600);
+  }
+
+  write(data: Buffer): void {
+    for (let off = 0; off < data.length; ) off += writeSync(this.fd, data, off);
+    this.bytes += data.length;
+  }
+
+  finish(): void {
+    closeSync(this.fd);
+    chmodSync(this.tmp, 0o444);
+    renameSync(this.tmp, this.mount);
+  }
+}
+
+/**
+ * Files the workload user owns outside its output folders (it may write /tmp and nowhere else
+ * that is shipped): listed for the audit trail, never shipped.
+ */
+export function strayFiles(roots: string[], outputMounts: string[], uid = WORKLOAD_UID): { paths: string[]; count: number } {
+  const paths: string[] = [];
+  let count = 0;
+  const walk = (dir: string, depth: number): void => {
+    if (depth > 8 || outputMounts.some((m) => dir === m || dir.startsWith(`${m}/`))) return;
+    let names: string[];
+    try {
+      names = readdirSync(dir);
+    } catch {
+      return;
+    }
+    for (const name of names) {
+      const p = path.join(dir, name);
+      let st;
+      try {
+        st = lstatSync(p);
+      } catch {
+        continue;
+      }
+      if (st.isDirectory()) walk(p, depth + 1);
+      else if (st.uid === uid && !outputMounts.some((m) => p.startsWith(`${m}/`))) {
+        count++;
+        if (paths.length < 50) paths.push(p);
+      }
+    }
+  };
+  for (const r of roots) walk(r, 0);
+  return { paths, count };
 }

@@ -8,6 +8,7 @@ import { verifyReportCommand } from "./verify-report.ts";
 import { kbsCommand } from "./kbs.ts";
 import { datasetCommand } from "./dataset.ts";
 import { auditCommand } from "./audit.ts";
+import { manifestCommand } from "./manifest.ts";
 
 /** Every sub-command, in the order `airlock --help` lists them. */
-export const commands: AirlockCommand[] = [measureCommand, imagesCommand, runCommand, upCommand, statusCommand, logsCommand, downCommand, superviseCommand, verifyReportCommand, kbsCommand, datasetCommand, auditCommand, vsockFabricCommand];
+export const commands: AirlockCommand[] = [measureCommand, imagesCommand, runCommand, upCommand, statusCommand, logsCommand, downCommand, superviseCommand, verifyReportCommand, kbsCommand, datasetCommand, auditCommand, manifestCommand, vsockFabricCommand];

@@ -1,0 +1,72 @@
+// The enforcer's side of the control link to the host. After the room, the host speaks only when
+// asked (input files, consent answers), so one reader serves requests in order. The host is
+// untrusted: what it sends is checked here, and what the enforcer relies on from it (an input
+// file, a consent answer) is either authenticated (age) or named as the host's word in the audit.
+import type { Duplex } from "node:stream";
+import { AirlockError } from "../../../proto/src/errors.ts";
+import { field, readMessages, sendMessage, type Incoming } from "../../../proto/src/control.ts";
+
+export interface ConsentAnswer {
+  /** HTTP status the governance endpoint answered, or 0 when it was unreachable. */
+  status: number;
+  granted: boolean;
+  detail: string;
+}
+
+export class HostChannel {
+  private readonly messages: AsyncGenerator<Incoming>;
+
+  constructor(readonly stream: Duplex) {
+    this.messages = readMessages(stream, 8 * 1024 * 1024);
+  }
+
+  async next(): Promise<Incoming> {
+    const m = await this.messages.next();
+    if (m.done) throw new AirlockError("FABRIC", "the host closed the control link");
+    return m.value;
+  }
+
+  async nextJson(type: string): Promise<Record<string, unknown>> {
+    const m = await this.next();
+    if (m.kind !== "json" || m.value.type !== type) throw new AirlockError("GUEST_PROTOCOL", `the host sent something other than ${type}`);
+    return m.value;
+  }
+
+  send(value: object): Promise<void> {
+    return sendMessage(this.stream, value);
+  }
+
+  /**
+   * Asks the host to relay the consent question to the governance URL. Consent is granted only on
+   * HTTP 200 with a JSON body {"consent": true}; anything else, or no answer, is a refusal.
+   */
+  async askConsent(url: string, digest: string, room: string): Promise<ConsentAnswer> {
+    await this.send({ type: "consent-request", url, body: { room, manifestDigest: digest } });
+    const a = await this.nextJson("consent-answer");
+    const status = field.int(a, "status", 0, 999);
+    const body = typeof a.body === "string" ? a.body.slice(0, 4096) : "";
+    if (status === 0) return { status, granted: false, detail: `unreachable: ${typeof a.error === "string" ? a.error.slice(0, 300) : "no answer"}` };
+    let granted = false;
+    try {
+      granted = status === 200 && (JSON.parse(body) as { consent?: unknown }).consent === true;
+    } catch {
+      // not JSON: not consent
+    }
+    return { status, granted, detail: granted ? "consent: true" : `HTTP ${status}: ${body.slice(0, 200)}` };
+  }
+
+  /** The encrypted bytes of one input, as the host streams them (authenticated later by age). */
+  async *input(name: string): AsyncGenerator<Buffer> {
+    await this.send({ type: "input-request", name });
+    const head = await this.nextJson("input-file");
+    if (head.name !== name) throw new AirlockError("GUEST_PROTOCOL", `the host sent input ${String(head.name).slice(0, 64)} for ${name}`);
+    const size = field.int(head, "size", 0, 2 ** 44);
+    let got = 0;
+    while (got < size) {
+      const d = await this.next();
+      if (d.kind !== "data" || got + d.data.length > size) throw new AirlockError("GUEST_PROTOCOL", `input ${name}: the host's data does not match its declared size`);
+      got += d.data.length;
+      yield d.data;
+    }
+  }
+}

@@ -1,0 +1,113 @@
+// `airlock manifest digest|sign|verify|grant`: the room manifest's canonical digest (what the launch
+// puts in host_data), collaborators' signatures over it (kept in MANIFEST.sig.json, sent with the
+// room; the enforcer starts the workload only when every required one verifies), and the data
+// owner's grant of an input's age identity to this room in the embedded key broker.
+import { readFileSync } from "node:fs";
+import type { Argv } from "yargs";
+import { AirlockError, isErrnoException } from "../../../../proto/src/errors.ts";
+import { loadManifest, manifestDigest } from "../../../../proto/src/manifest/index.ts";
+import { addSignature, checkSignatures, readSignatureFile, signatureFileOf, signManifestDigest } from "../../../../proto/src/manifest/sign.ts";
+import { parseIdentityFile } from "../../../../proto/src/age/index.ts";
+import { buildImage } from "../../images/build.ts";
+import { grantInput, imageMeasurement } from "../../launch/host-link.ts";
+import { printResult, setExitCode, type AirlockCommand } from "../command.ts";
+import { createHash } from "node:crypto";
+
+function readText(file: string, what: string): string {
+  try {
+    return readFileSync(file, "utf8");
+  } catch (err) {
+    throw new AirlockError("USAGE", `${what} ${file}: ${isErrnoException(err, "ENOENT") ? "no such file" : (err as Error).message}`);
+  }
+}
+
+const digest: AirlockCommand = {
+  command: "digest <manifest>",
+  describe: "print the manifest's canonical digest (SHA-256, hex): what collaborators sign and host_data holds",
+  builder: (y: Argv) => y.positional("manifest", { type: "string", demandOption: true }).option("json", { type: "boolean", default: false }),
+  handler: (argv) => {
+    const m = loadManifest(argv.manifest as string);
+    const d = manifestDigest(m).toString("hex");
+    printResult(argv.json as boolean, { manifest: m.file, digest: d }, () => d);
+  },
+};
+
+const sign: AirlockCommand = {
+  command: "sign <manifest>",
+  describe: "sign the manifest's digest as one collaborator (Ed25519 or P-384 private key, PEM); adds to MANIFEST.sig.json",
+  builder: (y: Argv) =>
+    y
+      .positional("manifest", { type: "string", demandOption: true })
+      .option("key", { type: "string", demandOption: true, describe: "private key (PEM, Ed25519 or ECDSA P-384)" })
+      .option("name", { type: "string", demandOption: true, describe: "your name as the manifest's collaborators list it" })
+      .option("out", { type: "string", describe: "signature file (default MANIFEST.sig.json)" })
+      .option("json", { type: "boolean", default: false }),
+  handler: (argv) => {
+    const m = loadManifest(argv.manifest as string);
+    const name = argv.name as string;
+    const who = m.collaborators.find((c) => c.name === name);
+    if (!who) throw new AirlockError("USAGE", `${m.file}: no collaborator named "${name}" (collaborators: ${m.collaborators.map((c) => c.name).join(", ") || "none"})`);
+    const d = manifestDigest(m);
+    const s = signManifestDigest(d, name, readText(argv.key as string, "key"), argv.key as string);
+    if (createHash("sha256").update(s.publicKeyPem).digest("hex") !== createHash("sha256").update(who.publicKeyPem).digest("hex")) {
+      // Same key, different PEM text would still fail in the enforcer: it compares the PEM's hash.
+      const same = s.publicKeyPem.trim() === who.publicKeyPem.trim();
+      if (!same) throw new AirlockError("USAGE", `${argv.key}: this is not the key the manifest names for ${name}`);
+      s.publicKeyPem = who.publicKeyPem;
+    }
+    const file = (argv.out as string | undefined) ?? signatureFileOf(m.file);
+    addSignature(file, s);
+    printResult(argv.json as boolean, { file, name, alg: s.alg, digest: s.digest }, () => `${name} signed ${s.digest} (${s.alg}) → ${file}`);
+  },
+};
+
+const verify: AirlockCommand = {
+  command: "verify <manifest>",
+  describe: "check that every collaborator the manifest names signed its current digest (exit 1 otherwise)",
+  builder: (y: Argv) =>
+    y
+      .positional("manifest", { type: "string", demandOption: true })
+      .option("signatures", { type: "string", describe: "signature file (default MANIFEST.sig.json)" })
+      .option("json", { type: "boolean", default: false }),
+  handler: (argv) => {
+    const m = loadManifest(argv.manifest as string);
+    const d = manifestDigest(m);
+    const sigs = readSignatureFile((argv.signatures as string | undefined) ?? signatureFileOf(m.file));
+    const required = m.collaborators.map((c) => ({ name: c.name, publicKeySha256: createHash("sha256").update(c.publicKeyPem).digest("hex") }));
+    const checks = checkSignatures(d, required, sigs);
+    const ok = checks.every((c) => c.ok);
+    if (!ok) setExitCode(1);
+    printResult(argv.json as boolean, { digest: d.toString("hex"), ok, checks }, () =>
+      [`digest ${d.toString("hex")}`, ...checks.map((c) => `${c.ok ? "ok  " : "FAIL"} ${c.name}: ${c.reason}`), checks.length === 0 ? "no collaborators: nothing to sign" : ok ? "all required signatures verify" : "the room will not start"].join("\n"),
+    );
+  },
+};
+
+const grant: AirlockCommand = {
+  command: "grant <manifest>",
+  describe: "data owner: register an input's age identity with the embedded key broker, released only to this room's attested firewall",
+  builder: (y: Argv) =>
+    y
+      .positional("manifest", { type: "string", demandOption: true })
+      .option("input", { type: "string", demandOption: true, describe: "the input's name in the manifest" })
+      .option("identity", { type: "string", demandOption: true, describe: "age identity file (age-keygen's AGE-SECRET-KEY-1…)" })
+      .option("json", { type: "boolean", default: false }),
+  handler: async (argv) => {
+    const m = loadManifest(argv.manifest as string);
+    const input = argv.input as string;
+    if (!m.inputs.some((i) => i.name === input)) throw new AirlockError("USAGE", `${m.file}: no input named "${input}"`);
+    const text = readText(argv.identity as string, "identity");
+    parseIdentityFile(text, argv.identity as string); // refuse anything that is not an age identity now
+    const image = await buildImage("firewall");
+    const measurement = await imageMeasurement(image.dir, m.resources.firewall.vcpus);
+    const id = await grantInput(m, input, text, measurement);
+    printResult(argv.json as boolean, { keyId: id, measurement: measurement.toString("hex"), hostData: manifestDigest(m).toString("hex") }, () => `input ${input}: identity registered as key "${id}" for firewall measurement ${measurement.toString("hex").slice(0, 16)}… and this manifest's digest`);
+  },
+};
+
+export const manifestCommand: AirlockCommand = {
+  command: "manifest",
+  describe: "room manifest digest, collaborators' signatures, input grants",
+  builder: (y: Argv) => y.command([digest, sign, verify, grant]).demandCommand(1),
+  handler: () => {},
+};
