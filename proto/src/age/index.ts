@@ -4,13 +4,14 @@
 // Why our own implementation and not the `age-encryption` npm package (typage 0.3.1)?
 // Both interoperate with Debian's age 1.1.1 CLI in both directions (ours: age.test.ts and
 // test/age/; typage: checked by hand the same way). We chose ours because, measured with
-// `npm run bench -- dataset` (256 MiB streamed for ours, 64 MiB for typage, same run, 2 shared
-// cores): typage's pure-JS ChaCha20-Poly1305 reached 49 MiB/s encrypt and 32 MiB/s decrypt per CPU
-// second against 463 and 420 MiB/s for ours on OpenSSL (×9.5 and ×13; wall-clock runs on a quiet
-// moment gave typage 107/50 MiB/s, ours 436/1376 MiB/s); typage reports truncation and tampering
-// alike as "invalid tag", where a data owner must be told which; and it would add five packages
-// (@noble/*, @scure/base) to the measured firewall image, where node:crypto adds none. typage stays
-// a devDependency: the bench compares against it and the tests check scrypt files against it.
+// `npm run bench -- dataset` (256 MiB streamed for ours, 64 MiB for typage, same run, 2 busy
+// shared cores): typage's pure-JS ChaCha20-Poly1305 did 74 MiB/s encrypt and 44 MiB/s decrypt per
+// CPU second against 684 and 626 MiB/s for ours on OpenSSL (×9 and ×14; ours is within 0.84-1.03
+// of raw node:crypto ChaCha20-Poly1305, and on par with the Go age CLI's 399 MiB/s); typage
+// reports truncation and tampering alike as "invalid tag", where a data owner must be told which;
+// and it would add five packages (@noble/*, @scure/base) to the measured firewall image, where
+// node:crypto adds none. typage stays a devDependency: the bench compares against it and the
+// tests check X25519 and scrypt files against it.
 //
 // Public surface: encrypt/decrypt (async generators over byte chunks, so multi-GB files stream),
 // recipients/identities, and file helpers for the CLI and the enforcer.
