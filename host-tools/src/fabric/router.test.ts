@@ -92,6 +92,18 @@ describe("router: guest to guest", () => {
     expect(c.receive()).toEqual([]);
   });
 
+  it("answers RST at once for a peer whose driver is not running", () => {
+    const { guests } = setup([
+      { cid: 3, groups: ["g"] },
+      { cid: 4, groups: ["g"] },
+    ]);
+    const [a, b] = guests as [SyntheticGuest, SyntheticGuest];
+    b.device!.reset(); // as when QEMU is connected but the guest has not started the device
+    a.send(header({ srcCid: 3, dstCid: 4, srcPort: 1000, dstPort: 80, op: Op.REQUEST }));
+    expect(ops(a.receive())).toEqual([Op.RST]);
+    expect(b.device!.hasPending).toBe(false);
+  });
+
   it("drops forged source CIDs and RSTs packets of unknown connections", () => {
     const { guests } = setup([
       { cid: 3, groups: ["g"] },

@@ -128,7 +128,7 @@ export class Router implements PacketSink {
     const peer = this.vms.get(hdr.dstCid);
     const table = this.conns.get(vm.cid)!;
     const conn = table.get(key(hdr.srcPort, hdr.dstCid, hdr.dstPort));
-    if (!peer || peer === vm || !this.canTalk(vm, peer) || peer.device.broken) {
+    if (!peer || peer === vm || !this.canTalk(vm, peer) || !peer.device.ready) {
       if (conn) this.resetGuestConn(conn as GuestConn, -1);
       else this.rst(dev, hdr);
       return;
@@ -384,7 +384,7 @@ export class Router implements PacketSink {
       socket.pause();
       const m = /^CONNECT ([0-9]{1,10})\r?$/.exec(line);
       const port = m ? Number(m[1]) : NaN;
-      if (!(port <= 0xffffffff) || vm.device.broken || this.conns.get(vm.cid)!.size >= MAX_CONNS_PER_VM) {
+      if (!(port <= 0xffffffff) || !vm.device.ready || this.conns.get(vm.cid)!.size >= MAX_CONNS_PER_VM) {
         socket.destroy();
         return;
       }

@@ -54,6 +54,11 @@ export class VsockDevice {
     return this.faulted;
   }
 
+  /** Rings set up and not cut off: the guest's driver is running. */
+  get ready(): boolean {
+    return !this.faulted && this.rx !== null && this.tx !== null;
+  }
+
   get hasPending(): boolean {
     return this.pendingHead < this.pending.length;
   }
