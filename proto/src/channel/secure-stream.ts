@@ -8,6 +8,13 @@ import type { Logger } from "../log.ts";
 import type { Link } from "./link.ts";
 import { MAX_PAYLOAD, RecordCipher, RecordType } from "./protocol.ts";
 
+/**
+ * Records queued in the underlying stream before a write waits for it to drain. The underlying
+ * stream's own high-water mark (16 KiB for a socket) is smaller than one record, so waiting on
+ * every refusal would stop after each record; this keeps a few in flight, still bounded.
+ */
+const SEND_WINDOW = 4 * (MAX_PAYLOAD + 64);
+
 export class SecureStream extends Duplex {
   private readonly sender: RecordCipher;
   private readonly receiver: RecordCipher;
@@ -21,7 +28,8 @@ export class SecureStream extends Duplex {
     private readonly log: Logger,
   ) {
     // Half-open: either side may close its direction and keep reading the other.
-    super({ allowHalfOpen: true });
+    // Room for a few records each way, so a full record does not stop the flow at once.
+    super({ allowHalfOpen: true, readableHighWaterMark: 4 * MAX_PAYLOAD, writableHighWaterMark: 4 * MAX_PAYLOAD });
     this.sender = new RecordCipher(keys.send);
     this.receiver = new RecordCipher(keys.receive);
     link.attach({ wake: () => this.pump() });
@@ -94,7 +102,7 @@ export class SecureStream extends Duplex {
           const piece = data.subarray(off, off + MAX_PAYLOAD);
           off += piece.length;
           // Backpressure: our caller's write callback waits for the wire to drain.
-          if (!this.link.write(this.sender.seal(RecordType.DATA, piece))) return this.link.afterDrain(next);
+          if (!this.link.write(this.sender.seal(RecordType.DATA, piece)) && this.link.stream.writableLength >= SEND_WINDOW) return this.link.afterDrain(next);
         }
       } catch (e) {
         return cb(AirlockError.from(e));
