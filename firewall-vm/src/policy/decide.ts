@@ -32,6 +32,9 @@ export type OutputDecision =
   | { decision: "encrypt"; reason: string; to: "room" | "collaborator"; recipient?: string }
   | { decision: "withhold"; reason: string };
 
+/** File names come from the workload: quoted and escaped so a reason never carries control codes. */
+const shown = (p: string): string => JSON.stringify(p.length > 200 ? `${p.slice(0, 200)}…` : p);
+
 export function decideOutput(out: OutputRequest, scope: DataScope): OutputDecision {
   const total = out.files.reduce((n, f) => n + f.size, 0);
   if (total > out.maxBytes) {
@@ -51,10 +54,10 @@ export function decideOutput(out: OutputRequest, scope: DataScope): OutputDecisi
       return { decision: "encrypt", to: "collaborator", recipient: out.recipient, reason: `trusted: encrypted to ${out.recipient} (scope ${scope})` };
     case "open":
       for (const f of out.files) {
-        if (!f.content) return { decision: "withhold", reason: `output ${out.name}: ${f.path} was not inspected (open outputs must be checked)` };
-        if (f.content.length !== f.size) return { decision: "withhold", reason: `output ${out.name}: ${f.path} is not the size it claims` };
+        if (!f.content) return { decision: "withhold", reason: `output ${out.name}: ${shown(f.path)} was not inspected (open outputs must be checked)` };
+        if (f.content.length !== f.size) return { decision: "withhold", reason: `output ${out.name}: ${shown(f.path)} is not the size it claims` };
         const why = checkFormat(f.content, out.format, out.schema);
-        if (why) return { decision: "withhold", reason: `output ${out.name}: ${f.path} ${why} (declared format ${out.format}${out.schema ? " with a schema" : ""})` };
+        if (why) return { decision: "withhold", reason: `output ${out.name}: ${shown(f.path)} ${why} (declared format ${out.format}${out.schema ? " with a schema" : ""})` };
       }
       return { decision: "release", reason: `open: ${out.files.length} file(s), ${total} bytes, ${out.format} checked, scope ${scope}` };
   }

@@ -63,7 +63,10 @@ describe("decideOutput", () => {
   });
 
   it("withholds open outputs whose format does not parse, or that were not inspected", () => {
-    expect(decideOutput(req({ files: [file("{nope", "a.json")] }), "PUBLIC")).toMatchObject({ decision: "withhold", reason: expect.stringMatching(/a.json is not JSON/) });
+    expect(decideOutput(req({ files: [file("{nope", "a.json")] }), "PUBLIC")).toMatchObject({ decision: "withhold", reason: expect.stringMatching(/"a.json" is not JSON/) });
+    const evil = decideOutput(req({ files: [file("{", "\u001b[2Jx.json")] }), "PUBLIC");
+    expect(evil.reason).not.toContain("\u001b");
+    expect(evil.reason).toContain('"\\u001b[2Jx.json"');
     expect(decideOutput(req({ files: [{ path: "b", size: 3 }] }), "PUBLIC")).toMatchObject({ decision: "withhold", reason: expect.stringMatching(/not inspected/) });
     expect(decideOutput(req({ files: [{ path: "b", size: 1, content: Buffer.from("{}") }] }), "PUBLIC")).toMatchObject({ decision: "withhold" });
   });
