@@ -48,7 +48,7 @@ const HEX64 = /^[0-9a-f]{64}$/;
 function shapeError(r: unknown): string | null {
   if (typeof r !== "object" || r === null || Array.isArray(r)) return "is not a JSON object";
   const keys = Object.keys(r).filter((k) => k !== "sig").sort();
-  if (keys.join() !== KEYS.join()) return `has fields [${Object.keys(r).join(", ")}], expected seq, time, kind, data, prev, hash and for checkpoints sig`;
+  if (keys.join() !== KEYS.join()) return `has fields ${JSON.stringify(Object.keys(r)).slice(0, 300)}, expected seq, time, kind, data, prev, hash and for checkpoints sig`;
   const x = r as Record<string, unknown>;
   if (!Number.isSafeInteger(x.seq) || (x.seq as number) < 0) return "has a seq that is not a non-negative integer";
   if (typeof x.time !== "string" || Number.isNaN(Date.parse(x.time))) return "has a time that is not a date";
@@ -131,7 +131,7 @@ export function verifyAuditLog(text: string, options: VerifyOptions = {}): Audit
       result.lastSignedSeq = r.seq;
       closed = r.kind === CLOSED;
     } else if ("sig" in r) {
-      return fail(n, r.seq, `record seq ${r.seq} of kind ${r.kind} carries a signature (only checkpoints do)`);
+      return fail(n, r.seq, `record seq ${r.seq} of kind ${JSON.stringify(r.kind)} carries a signature (only checkpoints do)`);
     }
     result.kinds[r.kind] = (result.kinds[r.kind] ?? 0) + 1;
     prev = r.hash;
