@@ -18,6 +18,8 @@ export const KDS_OID = {
   ucodeSPL: "1.3.6.1.4.1.3704.1.3.8",
   fmcSPL: "1.3.6.1.4.1.3704.1.3.9",
   hwID: "1.3.6.1.4.1.3704.1.4",
+  /** VLEK only: the cloud provider the key was issued to. */
+  cspId: "1.3.6.1.4.1.3704.1.5",
 } as const;
 
 const OID_RSASSA_PSS = "1.2.840.113549.1.1.10";

@@ -2,10 +2,12 @@ import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, wr
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { decodeTcb, encodePolicy, parseReport } from "../../../proto/src/attestation/report.ts";
+import { sign } from "node:crypto";
+import { decodeTcb, encodePolicy, encodeTcb, parseReport, serializeReport } from "../../../proto/src/attestation/report.ts";
 import { AMD_ROOTS } from "./amd-roots.ts";
 import { parseCert } from "./certs.ts";
-import { EmulatedPsp } from "./emulated-psp.ts";
+import { DEFAULT_TCB, EmulatedPsp } from "./emulated-psp.ts";
+import { createTestChain, toPem } from "./test-chain.ts";
 import type { GuestLaunch } from "./emulated-psp.ts";
 import { ReportVerifier } from "./verify.ts";
 
@@ -92,5 +94,27 @@ describe("EmulatedPsp", () => {
     const dbg = turin.evidence({ ...launch, policy: encodePolicy({ debug: true }) }, { reportData, vmpl: 0 });
     expect(v.verify(dbg).failed?.check).toBe("policy-debug");
     expect(v.verify(dbg, { allowDebug: true }).ok).toBe(true);
+  });
+
+  it("VLEK-signed reports verify with the ASVK chain; the signing key kind must match", { timeout: 120_000 }, () => {
+    const chain = createTestChain({ product: "milan", tcb: DEFAULT_TCB.milan, vlek: { cspId: "airlock-test-cloud" } });
+    const tcb = encodeTcb(chain.tcb, "milan");
+    const base = parseReport(psp.report(launch, { reportData, vmpl: 0 }));
+    const signed = (signingKey: "vcek" | "vlek"): Buffer => {
+      const raw = serializeReport({ ...base, reportedTcb: tcb, chipId: Buffer.alloc(64), keyInfo: { ...base.keyInfo, signingKey } });
+      const sig = sign("sha384", raw.subarray(0, 0x2a0), { key: chain.vcekKey, dsaEncoding: "ieee-p1363" });
+      Buffer.from(sig.subarray(0, 48)).reverse().copy(raw, 0x2a0);
+      Buffer.from(sig.subarray(48)).reverse().copy(raw, 0x2a0 + 72);
+      return raw;
+    };
+    const v = new ReportVerifier({ trustRoots: [toPem(chain.arkDer)] });
+    const evidence = { report: signed("vlek"), vcek: chain.vcekDer, chain: toPem(chain.askDer) + toPem(chain.arkDer) };
+    const ok = v.verify(evidence);
+    expect(ok.failed).toBeUndefined();
+    expect(ok.passed).toContain("chip-id");
+    expect(v.verify({ ...evidence, report: signed("vcek") }).failed).toMatchObject({ check: "vcek-key", reason: expect.stringMatching(/VCEK but the certificate given is "SEV-VLEK"/) });
+    // A VCEK report with a VLEK's certificate the other way round, and the VLEK without its ASVK.
+    expect(v.verify({ report: evidence.report, vcek: psp.vcekDer, chain: psp.chainPem }).failed?.check).toBe("root");
+    expect(new ReportVerifier().verify({ report: evidence.report, vcek: chain.vcekDer }).failed?.reason).toMatch(/ASVK/);
   });
 });

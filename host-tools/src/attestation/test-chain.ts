@@ -135,7 +135,7 @@ export const TEST_CN_SUFFIX = "AIRLOCK-TEST";
  * VCEK is certified they are dropped, so no one (us included) can mint more certificates under
  * this test root. A new chain means a new root.
  */
-export function createTestChain(options: { product: Product; tcb: TcbVersion; chipId?: Buffer; now?: Date }): TestChain {
+export function createTestChain(options: { product: Product; tcb: TcbVersion; chipId?: Buffer; now?: Date; vlek?: { cspId: string } }): TestChain {
   const now = options.now ?? new Date();
   const name = PRODUCT_NAME[options.product];
   const notBefore = new Date(now.getTime() - 24 * 3600_000);
@@ -144,7 +144,8 @@ export function createTestChain(options: { product: Product; tcb: TcbVersion; ch
   const ask = rsa();
   const vcek = generateKeyPairSync("ec", { namedCurve: "secp384r1" });
   const arkCn = `ARK-${name}-${TEST_CN_SUFFIX}`;
-  const askCn = `SEV-${name}-${TEST_CN_SUFFIX}`;
+  // A VLEK chain has an ASVK ("SEV-VLEK-<Product>") where a VCEK chain has the ASK.
+  const askCn = options.vlek ? `SEV-VLEK-${name}-${TEST_CN_SUFFIX}` : `SEV-${name}-${TEST_CN_SUFFIX}`;
   const years = (n: number): Date => new Date(notBefore.getTime() + n * 365 * 24 * 3600_000);
   const arkDer = issue({ subject: arkCn, issuer: arkCn, subjectKey: ark.publicKey, issuerKey: ark.privateKey, serial: 0x10000, notBefore, notAfter: years(25), extensions: caExtensions() });
   const askDer = issue({ subject: askCn, issuer: arkCn, subjectKey: ask.publicKey, issuerKey: ark.privateKey, serial: 0x10001, notBefore, notAfter: years(25), extensions: caExtensions(0) });
@@ -158,10 +159,13 @@ export function createTestChain(options: { product: Product; tcb: TcbVersion; ch
     ext(KDS_OID.snpSPL, derInteger(t.snp)),
     ext(KDS_OID.ucodeSPL, derInteger(t.microcode)),
     ...(options.product === "turin" ? [ext(KDS_OID.fmcSPL, derInteger(t.fmc ?? 0))] : []),
-    // AMD stores the hwID raw (not DER-wrapped); Turin VCEKs certify the 8-byte chip id.
-    ext(KDS_OID.hwID, options.product === "turin" ? chipId.subarray(0, 8) : chipId),
+    // AMD stores the hwID raw (not DER-wrapped); Turin VCEKs certify the 8-byte chip id. A VLEK
+    // is not bound to a chip: it names the cloud provider instead.
+    options.vlek
+      ? ext(KDS_OID.cspId, Buffer.concat([Buffer.from([0x16, options.vlek.cspId.length]), Buffer.from(options.vlek.cspId)]))
+      : ext(KDS_OID.hwID, options.product === "turin" ? chipId.subarray(0, 8) : chipId),
   ];
-  const vcekDer = issue({ subject: "SEV-VCEK", issuer: askCn, subjectKey: vcek.publicKey, issuerKey: ask.privateKey, serial: 0, notBefore, notAfter: years(7), extensions: kds });
+  const vcekDer = issue({ subject: options.vlek ? "SEV-VLEK" : "SEV-VCEK", issuer: askCn, subjectKey: vcek.publicKey, issuerKey: ask.privateKey, serial: 0, notBefore, notAfter: years(7), extensions: kds });
   if (options.product === "turin") chipId.fill(0, 8);
   return { product: options.product, arkDer, askDer, vcekDer, vcekKey: vcek.privateKey, chipId, tcb: t };
 }

@@ -100,7 +100,7 @@ interface TrustedRoot {
 }
 
 function productFromName(name: string): Product | undefined {
-  const m = /^(?:ARK|ASK|SEV)-(Milan|Genoa|Turin)\b/i.exec(name) ?? /^(Milan|Genoa|Turin)\b/i.exec(name);
+  const m = /^(?:ARK|ASK|SEV)-(?:VLEK-)?(Milan|Genoa|Turin)\b/i.exec(name) ?? /^(Milan|Genoa|Turin)\b/i.exec(name);
   return m ? (m[1]!.toLowerCase() as Product) : undefined;
 }
 
@@ -204,10 +204,14 @@ export class ReportVerifier {
       const ark = root!.ark;
       result.amdRoot = root!.amd;
       const ask = chainAsk ?? root!.ask;
-      if (!ask) throw new CheckFailed("ask-signature", `no ASK: give the chain (ASK then ARK) for this ${product} root`);
+      if (!ask) throw new CheckFailed("ask-signature", `no ASK: give the chain (ASK or ASVK, then ARK) for this ${product} root`);
       check("ark-signature", this.signedBy(ark, ark), () => `ARK "${ark.commonName}" is not self-signed with RSASSA-PSS SHA-384`);
       check("ask-signature", this.signedBy(ask, ark), () => `ASK "${ask.commonName}" is not signed by ARK "${ark.commonName}" (RSASSA-PSS SHA-384, salt 48)`);
-      check("vcek-signature", this.signedBy(vcek, ask), () => `VCEK is not signed by ASK "${ask.commonName}" (RSASSA-PSS SHA-384, salt 48)`);
+      check("vcek-signature", this.signedBy(vcek, ask), () =>
+        vcek.commonName === "SEV-VLEK" && !chainAsk
+          ? `a VLEK is signed by AMD's ASVK, not the ASK: give the chain (ASVK then ARK)`
+          : `${vcek.commonName === "SEV-VLEK" ? "VLEK" : "VCEK"} is not signed by "${ask.commonName}" (RSASSA-PSS SHA-384, salt 48)`,
+      );
       const at = expect.at ?? new Date();
       for (const c of [ark, ask, vcek]) {
         const from = new Date(c.x509.validFrom);
@@ -219,8 +223,13 @@ export class ReportVerifier {
       const mismatch = names.find(([, p]) => p !== product);
       check("product", !mismatch, () => `expected product ${product}, but the ${mismatch![0]} says ${mismatch![1]}`);
 
+      // The report says which key signed it (VCEK: one chip; VLEK: a cloud provider's key from
+      // AMD); the certificate must be of that kind.
       const pub = vcek.publicKey;
-      if (report.keyInfo.signingKey !== "vcek") throw new CheckFailed("vcek-key", `report is signed by ${report.keyInfo.signingKey.toUpperCase()}; only VCEK-signed reports are supported`);
+      const vlek = report.keyInfo.signingKey === "vlek";
+      const certKind = vcek.commonName === "SEV-VLEK" ? "vlek" : vcek.commonName === "SEV-VCEK" ? "vcek" : undefined;
+      if (report.keyInfo.signingKey === "none") throw new CheckFailed("vcek-key", "report is unsigned (key_info says no signing key)");
+      if (certKind !== report.keyInfo.signingKey) throw new CheckFailed("vcek-key", `report is signed by its ${report.keyInfo.signingKey.toUpperCase()} but the certificate given is "${vcek.commonName}"`);
       check("vcek-key", pub.asymmetricKeyType === "ec" && pub.asymmetricKeyDetails?.namedCurve === "secp384r1", () => "VCEK key is not ECDSA P-384");
 
       // The VCEK certifies one TCB of one chip: both must be what the report claims.
@@ -232,10 +241,14 @@ export class ReportVerifier {
         if (v !== tcb[field]) throw new CheckFailed("vcek-tcb", `reported_tcb ${field} SPL is ${tcb[field]} but the VCEK is for ${v === undefined ? "(missing extension)" : v}`);
       }
       passed.push("vcek-tcb");
-      const hwid = extHwId(vcek);
+      if (vlek) {
+        // Not bound to a chip; AMD issued it to the provider named in the certificate.
+        check("chip-id", extString(vcek, KDS_OID.cspId) !== undefined, () => "VLEK certificate names no cloud provider (CSP_ID)");
+      }
+      const hwid = vlek ? undefined : extHwId(vcek);
       // Turin VCEKs carry the 8-byte chip id; the report pads it with zeros to 64.
       const chipOk = hwid !== undefined && (hwid.equals(report.chipId) || (product === "turin" && hwid.length === 8 && report.chipId.subarray(0, 8).equals(hwid) && report.chipId.subarray(8).every((x) => x === 0)));
-      check("chip-id", chipOk, () => (report.chipId.every((x) => x === 0) ? "report chip_id is masked (all zero): cannot bind it to the VCEK" : `report chip_id ${hex(report.chipId).slice(0, 16)}… is not the VCEK's hwID ${hwid ? hex(hwid).slice(0, 16) : "(missing)"}…`));
+      if (!vlek) check("chip-id", chipOk, () => (report.chipId.every((x) => x === 0) ? "report chip_id is masked (all zero): cannot bind it to the VCEK" : `report chip_id ${hex(report.chipId).slice(0, 16)}… is not the VCEK's hwID ${hwid ? hex(hwid).slice(0, 16) : "(missing)"}…`));
 
       // Signature: ECDSA P-384 over SHA-384 of bytes 0x000–0x29F; r, s little-endian.
       const rs = Buffer.concat([Buffer.from(report.signature.r.subarray(0, 48)).reverse(), Buffer.from(report.signature.s.subarray(0, 48)).reverse()]);
