@@ -157,6 +157,9 @@ describe("secure channel", () => {
     const wire = Buffer.concat([...relay.wire.c2s, ...relay.wire.s2c]);
     expect(wire.length).toBeGreaterThan(200_000);
     expect(wire.indexOf(marker)).toBe(-1);
+    // The evidence travels encrypted too: neither side's identity key shows on the wire.
+    expect(wire.indexOf(agent.publicRaw)).toBe(-1);
+    expect(wire.indexOf(enforcer.publicRaw)).toBe(-1);
 
     // Control: the same relay sees a marker sent without the channel.
     const plain = await startRelay(dir, l.path);
@@ -237,6 +240,12 @@ describe("secure channel", () => {
     const r = await exchange({ s2c: (f, i) => (i === 3 ? "cut" : [f]) });
     expect(code(r.client)).toBe("CRYPTO");
     expect((r.client as { error: Error }).error.message).toMatch(/truncated/);
+  });
+
+  it("reports a wire that ends inside a record as truncation", async () => {
+    const r = await exchange({ s2c: (f, i) => (i === 3 ? [f.subarray(0, 10)] : i === 4 ? "cut" : [f]) });
+    expect(code(r.client)).toBe("CRYPTO");
+    expect((r.client as { error: Error }).error.message).toMatch(/partial record.*truncated/);
   });
 
   it("refuses an oversized frame without buffering it", async () => {

@@ -2,6 +2,11 @@
 // host's fabric, which sees every byte). Two lines to use:
 //   const { stream, peer } = await secureClient(socket, { attest, verifyPeer });   // agent
 //   const { stream, peer } = await secureServer(socket, { attest, verifyPeer });   // enforcer
+// With SEV-SNP evidence (snp-evidence.ts), e.g. in the enforcer:
+//   attest: snpAttest(reportProvider),
+//   verifyPeer: snpVerifyPeer(reportVerifier, { name: "sandbox", measurement: <the sandbox
+//                             image's launch digest>, hostData: <the room's manifest digest> })
+// `stream` then replaces the socket for sendMessage/sendData/readMessages (control.ts).
 //
 // Design (byte-level definition in protocol.ts):
 // 1. Hellos, in clear: each side sends a fresh X25519 public key and a 32-byte random nonce
@@ -29,3 +34,7 @@
 export { DEFAULT_HANDSHAKE_TIMEOUT_MS, secureClient, secureServer } from "./handshake.ts";
 export type { ChannelOptions, Evidence, PeerIdentity, SecureChannel } from "./handshake.ts";
 export { MAX_PAYLOAD, reportDataFor } from "./protocol.ts";
+// Production evidence: SEV-SNP reports from a ReportProvider, checked by a report verifier.
+export { snpAttest, snpVerifyPeer } from "./snp-evidence.ts";
+export type { SnpPeerIdentity, SnpReportChecker } from "./snp-evidence.ts";
+// Test-only helpers (test-evidence.ts, test-sockets.ts) are deliberately not exported here.
