@@ -102,11 +102,11 @@ export function checkSchema(value: JsonValue, schema: Schema, path = "$"): strin
   }
   if (actual === "object") {
     const obj = value as Record<string, JsonValue>;
-    for (const r of schema.required ?? []) if (!(r in obj)) return `${path}: missing required field ${JSON.stringify(r)}`;
+    for (const r of schema.required ?? []) if (!Object.hasOwn(obj, r)) return `${path}: missing required field ${JSON.stringify(r)}`;
     for (const [k, v] of Object.entries(obj)) {
-      const sub = schema.properties?.[k];
+      const sub = schema.properties && Object.hasOwn(schema.properties, k) ? schema.properties[k] : undefined;
       if (sub) {
-        const e = checkSchema(v, sub, `${path}.${k}`);
+        const e = checkSchema(v, sub, `${path}.${k}`); // k is a schema key here, not the workload's
         if (e) return e;
       } else if (schema.additionalProperties !== true) {
         return `${path}: field ${JSON.stringify(k)} is not in the schema`;
@@ -230,9 +230,10 @@ export function checkFormat(content: Buffer, format: OutputFormat, schema?: Sche
   const props = schema.properties ?? {};
   const cols = Object.keys(props);
   const missing = cols.filter((c) => !header.includes(c));
-  const extra = header.filter((h) => !(h in props));
+  const extra = header.filter((h) => !Object.hasOwn(props, h));
+  const names = (xs: string[]): string => xs.map((x) => JSON.stringify(x.slice(0, 100))).join(", ");
   if (missing.length || extra.length) {
-    return `CSV header does not match the schema${missing.length ? `; missing ${missing.join(", ")}` : ""}${extra.length ? `; not in the schema: ${extra.join(", ")}` : ""}`;
+    return `CSV header does not match the schema${missing.length ? `; missing ${names(missing)}` : ""}${extra.length ? `; not in the schema: ${names(extra)}` : ""}`;
   }
   const rowSchema: Schema = { ...schema, type: "object", required: cols };
   if (schema.maxItems !== undefined && rows.length > schema.maxItems) return `has ${rows.length} CSV rows, more than ${schema.maxItems}`;
@@ -240,7 +241,7 @@ export function checkFormat(content: Buffer, format: OutputFormat, schema?: Sche
     const obj: Record<string, JsonValue> = {};
     for (let c = 0; c < header.length; c++) {
       const v = csvCell(rows[r]![c]!, props[header[c]!]);
-      if (v === undefined) return `CSV row ${r + 2}, column ${header[c]}: expected ${props[header[c]!]!.type}`;
+      if (v === undefined) return `CSV row ${r + 2}, column ${JSON.stringify(header[c])}: expected ${props[header[c]!]!.type}`;
       obj[header[c]!] = v;
     }
     const e = checkSchema(obj, { ...rowSchema, maxItems: undefined }, `row ${r + 2}`);

@@ -107,9 +107,11 @@ describe("formats", () => {
     expect(checkFormat(Buffer.from('[{"word":"a"}]'), "json", rows)).toMatch(/missing required field "count"/);
 
     expect(checkFormat(Buffer.from("count,word\n3,the\n"), "csv", schema)).toBeNull();
-    expect(checkFormat(Buffer.from("word,count,email\nthe,3,x\n"), "csv", schema)).toMatch(/not in the schema: email/);
-    expect(checkFormat(Buffer.from("word,count\nthe,three\n"), "csv", schema)).toMatch(/row 2, column count: expected integer/);
+    expect(checkFormat(Buffer.from("word,count,email\nthe,3,x\n"), "csv", schema)).toMatch(/not in the schema: "email"/);
+    expect(checkFormat(Buffer.from("word,count\nthe,three\n"), "csv", schema)).toMatch(/row 2, column "count": expected integer/);
     expect(checkFormat(Buffer.from("word,count\nthe,-1\n"), "csv", schema)).toMatch(/below 0/);
+    expect(checkFormat(Buffer.from('[{"word":"a","count":1,"constructor":{}}]'), "json", rows)).toMatch(/field "constructor" is not in the schema/);
+    expect(checkFormat(Buffer.from("word,count,__proto__\nthe,1,x\n"), "csv", schema)).toMatch(/not in the schema: "__proto__"/);
   });
 
   it("refuses malformed schemas with the field path", () => {

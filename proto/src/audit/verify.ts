@@ -105,7 +105,7 @@ export function verifyAuditLog(text: string, options: VerifyOptions = {}): Audit
       if (typeof r.sig !== "string" || typeof d !== "object" || d === null || typeof d.publicKey !== "string" || typeof d.alg !== "string") {
         return fail(n, r.seq, `${r.kind} record seq ${r.seq} lacks its signature, key or algorithm`);
       }
-      if (d.covers !== r.seq) return fail(n, r.seq, `${r.kind} record seq ${r.seq} claims to cover ${String(d.covers)} records`);
+      if (d.covers !== r.seq) return fail(n, r.seq, `${r.kind} record seq ${r.seq} claims to cover ${JSON.stringify(d.covers) ?? "no"} records`);
       if (result.publicKey === null) {
         if (expected && d.publicKey !== expected) return fail(n, r.seq, `${r.kind} record seq ${r.seq} is signed by a key other than the expected one`);
         try {
