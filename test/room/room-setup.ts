@@ -1,0 +1,88 @@
+// Shared set-up for the room end-to-end tests: copy an example to a temporary folder, make keys and
+// encrypted inputs with the `age` CLI (as a data owner would), grant the input identities to the
+// room, run it with the real `airlock` CLI, and scan folders for a planted marker.
+import { execFileSync } from "node:child_process";
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, lstatSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { airlock, repoRoot, testStateDir, type CliResult } from "../helpers.ts";
+
+export interface RoomCopy {
+  dir: string;
+  manifest: string;
+  state: string;
+  env: NodeJS.ProcessEnv;
+  keys: string;
+}
+
+/** Copies examples/<name> to a fresh folder with a fresh airlock state (pairs, key broker, PSP). */
+export function copyExample(name: string): RoomCopy {
+  const dir = mkdtempSync(path.join(tmpdir(), `airlock-room-${name}-`));
+  cpSync(path.join(repoRoot, "examples", name), path.join(dir, "room"), { recursive: true });
+  const keys = path.join(dir, "owner-keys");
+  mkdirSync(keys);
+  const state = testStateDir();
+  return { dir, manifest: path.join(dir, "room/room.yaml"), state, env: { AIRLOCK_STATE: state }, keys };
+}
+
+export function removeRoom(room: RoomCopy): void {
+  rmSync(room.dir, { recursive: true, force: true });
+  rmSync(room.state, { recursive: true, force: true });
+}
+
+/** `age-keygen`: returns the identity file and its recipient. */
+export function ageKeygen(file: string): string {
+  execFileSync("age-keygen", ["-o", file], { stdio: "ignore" });
+  return execFileSync("age-keygen", ["-y", file]).toString().trim();
+}
+
+/** Encrypts `plaintext` with the `age` CLI to a fresh identity; returns the identity file. */
+export function ageEncryptInput(room: RoomCopy, input: string, plaintext: Buffer, target: string): string {
+  const identity = path.join(room.keys, `${input}.key`);
+  const recipient = ageKeygen(identity);
+  const clear = path.join(room.keys, `${input}.clear`);
+  writeFileSync(clear, plaintext);
+  mkdirSync(path.dirname(target), { recursive: true });
+  execFileSync("age", ["-r", recipient, "-o", target, clear]);
+  return identity;
+}
+
+export async function grant(room: RoomCopy, input: string, identity: string): Promise<void> {
+  const r = await airlock(["manifest", "grant", room.manifest, "--input", input, "--identity", identity], room.env);
+  if (r.code !== 0) throw new Error(`grant failed: ${r.stderr}`);
+}
+
+export function runRoom(room: RoomCopy, out: string): Promise<CliResult> {
+  return airlock(["run", room.manifest, "--out", out, "--accel", "tcg"], room.env, 280_000);
+}
+
+/** Every regular file under `dirs` whose bytes contain `marker`. */
+export function filesContaining(dirs: string[], marker: string): string[] {
+  const needle = Buffer.from(marker);
+  const hits: string[] = [];
+  const walk = (p: string): void => {
+    let st;
+    try {
+      st = lstatSync(p);
+    } catch {
+      return;
+    }
+    if (st.isDirectory()) for (const n of readdirSync(p)) walk(path.join(p, n));
+    else if (st.isFile() && readFileSync(p).includes(needle)) hits.push(p);
+  };
+  for (const d of dirs) walk(d);
+  return hits;
+}
+
+export interface AuditLine {
+  seq: number;
+  kind: string;
+  data: Record<string, unknown>;
+}
+
+export function auditRecords(file: string): AuditLine[] {
+  return readFileSync(file, "utf8")
+    .split("\n")
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as AuditLine);
+}
