@@ -4,7 +4,7 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { silentLogger } from "../../../proto/src/log.ts";
-import { Router } from "./router.ts";
+import { MAX_CONNS_PER_VM, Router } from "./router.ts";
 import { SyntheticGuest, header, type RxPacket } from "./synthetic-guest.ts";
 import { VsockDevice } from "./vsock-device.ts";
 import { Op, SHUTDOWN_RCV, SHUTDOWN_SEND } from "./vsock-packet.ts";
@@ -102,6 +102,25 @@ describe("router: guest to guest", () => {
     a.send(header({ srcCid: 3, dstCid: 4, srcPort: 1000, dstPort: 80, op: Op.REQUEST }));
     expect(ops(a.receive())).toEqual([Op.RST]);
     expect(b.device!.hasPending).toBe(false);
+  });
+
+  it("limits the connections a guest opens without locking its peer out", () => {
+    const { guests, router } = setup([
+      { cid: 3, groups: ["g"] },
+      { cid: 4, groups: ["g"] },
+      { cid: 5, groups: ["g"] },
+    ]);
+    const [a, b, c] = guests as [SyntheticGuest, SyntheticGuest, SyntheticGuest];
+    let refused = 0;
+    for (let port = 0; port < MAX_CONNS_PER_VM + 10; port++) {
+      a.send(header({ srcCid: 3, dstCid: 4, srcPort: port, dstPort: 80, op: Op.REQUEST }));
+      refused += a.receive().filter((p) => p.hdr.op === Op.RST).length;
+      b.receive();
+    }
+    expect(refused).toBe(10);
+    expect(router.connectionCount(3)).toBe(MAX_CONNS_PER_VM);
+    c.send(header({ srcCid: 5, dstCid: 4, srcPort: 1, dstPort: 80, op: Op.REQUEST }));
+    expect(ops(b.receive())).toEqual([Op.REQUEST]);
   });
 
   it("drops forged source CIDs and RSTs packets of unknown connections", () => {

@@ -140,7 +140,9 @@ export class Router implements PacketSink {
     if (conn && conn.kind !== "guest") throw new Error("guest connection table mixed up");
     if (!conn) {
       if (hdr.op === Op.REQUEST) {
-        if (this.conns.get(vm.cid)!.size >= MAX_CONNS_PER_VM || this.conns.get(peer.cid)!.size >= MAX_CONNS_PER_VM) {
+        // Only the initiator's own table is limited: a guest cannot fill its peer's table and
+        // so lock the peer's other links (e.g. the firewall's host control port) out.
+        if (this.conns.get(vm.cid)!.size >= MAX_CONNS_PER_VM) {
           this.rst(vm.device, hdr);
           return;
         }
