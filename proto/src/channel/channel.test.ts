@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import type { Duplex } from "node:stream";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { sendMessage } from "../control.ts";
+import { readMessages, sendBytes, sendMessage } from "../control.ts";
 import { AirlockError } from "../errors.ts";
 import { secureClient, secureServer } from "./index.ts";
 import type { ChannelOptions, SecureChannel } from "./index.ts";
@@ -116,6 +116,22 @@ describe("secure channel", () => {
     const { c, s } = await pair();
     expect(c.peer.name).toBe("enforcer");
     expect(s.peer.name).toBe("sandbox agent");
+  });
+
+  it("carries control.ts messages unchanged (the integration is the stream swap)", async () => {
+    const { c, s } = await pair();
+    const payload = randomBytes(300_000);
+    await sendMessage(c.stream, { type: "output", path: "out/result.csv", size: payload.length });
+    await sendBytes(c.stream, payload);
+    c.stream.end();
+    const got: unknown[] = [];
+    const data: Buffer[] = [];
+    for await (const m of readMessages(s.stream)) {
+      if (m.kind === "json") got.push(m.value);
+      else data.push(m.data);
+    }
+    expect(got).toEqual([{ type: "output", path: "out/result.csv", size: payload.length }]);
+    expect(Buffer.concat(data).equals(payload)).toBe(true);
   });
 
   it("carries 64 MiB each way with equal SHA-256", async () => {
