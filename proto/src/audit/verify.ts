@@ -73,8 +73,10 @@ export function verifyAuditLog(text: string, options: VerifyOptions = {}): Audit
     kinds: {},
   };
   const expected = options.expectedKey ? spkiBase64(options.expectedKey) : null;
+  const kinds = new Map<string, number>();
   const fail = (line: number, seq: number | null, reason: string): AuditVerification => {
     result.firstBad = { line, seq, reason };
+    result.kinds = Object.fromEntries(kinds);
     return result;
   };
 
@@ -133,11 +135,12 @@ export function verifyAuditLog(text: string, options: VerifyOptions = {}): Audit
     } else if ("sig" in r) {
       return fail(n, r.seq, `record seq ${r.seq} of kind ${JSON.stringify(r.kind)} carries a signature (only checkpoints do)`);
     }
-    result.kinds[r.kind] = (result.kinds[r.kind] ?? 0) + 1;
+    kinds.set(r.kind, (kinds.get(r.kind) ?? 0) + 1);
     prev = r.hash;
     result.records = i + 1;
   }
 
+  result.kinds = Object.fromEntries(kinds); // own properties only, whatever a kind is called
   const last = result.records - 1;
   if (torn !== "") {
     const msg = `line ${lines.length + 1} is incomplete (a write cut short, never acknowledged by the writer)`;
