@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { encodeFrame } from "../../proto/src/framing.ts";
 import { ConfigfsTsmProvider, EmulatedPspProvider, encodeCertTable, parseCertTable } from "../../proto/src/attestation/provider.ts";
 import { encodePolicy } from "../../proto/src/attestation/report.ts";
-import { pemToDers } from "../../host-tools/src/attestation/certs.ts";
+import { pemToDers } from "../../proto/src/attestation/certs.ts";
 import { emulatedLaunch, EmulatedPsp, listenPsp, servePspStream } from "../../host-tools/src/attestation/emulated-psp.ts";
 import { snpLaunchDigest } from "../../host-tools/src/measure/index.ts";
 import type { GuestLaunch } from "../../host-tools/src/attestation/emulated-psp.ts";

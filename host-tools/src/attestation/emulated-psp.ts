@@ -24,7 +24,7 @@ import { decodePspRequest, encodePspResponse, nextFrame, PSP_MAX_FRAME } from ".
 import type { ReportEvidence } from "../../../proto/src/attestation/psp-wire.ts";
 import { snpLaunchDigest } from "../measure/index.ts";
 import type { SnpLaunchInputs } from "../measure/index.ts";
-import { parseCert } from "./certs.ts";
+import { parseCert } from "../../../proto/src/attestation/certs.ts";
 import { createTestChain, toPem } from "./test-chain.ts";
 import type { TestChain } from "./test-chain.ts";
 

@@ -2,6 +2,6 @@
 // emulated PSP used by `--tee emulated`.
 export { ReportVerifier, assertVerified, parseMinTcb } from "./verify.ts";
 export type { Evidence, Expectations, VerifyResult, VerifierOptions, CheckName } from "./verify.ts";
-export { AMD_ROOTS } from "./amd-roots.ts";
+export { AMD_ROOTS } from "./verify.ts";
 export { EmulatedPsp, servePspStream, listenPsp, emulatedLaunch, DEFAULT_TCB } from "./emulated-psp.ts";
 export type { GuestLaunch, PspListener } from "./emulated-psp.ts";

@@ -31,7 +31,7 @@ import {
 } from "@peculiar/asn1-x509";
 import { id_mgf1, id_RSASSA_PSS, id_sha384, RsaSaPssParams } from "@peculiar/asn1-rsa";
 import type { Product, TcbVersion } from "../../../proto/src/attestation/report.ts";
-import { KDS_OID } from "./certs.ts";
+import { KDS_OID } from "../../../proto/src/attestation/certs.ts";
 
 const PRODUCT_NAME: Record<Product, string> = { milan: "Milan", genoa: "Genoa", turin: "Turin" };
 

@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { AirlockError } from "../../../proto/src/errors.ts";
+import { AirlockError } from "../errors.ts";
 import { AMD_ROOTS } from "./amd-roots.ts";
 import { extHwId, extInteger, extString, isAmdPss, KDS_OID, parseCert, pemToDers, verifyPssSignature } from "./certs.ts";
 

@@ -6,7 +6,7 @@
 // (SHA-384, MGF1-SHA-384, salt 48) are enforced rather than taken from the certificate.
 import { constants, verify as cryptoVerify, X509Certificate } from "node:crypto";
 import type { KeyObject } from "node:crypto";
-import { AirlockError } from "../../../proto/src/errors.ts";
+import { AirlockError } from "../errors.ts";
 
 /** AMD's KDS certificate extensions (VCEK/VLEK), under 1.3.6.1.4.1.3704.1. */
 export const KDS_OID = {

@@ -1,7 +1,7 @@
 // AMD's public SEV-SNP roots (ARK, self-signed) and intermediates (ASK) per product, as published by
 // AMD KDS (https://kdsintf.amd.com/vcek/v1/{Milan,Genoa,Turin}/cert_chain). Embedded as text so the bundled
-// CLI needs no data files; amd-roots.test.ts checks them against the fixtures. Public certificates, not secrets.
-import type { Product } from "../../../proto/src/attestation/report.ts";
+// CLI needs no data files; verify.test.ts checks them against the fixtures. Public certificates, not secrets.
+import type { Product } from "./report.ts";
 
 export const AMD_ROOTS: Record<Product, { ark: string; ask: string }> = {
   milan: {
