@@ -114,7 +114,7 @@ export class Link {
   };
 
   private readonly onClose = (): void => {
-    if (!this.ended) this.failure ??= new Error("the connection closed");
+    if (!this.ended) this.failure ??= new Error("closed abruptly");
     this.consumer?.wake();
   };
 
