@@ -94,10 +94,26 @@ class FabricImpl extends EventEmitter implements Fabric {
   }
 
   private async listenAll(): Promise<void> {
+    try {
+      await this.listenEach();
+    } catch (err) {
+      if (err instanceof AirlockError) throw err;
+      throw new AirlockError("FABRIC", `cannot listen: ${(err as Error).message}`, { cause: err, hint: "check that the socket directories exist and are writable" });
+    }
+  }
+
+  private async listenEach(): Promise<void> {
     for (const slot of this.slots) {
       removeStaleSocket(slot.spec.socket);
       removeStaleSocket(slot.spec.udsPath);
-      slot.listenFd = this.native.listenUnix(slot.spec.socket, 4);
+      try {
+        slot.listenFd = this.native.listenUnix(slot.spec.socket, 4);
+      } catch (err) {
+        throw new AirlockError("FABRIC", `VM ${slot.spec.cid}: cannot listen on ${slot.spec.socket}: ${(err as Error).message}`, {
+          cause: err,
+          hint: "check that the socket's directory exists and is writable",
+        });
+      }
       slot.listenPoller = new this.native.Poller(slot.listenFd, () => this.acceptVhost(slot));
       slot.listenPoller.start(true);
       const server = net.createServer({ allowHalfOpen: true }, (sock) => {
