@@ -244,11 +244,16 @@ export class ReportVerifier {
       if (vlek) {
         // Not bound to a chip; AMD issued it to the provider named in the certificate.
         check("chip-id", extString(vcek, KDS_OID.cspId) !== undefined, () => "VLEK certificate names no cloud provider (CSP_ID)");
+      } else {
+        const hwid = extHwId(vcek);
+        // Turin VCEKs carry the 8-byte chip id; the report pads it with zeros to 64.
+        const turinId = product === "turin" && hwid?.length === 8 && report.chipId.subarray(0, 8).equals(hwid) && report.chipId.subarray(8).every((x) => x === 0);
+        check("chip-id", hwid !== undefined && (hwid.equals(report.chipId) || turinId), () =>
+          report.chipId.every((x) => x === 0)
+            ? "report chip_id is masked (all zero): cannot bind it to the VCEK"
+            : `report chip_id ${hex(report.chipId).slice(0, 16)}… is not the VCEK's hwID ${hwid ? hex(hwid).slice(0, 16) : "(missing)"}…`,
+        );
       }
-      const hwid = vlek ? undefined : extHwId(vcek);
-      // Turin VCEKs carry the 8-byte chip id; the report pads it with zeros to 64.
-      const chipOk = hwid !== undefined && (hwid.equals(report.chipId) || (product === "turin" && hwid.length === 8 && report.chipId.subarray(0, 8).equals(hwid) && report.chipId.subarray(8).every((x) => x === 0)));
-      if (!vlek) check("chip-id", chipOk, () => (report.chipId.every((x) => x === 0) ? "report chip_id is masked (all zero): cannot bind it to the VCEK" : `report chip_id ${hex(report.chipId).slice(0, 16)}… is not the VCEK's hwID ${hwid ? hex(hwid).slice(0, 16) : "(missing)"}…`));
 
       // Signature: ECDSA P-384 over SHA-384 of bytes 0x000–0x29F; r, s little-endian.
       const rs = Buffer.concat([Buffer.from(report.signature.r.subarray(0, 48)).reverse(), Buffer.from(report.signature.s.subarray(0, 48)).reverse()]);
