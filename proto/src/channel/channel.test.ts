@@ -43,6 +43,13 @@ function readAll(s: Duplex): Promise<Buffer> {
   });
 }
 
+/** Waits (bounded) until the listener has accepted the connection. */
+async function until(cond: () => boolean, ms = 5000): Promise<void> {
+  for (const t0 = Date.now(); !cond(); await new Promise((r) => setTimeout(r, 5))) {
+    if (Date.now() - t0 > ms) throw new Error("the listener accepted no connection in time");
+  }
+}
+
 function sha256(b: Buffer): string {
   return createHash("sha256").update(b).digest("hex");
 }
@@ -71,7 +78,7 @@ const SERVER_MSG = Buffer.from("server says: jumps over the lazy dog");
  * `boundMs` the relay cuts every connection (a stalled side then fails as truncated).
  */
 async function exchange(hooks: { c2s?: FrameHook; s2c?: FrameHook }, over: { client?: Partial<ChannelOptions>; server?: Partial<ChannelOptions> } = {}, boundMs = 1500) {
-  let serverSide!: Promise<Outcome>;
+  let serverSide: Promise<Outcome> | undefined;
   const l = await listen(dir, (sock) => {
     serverSide = settle(
       (async () => {
@@ -93,8 +100,8 @@ async function exchange(hooks: { c2s?: FrameHook; s2c?: FrameHook }, over: { cli
         return readAll(stream);
       })(),
     );
-    while (!serverSide) await new Promise((r) => setTimeout(r, 5));
-    return { client: clientSide, server: await serverSide, relay };
+    await until(() => serverSide !== undefined);
+    return { client: clientSide, server: (await serverSide)!, relay };
   } finally {
     clearTimeout(timer);
     sock.destroy();
@@ -343,12 +350,12 @@ describe("secure channel", () => {
     });
     expect(closed).toBe(true);
 
-    let serverResult!: Promise<unknown>;
+    let serverResult: Promise<unknown> | undefined;
     const l = await listen(dir, (s) => (serverResult = secureServer(s, serverOptions({ timeoutMs: 200 }))));
     cleanups.push(l.close);
     const mute = await connect(l.path);
     cleanups.push(() => mute.destroy());
-    while (!serverResult) await new Promise((r) => setTimeout(r, 5));
+    await until(() => serverResult !== undefined);
     await expect(serverResult).rejects.toMatchObject({ code: "TIMEOUT" });
   });
 
