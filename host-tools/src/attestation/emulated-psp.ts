@@ -249,11 +249,12 @@ export interface PspListener {
  */
 export async function listenPsp(socketPath: string, psp: EmulatedPsp, launch: GuestLaunch, options: { log?: Logger; idleTimeoutMs?: number } = {}): Promise<PspListener> {
   const sessions = new Set<net.Socket>();
+  const guest: GuestLaunch = { ...launch, reportId: launch.reportId ?? randomBytes(32) }; // one guest, one report_id
   const server = net.createServer((conn) => {
     sessions.add(conn);
     conn.on("close", () => sessions.delete(conn));
     conn.on("error", () => undefined); // a guest that resets the stream is not our failure
-    void servePspStream(conn, psp, launch, options);
+    void servePspStream(conn, psp, guest, options);
   });
   rmSync(socketPath, { force: true });
   await new Promise<void>((resolve, reject) => {
