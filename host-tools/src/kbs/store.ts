@@ -92,7 +92,12 @@ export function loadMasterKey(file: string | undefined, options: { create?: bool
     if (!isErrnoException(err, "ENOENT") || !options.create) throw AirlockError.from(err, "USAGE");
     mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
     const key = randomBytes(32);
-    writeFileSync(file, key.toString("hex") + "\n", { mode: 0o600, flag: "wx" });
+    try {
+      writeFileSync(file, key.toString("hex") + "\n", { mode: 0o600, flag: "wx" });
+    } catch (e) {
+      if (isErrnoException(e, "EEXIST")) return loadMasterKey(file); // another process made it first
+      throw e;
+    }
     return key;
   }
 }
