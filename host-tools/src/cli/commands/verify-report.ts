@@ -79,7 +79,7 @@ export const verifyReportCommand: AirlockCommand = {
       .option("vcek", { type: "string", describe: "the VCEK certificate that signed it (DER or PEM)" })
       .option("chain", { type: "string", describe: "ASK then ARK, PEM (default: AMD's chain for the product)" })
       .option("certs", { type: "string", describe: "a directory holding vcek.der|vcek.pem and optionally ask.pem, ark.pem or cert_chain.pem (snpguest's layout)" })
-      .option("product", { choices: PRODUCTS, describe: "expected product (default: from the VCEK)" })
+      .option("product", { choices: PRODUCTS, coerce: (p: string) => p.toLowerCase(), describe: "expected product (default: from the VCEK)" })
       .option("measurement", { type: "string", describe: "expected launch measurement, 96 hex digits" })
       .option("report-data", { type: "string", describe: "expected report_data, 128 hex digits" })
       .option("host-data", { type: "string", describe: "expected host_data, 64 hex digits" })
