@@ -9,11 +9,13 @@ import type { Link } from "./link.ts";
 import { MAX_PAYLOAD, RecordCipher, RecordType } from "./protocol.ts";
 
 /**
- * Records queued in the underlying stream before a write waits for it to drain. The underlying
- * stream's own high-water mark (16 KiB for a socket) is smaller than one record, so waiting on
- * every refusal would stop after each record; this keeps a few in flight, still bounded.
+ * Bytes of records queued in the underlying stream before a write waits for it to drain. The
+ * underlying stream's own high-water mark (16 KiB for a socket) is about one record, so waiting
+ * on every refusal would stop after each record; this keeps several in flight, still bounded.
  */
-const SEND_WINDOW = 4 * (MAX_PAYLOAD + 64);
+const SEND_WINDOW = 256 * 1024;
+/** Plaintext buffered on each side of the Duplex (its high-water marks). */
+const STREAM_BUFFER = 128 * 1024;
 
 export class SecureStream extends Duplex {
   private readonly sender: RecordCipher;
@@ -28,8 +30,8 @@ export class SecureStream extends Duplex {
     private readonly log: Logger,
   ) {
     // Half-open: either side may close its direction and keep reading the other.
-    // Room for a few records each way, so a full record does not stop the flow at once.
-    super({ allowHalfOpen: true, readableHighWaterMark: 4 * MAX_PAYLOAD, writableHighWaterMark: 4 * MAX_PAYLOAD });
+    // Room for a few records each way, so one record does not stop the flow at once.
+    super({ allowHalfOpen: true, readableHighWaterMark: STREAM_BUFFER, writableHighWaterMark: STREAM_BUFFER });
     this.sender = new RecordCipher(keys.send);
     this.receiver = new RecordCipher(keys.receive);
     link.attach({ wake: () => this.pump() });
