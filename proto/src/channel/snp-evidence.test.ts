@@ -79,6 +79,13 @@ describe("secure channel with SEV-SNP evidence (emulated PSP)", () => {
     expect((client as PromiseRejectedResult).reason).toMatchObject({ code: "REPORT_REJECTED" });
   });
 
+  it("refuses malformed evidence and a genuine report bound to other report data", async () => {
+    const check = snpVerifyPeer(verifier, { name: "sandbox", measurement: sandboxImage, hostData: room });
+    await expect(check(Buffer.from("not evidence"), randomBytes(64))).rejects.toMatchObject({ code: "REPORT_INVALID" });
+    const stale = await snpAttest(await provider(launch(sandboxImage)))(randomBytes(64));
+    await expect(check(stale, randomBytes(64))).rejects.toMatchObject({ code: "REPORT_REJECTED", message: expect.stringMatching(/report-data/) });
+  });
+
   it("refuses a sandbox launched for another room (host_data)", async () => {
     const { server } = await run(launch(sandboxImage, randomBytes(32)));
     expect((server as PromiseRejectedResult).reason).toMatchObject({ code: "REPORT_REJECTED", message: expect.stringMatching(/host-data/) });
