@@ -7,7 +7,9 @@ import path from "node:path";
 import type { Argv } from "yargs";
 import { AirlockError } from "../../../../proto/src/errors.ts";
 import { createRootLogger } from "../../../../proto/src/log.ts";
-import { loadManifest } from "../../../../proto/src/manifest/index.ts";
+import { loadManifest, type Manifest } from "../../../../proto/src/manifest/index.ts";
+import { checkSnpHost, emulatedPairArgv, pairImages, snpPairPlans } from "../../launch/tee-plans.ts";
+import { QEMU_BINARY } from "../../launch/qemu-args.ts";
 import { Pair } from "../../launch/pair.ts";
 import { projectRoot } from "../../paths.ts";
 import { checkPairName, isAlive, listPairNames, observedState, PairDir, type PairState } from "../../launch/pair-state.ts";
@@ -24,6 +26,7 @@ interface UpArgs {
   tee: "emulated" | "snp";
   debug: boolean;
   json: boolean;
+  "print-plan"?: boolean;
 }
 
 const pairOptions = (y: Argv): Argv =>
@@ -32,14 +35,34 @@ const pairOptions = (y: Argv): Argv =>
     .option("name", { type: "string", describe: "pair name (default: the manifest's name)" })
     .option("accel", { choices: ["auto", "kvm", "tcg"] as const, default: "auto" as const, describe: "auto uses KVM only if a bounded probe boot succeeds" })
     .option("tee", { choices: ["emulated", "snp"] as const, default: "emulated" as const })
-    .option("debug", { type: "boolean", default: false, describe: "capture the sandbox console (never done otherwise)" });
+    .option("debug", { type: "boolean", default: false, describe: "capture the sandbox console (never done otherwise)" })
+    .option("print-plan", { type: "boolean", default: false, describe: "print the QEMU command lines for --tee and stop" });
 
-function refuseSnp(tee: string): void {
-  if (tee === "snp") {
-    throw new AirlockError("TEE_UNSUPPORTED", "--tee snp needs an SEV-SNP host and QEMU ≥ 9.1; this launcher runs --tee emulated only", {
-      hint: "see `airlock measure` and the SNP launch plans (host-tools/src/launch/snp-plan.ts) for what an SNP launch uses",
-    });
+/**
+ * --print-plan prints the QEMU command lines the pair gets under the chosen TEE and stops;
+ * --tee snp is checked against the local QEMU and refused with the version it needs.
+ * Returns true when the command should stop here.
+ */
+export async function handlePlanAndTee(args: { tee: "emulated" | "snp"; accel: "auto" | "kvm" | "tcg"; "print-plan"?: boolean }, manifest: Manifest, name: string): Promise<boolean> {
+  if (args.tee === "emulated" && !args["print-plan"]) return false;
+  const dir = new PairDir(name);
+  const images = await pairImages(manifest);
+  if (args.tee === "snp") {
+    const plans = snpPairPlans(manifest, images, dir);
+    if (args["print-plan"]) {
+      for (const [role, plan] of Object.entries(plans)) process.stdout.write(`# ${role} (SNP, needs QEMU ≥ ${plan.requires.minQemu})\n${[QEMU_BINARY, ...plan.argv].map(shellQuote).join(" ")}\n`);
+      return true;
+    }
+    await checkSnpHost(plans);
+    return true;
   }
+  const argv = emulatedPairArgv(manifest, images, dir, args.accel === "kvm" ? "kvm" : "tcg");
+  for (const [role, a] of Object.entries(argv)) process.stdout.write(`# ${role} (emulated TEE)\n${a.map(shellQuote).join(" ")}\n`);
+  return true;
+}
+
+function shellQuote(s: string): string {
+  return /^[A-Za-z0-9_/.,=:+@%-]+$/.test(s) ? s : `'${s.replace(/'/g, "'\\''")}'`;
 }
 
 function describeState(s: PairState): string {
@@ -61,9 +84,9 @@ export const upCommand: AirlockCommand = {
   builder: (y: Argv) => pairOptions(y).option("json", { type: "boolean", default: false }),
   handler: async (argv) => {
     const args = argv as unknown as UpArgs;
-    refuseSnp(args.tee);
     const manifest = loadManifest(args.manifest);
     const name = checkPairName(args.name ?? manifest.name);
+    if (await handlePlanAndTee(args, manifest, name)) return;
     const dir = new PairDir(name);
     const holder = dir.supervisorPid();
     if (isAlive(holder)) throw new AirlockError("PAIR_EXISTS", `a pair named ${name} is already running (supervisor pid ${holder})`, { hint: `choose another --name, or \`airlock down ${name}\`` });

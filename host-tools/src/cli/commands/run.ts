@@ -7,6 +7,7 @@ import { mkdirSync } from "node:fs";
 import { loadManifest } from "../../../../proto/src/manifest/index.ts";
 import { setExitCode, type AirlockCommand } from "../command.ts";
 import { handleSignals } from "../signals.ts";
+import { handlePlanAndTee } from "./pair-commands.ts";
 
 interface RunArgs {
   manifest: string;
@@ -15,6 +16,7 @@ interface RunArgs {
   accel: "auto" | "kvm" | "tcg";
   tee: "emulated" | "snp";
   debug: boolean;
+  "print-plan"?: boolean;
 }
 
 export const runCommand: AirlockCommand = {
@@ -27,11 +29,13 @@ export const runCommand: AirlockCommand = {
       .option("name", { type: "string", describe: "pair name (default: the manifest's name)" })
       .option("accel", { choices: ["auto", "kvm", "tcg"] as const, default: "auto" as const })
       .option("tee", { choices: ["emulated", "snp"] as const, default: "emulated" as const })
-      .option("debug", { type: "boolean", default: false, describe: "capture the sandbox console in the state folder (never done otherwise)" }),
+      .option("debug", { type: "boolean", default: false, describe: "capture the sandbox console in the state folder (never done otherwise)" })
+      .option("print-plan", { type: "boolean", default: false, describe: "print the QEMU command lines for --tee and stop" }),
   handler: async (argv) => {
     const args = argv as unknown as RunArgs;
     const manifest = loadManifest(args.manifest);
     const name = checkPairName(args.name ?? manifest.name);
+    if (await handlePlanAndTee(args, manifest, name)) return;
     const out = path.resolve(args.out);
     const say = (s: string): void => void process.stderr.write(`airlock: ${s}\n`);
     const pair = new Pair({
