@@ -130,7 +130,8 @@ async function run(host: HostChannel, room: ReturnType<typeof parseRoom>, hold: 
   const agentConn = new Promise<VsockStream>((resolve) => {
     listenVsock(AGENT_PORT, (s) => {
       if (agent) {
-        s.destroy();
+        // Closed on the next turn: listenVsock starts receiving on it after this callback returns.
+        setImmediate(() => s.destroy());
         void audit.append(AUDIT_KINDS.violation, { what: "a second connection to the agent port: closed" }).catch(() => undefined);
         return;
       }

@@ -72,7 +72,7 @@ async function main(): Promise<number> {
     }
     if (skipped.length || overLimit) await sendMessage(link, { type: "output-note", output: o.name, skipped, overLimit });
   }
-  const stray = strayFiles(["/tmp", "/data", "/workload"], outputs.map((o) => o.mount));
+  const stray = strayFiles(["/"], outputs.map((o) => o.mount));
   if (stray.count) await sendMessage(link, { type: "stray-files", count: stray.count, paths: stray.paths });
   await sendMessage(link, { type: "exit", code: result.code });
   // Wait for the firewall to acknowledge before the VM powers off.

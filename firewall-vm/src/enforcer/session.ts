@@ -19,6 +19,7 @@ export const CONSOLE_OUTPUT = { name: "console", mount: "/", mode: "secure" as c
 interface Collected {
   files: { path: string; content: Buffer }[];
   notes: string[];
+  overLimit?: boolean;
 }
 
 export interface SessionResult {
@@ -129,7 +130,7 @@ export async function serveAgent(agent: Duplex, host: HostChannel, room: RoomPla
       if (!known.has(output)) throw new AirlockError("GUEST_PROTOCOL", "output-note for an unknown output");
       const c = collected(output);
       if (msg.overLimit === true) {
-        c.notes.push("files over the size limit were left behind");
+        c.overLimit = true;
         await violation("output over its size limit: files left inside", { output, maxBytes: known.get(output)! });
       }
       const skipped = Array.isArray(msg.skipped) ? msg.skipped.slice(0, 20).map((s) => String(s).slice(0, 200)) : [];
@@ -155,7 +156,10 @@ export async function serveAgent(agent: Duplex, host: HostChannel, room: RoomPla
       { name: spec.name, mode: spec.mode, maxBytes: spec.maxBytes, format: spec.format, ...(recipient ? { recipient } : {}), files: c.files.map((f) => ({ path: f.path, size: f.content.length, content: f.content })) },
       scope.current,
     );
-    if (decision.decision === "encrypt" && decision.to === "room" && !roomRecipient) {
+    if (c.overLimit) {
+      // Part of it was left behind: a partial output could mislead, and its size is itself a signal.
+      decision = { decision: "withhold", reason: `output ${spec.name} exceeded its size limit of ${spec.maxBytes} bytes` };
+    } else if (decision.decision === "encrypt" && decision.to === "room" && !roomRecipient) {
       decision = { decision: "withhold", reason: `${decision.reason}; no room recipient was released to this firewall, so it stays inside` };
     }
     const reason = [decision.reason, ...c.notes].join("; ");

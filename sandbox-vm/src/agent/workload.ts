@@ -42,12 +42,21 @@ export function runWorkload(spec: WorkloadSpec): Promise<WorkloadResult> {
   let size = 0;
   let truncated = false;
   return new Promise((resolve) => {
+    // Its own process group, so a timeout or a leftover child (holding stdout open) is killed whole.
     const child = spawn(spec.command[0]!, spec.command.slice(1), {
       env: { PATH: "/bin:/usr/bin", HOME: "/tmp", ...spec.env },
       cwd: spec.cwd ?? "/workload",
       stdio: ["ignore", "pipe", "pipe"],
+      detached: true,
       ...(process.getuid?.() === 0 ? { uid, gid } : {}),
     });
+    const killGroup = (): void => {
+      try {
+        if (child.pid) process.kill(-child.pid, "SIGKILL");
+      } catch {
+        // the group is gone already
+      }
+    };
     const take = (d: Buffer): void => {
       if (size + d.length > MAX_CONSOLE_BYTES) {
         truncated = true;
@@ -58,16 +67,33 @@ export function runWorkload(spec: WorkloadSpec): Promise<WorkloadResult> {
     };
     child.stdout.on("data", take);
     child.stderr.on("data", take);
-    const timer = setTimeout(() => child.kill("SIGKILL"), spec.timeoutSeconds * 1000);
+    let status: number | undefined;
+    const finish = (): void => {
+      if (status === undefined) return;
+      clearTimeout(timer);
+      clearTimeout(grace);
+      resolve({ code: status, console: Buffer.concat(chunks), consoleTruncated: truncated });
+      status = undefined;
+    };
+    const timer = setTimeout(killGroup, spec.timeoutSeconds * 1000);
+    let grace: NodeJS.Timeout | undefined;
     child.on("error", (err) => {
       take(Buffer.from(`airlock: cannot start the workload: ${err.message}\n`));
+      status ??= 127;
+      finish();
     });
-    child.on("close", (code, signal) => {
-      clearTimeout(timer);
+    child.on("exit", (code, signal) => {
       // Shell convention: death by signal N is status 128+N.
       const sig = signal ? (({ SIGKILL: 9, SIGTERM: 15, SIGSEGV: 11, SIGABRT: 6, SIGINT: 2 }) as Record<string, number>)[signal] ?? 1 : 0;
-      resolve({ code: code ?? 128 + sig, console: Buffer.concat(chunks), consoleTruncated: truncated });
+      status = code ?? 128 + sig;
+      // Whatever it left running goes with it; its output pipes then close.
+      grace = setTimeout(() => {
+        killGroup();
+        finish();
+      }, 2000);
+      killGroup();
     });
+    child.on("close", () => finish());
   });
 }
 
@@ -135,11 +161,13 @@ export class InputFile {
  * Files the workload user owns outside its output folders (it may write /tmp and nowhere else
  * that is shipped): listed for the audit trail, never shipped.
  */
+const SKIP = new Set(["/proc", "/sys", "/dev"]);
+
 export function strayFiles(roots: string[], outputMounts: string[], uid = WORKLOAD_UID): { paths: string[]; count: number } {
   const paths: string[] = [];
   let count = 0;
   const walk = (dir: string, depth: number): void => {
-    if (depth > 8 || outputMounts.some((m) => dir === m || dir.startsWith(`${m}/`))) return;
+    if (depth > 8 || SKIP.has(dir) || outputMounts.some((m) => dir === m || dir.startsWith(`${m}/`))) return;
     let names: string[];
     try {
       names = readdirSync(dir);
