@@ -2,8 +2,8 @@
 // the input identities from the key broker, asks governance for consent, serves the sandbox's run,
 // ships the audit trail to the host, and ends (init then powers the VM off). Any refusal before
 // the workload starts ends the run with nothing in clear having left.
-import { mkdirSync, readFileSync } from "node:fs";
-import { AGENT_PORT, HOST_CONTROL_PORT, sendBytes } from "../../proto/src/control.ts";
+import { mkdirSync } from "node:fs";
+import { AGENT_PORT, HOST_CONTROL_PORT } from "../../proto/src/control.ts";
 import { AirlockError } from "../../proto/src/errors.ts";
 import { createRootLogger } from "../../proto/src/log.ts";
 import { inputKeyId, parseRoom, roomKeyId } from "../../proto/src/room.ts";
@@ -15,6 +15,7 @@ import { connectVsock, listenVsock, type VsockStream } from "../../proto/src/vso
 import { HostChannel } from "./enforcer/host-channel.ts";
 import { auditKey, emulatedProvider, kbsRelay, requestKey } from "./enforcer/keys.ts";
 import { serveAgent } from "./enforcer/session.ts";
+import { ShippedAudit } from "./enforcer/audit-ship.ts";
 
 const HOST_CID = 2;
 const RUN_DIR = "/tmp/airlock";
@@ -33,7 +34,7 @@ async function main(): Promise<number> {
 
   mkdirSync(RUN_DIR, { recursive: true, mode: 0o700 });
   const key = auditKey();
-  const audit = await AuditLog.create(`${RUN_DIR}/audit.log`, { signer: signerFromPrivateKey(key.privateKey), logger: log });
+  const audit = new ShippedAudit(await AuditLog.create(`${RUN_DIR}/audit.log`, { signer: signerFromPrivateKey(key.privateKey), logger: log }), host);
   let exitCode = 1;
   let failure: AirlockError | undefined;
   try {
@@ -43,11 +44,9 @@ async function main(): Promise<number> {
     log.error({ code: failure.code, err: failure.message }, "run refused or failed");
     await audit.append("run.failed", { code: failure.code, reason: failure.message.slice(0, 1000) }).catch(() => undefined);
   }
-  // The trail goes to the host whatever happened: it is signed, so the host can keep it, not forge it.
+  // The trail has gone to the host record by record; the signed "closed" record ends it.
   await audit.close({ exitCode });
-  const trail = readFileSync(audit.path);
-  await host.send({ type: "audit-log", size: trail.length });
-  await sendBytes(hostStream, trail);
+  await host.send({ type: "audit-end" });
   if (failure) await host.send({ type: "refused", code: failure.code, reason: failure.message.slice(0, 2000) });
   await host.send({ type: "done", code: exitCode });
   if (hold && !failure) {
@@ -60,7 +59,7 @@ async function main(): Promise<number> {
   return failure ? 1 : 0;
 }
 
-async function run(host: HostChannel, room: ReturnType<typeof parseRoom>, hold: boolean, audit: AuditLog, key: ReturnType<typeof auditKey>, brokerPublicKey: string | null): Promise<number> {
+async function run(host: HostChannel, room: ReturnType<typeof parseRoom>, hold: boolean, audit: ShippedAudit, key: ReturnType<typeof auditKey>, brokerPublicKey: string | null): Promise<number> {
   // 1. The room: its digest computed here; every required collaborator's signature over it.
   await audit.append(AUDIT_KINDS.manifestChecked, { room: room.name, digest: room.digest, inputs: room.inputs.length, outputs: room.outputs.length, collaborators: room.collaborators.length });
   const checks = checkSignatures(Buffer.from(room.digest, "hex"), room.collaborators, (await host.nextJson("signatures")).signatures);

@@ -4,7 +4,7 @@
 // file, a consent answer) is either authenticated (age) or named as the host's word in the audit.
 import type { Duplex } from "node:stream";
 import { AirlockError } from "../../../proto/src/errors.ts";
-import { field, readMessages, sendMessage, type Incoming } from "../../../proto/src/control.ts";
+import { field, readMessages, sendBytes, sendMessage, type Incoming } from "../../../proto/src/control.ts";
 
 export interface ConsentAnswer {
   /** HTTP status the governance endpoint answered, or 0 when it was unreachable. */
@@ -15,6 +15,7 @@ export interface ConsentAnswer {
 
 export class HostChannel {
   private readonly messages: AsyncGenerator<Incoming>;
+  private lock: Promise<void> = Promise.resolve();
 
   constructor(readonly stream: Duplex) {
     this.messages = readMessages(stream, 8 * 1024 * 1024);
@@ -32,8 +33,21 @@ export class HostChannel {
     return m.value;
   }
 
+  /**
+   * Runs `fn` with the link to itself: a message followed by its data frames must not be split by
+   * another sender (the audit shipper runs alongside the session).
+   */
+  exclusive<T>(fn: (send: (value: object) => Promise<void>, data: (bytes: Buffer) => Promise<void>) => Promise<T>): Promise<T> {
+    const p = this.lock.then(() => fn((v) => sendMessage(this.stream, v), (b) => sendBytes(this.stream, b)));
+    this.lock = p.then(
+      () => undefined,
+      () => undefined,
+    );
+    return p;
+  }
+
   send(value: object): Promise<void> {
-    return sendMessage(this.stream, value);
+    return this.exclusive((send) => send(value));
   }
 
   /**

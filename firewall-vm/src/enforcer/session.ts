@@ -6,9 +6,10 @@
 import type { Duplex } from "node:stream";
 import { AirlockError } from "../../../proto/src/errors.ts";
 import type { Logger } from "../../../proto/src/log.ts";
-import { checkRelativePath, field, readMessages, sendBytes, sendData, sendMessage } from "../../../proto/src/control.ts";
+import { checkRelativePath, field, readMessages, sendData, sendMessage } from "../../../proto/src/control.ts";
 import { decrypt, encrypt, X25519Recipient, type AgeIdentity } from "../../../proto/src/age/index.ts";
-import { AUDIT_KINDS, type AuditLog } from "../../../proto/src/audit/index.ts";
+import { AUDIT_KINDS } from "../../../proto/src/audit/index.ts";
+import type { AuditSink } from "./audit-ship.ts";
 import type { RoomPlan } from "../../../proto/src/room.ts";
 import { decideOutput, ScopeTracker, type OutputDecision } from "../policy/index.ts";
 import type { HostChannel } from "./host-channel.ts";
@@ -33,7 +34,7 @@ export interface SessionOptions {
   roomRecipient?: string;
   /** Each input's identities, released by the key broker. */
   identities: Map<string, AgeIdentity[]>;
-  audit: AuditLog;
+  audit: AuditSink;
 }
 
 async function collect(gen: AsyncIterable<Buffer>): Promise<Buffer> {
@@ -176,8 +177,10 @@ export async function serveAgent(agent: Duplex, host: HostChannel, room: RoomPla
         data = await collect(encrypt((async function* () { yield f.content; })(), [to]));
         path = `${f.path}.age`;
       }
-      await host.send({ type: "output-file", output: spec.name, path, size: data.length });
-      await sendBytes(host.stream, data);
+      await host.exclusive(async (send, bytes) => {
+        await send({ type: "output-file", output: spec.name, path, size: data.length });
+        await bytes(data);
+      });
     }
   }
   // Holding: the agent waits for its bye, so the sandbox stays up until the pair is stopped.

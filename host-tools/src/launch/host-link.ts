@@ -5,7 +5,7 @@
 // receives reports, released outputs and the signed audit trail. On PSP_VSOCK_PORT it serves the
 // emulated PSP, on KBS_VSOCK_PORT the embedded key broker. The firewall is measured, but every
 // message is still checked: the link crosses the host and a bug must not write outside --out.
-import { createReadStream, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { closeSync, createReadStream, fdatasyncSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from "node:fs";
 import { EventEmitter } from "node:events";
 import net from "node:net";
 import path from "node:path";
@@ -106,6 +106,7 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
   private psp: PspListener | undefined;
   private kbs: KbsHandle | undefined;
   private finished = false;
+  private auditStarted = false;
   private readonly log: Logger;
 
   constructor(private readonly options: HostLinkOptions) {
@@ -167,15 +168,16 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
     c.on("error", () => {});
     await sendMessage(c, { type: "room", canonical: this.options.room, hold: this.options.hold ?? false, brokerPublicKey: this.kbs?.publicKey });
     await sendMessage(c, { type: "signatures", signatures: readSignatureFile(signatureFileOf(manifest.file)) });
-    let file: { target: string; size: number; parts: Buffer[]; got: number; done?: () => void } | undefined;
+    let file: { target: string; size: number; parts: Buffer[]; got: number; append?: boolean } | undefined;
     for await (const m of readMessages(c, 8 * 1024 * 1024)) {
       if (m.kind === "data") {
         if (!file || file.got + m.data.length > file.size) throw new AirlockError("GUEST_PROTOCOL", "output data outside a declared file");
         file.parts.push(Buffer.from(m.data));
         file.got += m.data.length;
         if (file.got === file.size) {
-          writeFileSync(file.target, Buffer.concat(file.parts), { mode: 0o600 });
-          file.done?.();
+          if (file.append) appendDurably(file.target, Buffer.concat(file.parts), !this.auditStarted);
+          else writeFileSync(file.target, Buffer.concat(file.parts), { mode: 0o600 });
+          if (file.append) this.auditStarted = true;
           file = undefined;
         }
         continue;
@@ -211,18 +213,17 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
           else file = { target, size, parts: [], got: 0 };
           break;
         }
-        case "audit-log": {
-          const size = field.int(msg, "size", 0, 256 * 1024 * 1024);
-          const target = this.auditPath;
-          mkdirSync(path.dirname(target), { recursive: true });
-          const done = (): void => {
-            writeSummary(target, path.join(path.dirname(target), "summary.json"));
-            this.emit("event", { type: "audit-log", path: target });
-          };
-          if (size === 0) throw new AirlockError("GUEST_PROTOCOL", "an empty audit trail");
-          file = { target, size, parts: [], got: 0, done };
+        case "audit-lines": {
+          // Records as the enforcer writes them, kept durably at once (they survive a dead enforcer).
+          const size = field.int(msg, "size", 1, 64 * 1024 * 1024);
+          mkdirSync(path.dirname(this.auditPath), { recursive: true });
+          file = { target: this.auditPath, size, parts: [], got: 0, append: true };
           break;
         }
+        case "audit-end":
+          writeSummary(this.auditPath, path.join(path.dirname(this.auditPath), "summary.json"));
+          this.emit("event", { type: "audit-log", path: this.auditPath });
+          break;
         case "refused":
           // The firewall refused to start the workload (signature, key, consent, input...).
           this.finished = true;
@@ -273,6 +274,17 @@ async function relayConsent(manifest: Manifest, url: string, body: unknown): Pro
     return { status: res.status, body: text };
   } catch (err) {
     return { status: 0, error: (err as Error).message.slice(0, 300) };
+  }
+}
+
+/** Appends and fdatasyncs (the first write of a run starts the file afresh). */
+function appendDurably(file: string, data: Buffer, fresh: boolean): void {
+  const fd = openSync(file, fresh ? "w" : "a", 0o600);
+  try {
+    for (let off = 0; off < data.length; ) off += writeSync(fd, data, off);
+    fdatasyncSync(fd);
+  } finally {
+    closeSync(fd);
   }
 }
 
