@@ -70,7 +70,12 @@ describe("vsock fabric with QEMU guests", () => {
     const t0 = Date.now();
     a.start("socat -u OPEN:/tmp/out,rdonly VSOCK-CONNECT:4:1234");
     b.start("socat -u OPEN:/tmp/out,rdonly VSOCK-CONNECT:3:1235");
-    await Promise.all([b.waitFor(/RECV_DONE_B/, 240_000), a.waitFor(/RECV_DONE_A/, 240_000)]);
+    try {
+      await Promise.all([b.waitFor(/RECV_DONE_B/, 240_000), a.waitFor(/RECV_DONE_A/, 240_000)]);
+    } catch (err) {
+      // Say where it stood: a stall (nothing moving) reads differently from a slow host.
+      throw new Error(`${(err as Error).message}\nfabric: ${JSON.stringify(fabric.stats())}`);
+    }
     const secs = (Date.now() - t0) / 1000;
     console.log(`guest<->guest under TCG: ${BULK_MIB} MiB each way in ${secs.toFixed(1)} s (${((2 * BULK_MIB) / secs).toFixed(1)} MiB/s total)`);
     expect(firstHash(await b.run("cat /tmp/in"))).toBe(shaA);
@@ -183,5 +188,20 @@ describe("vsock fabric with QEMU guests", () => {
     // socat listening on C is still waiting (its connection attempt was refused); nothing else.
     expect([3, 4, 5].map((cid) => fabric.router.connectionCount(cid))).toEqual([0, 0, 0]);
     expect(errors).toEqual([]);
+  });
+
+  it("tells the launcher when a guest's QEMU goes away (vm-disconnected), and RSTs its peers", async () => {
+    const gone = new Promise<{ cid: number; reason: Error | null }>((resolve) => fabric.on("vm-disconnected", resolve));
+    b.start("socat -u VSOCK-LISTEN:1300 STDOUT; echo B_SAW_RESET");
+    await sleep(500);
+    a.start("sleep 60 | socat -u STDIN VSOCK-CONNECT:4:1300");
+    const deadline = Date.now() + 20_000;
+    while (fabric.router.connectionCount(4) === 0 && Date.now() < deadline) await sleep(100);
+    expect(fabric.router.connectionCount(4)).toBe(1);
+    await a.kill();
+    const ev = await Promise.race([gone, sleep(20_000).then(() => null)]);
+    expect(ev).toEqual({ cid: 3, reason: null });
+    await b.waitFor(/B_SAW_RESET/, 20_000);
+    expect(fabric.router.connectionCount(4)).toBe(0);
   });
 });

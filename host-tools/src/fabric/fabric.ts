@@ -35,6 +35,8 @@ export interface Fabric {
   on(event: "error", listener: (err: AirlockError & { cid?: number }) => void): this;
   /** The router, for status and tests. */
   readonly router: Router;
+  /** Per-VM device counters (queued packets, ring positions, drops), for status and diagnosis. */
+  stats(): { cid: number; connected: boolean; connections: number; pendingPackets: number; pendingBytes: number; rxNextAvail: number | null; txNextAvail: number | null; dropped: number }[];
 }
 
 class VmSlot {
@@ -198,6 +200,10 @@ class FabricImpl extends EventEmitter implements Fabric {
   private emitError(err: AirlockError, cid: number): void {
     const e = Object.assign(err, { cid });
     if (this.listenerCount("error") > 0) this.emit("error", e);
+  }
+
+  stats(): ReturnType<Fabric["stats"]> {
+    return this.slots.map((s) => ({ cid: s.spec.cid, connected: s.session !== null, connections: this.router.connectionCount(s.spec.cid), ...s.device.stats() }));
   }
 
   async stop(): Promise<void> {

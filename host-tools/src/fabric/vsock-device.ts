@@ -13,6 +13,7 @@ export const EVENT_QUEUE = 2;
 export const MAX_PENDING_BYTES = 64 * 1024 * 1024;
 /** Packets likewise (control packets carry no payload but still cost memory). */
 export const MAX_PENDING_PACKETS = 65536;
+const FENCE = new Int32Array(new SharedArrayBuffer(4));
 /** Chains taken off tx per turn of the event loop, so one busy guest cannot starve the others. */
 const TX_BUDGET = 1024;
 
@@ -75,6 +76,17 @@ export class VsockDevice {
     if (this.faulted) return;
     if (index === TX_QUEUE) this.processTx();
     else if (index === RX_QUEUE) this.guard(() => this.drainPending());
+  }
+
+  /** Counters for status and diagnosis. */
+  stats(): { pendingPackets: number; pendingBytes: number; rxNextAvail: number | null; txNextAvail: number | null; dropped: number } {
+    return {
+      pendingPackets: this.pending.length - this.pendingHead,
+      pendingBytes: this.pendingBytes,
+      rxNextAvail: this.rx?.nextAvail ?? null,
+      txNextAvail: this.tx?.nextAvail ?? null,
+      dropped: this.dropped,
+    };
   }
 
   /** Drops all queued packets and rings (the guest went away). */
@@ -257,6 +269,9 @@ export class VsockDevice {
   flushNotify(): void {
     this.notifyScheduled = false;
     if (this.faulted) return;
+    // Full fence between our used-index stores and the loads of the guest's NO_INTERRUPT flag
+    // (the guest's side of this Dekker pattern is virtio_mb()); a locked add gives one on x86.
+    Atomics.add(FENCE, 0, 0);
     const rx = this.notifyDue[0] && this.rx?.wantsInterrupt();
     const tx = this.notifyDue[1] && this.tx?.wantsInterrupt();
     this.notifyDue[0] = this.notifyDue[1] = false;
