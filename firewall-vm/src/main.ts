@@ -20,6 +20,7 @@ import { ShippedAudit } from "./enforcer/audit-ship.ts";
 const HOST_CID = 2;
 const RUN_DIR = "/tmp/airlock";
 const log = createRootLogger({ name: "firewall", destination: 1 });
+let agentLink: VsockStream | undefined;
 
 async function main(): Promise<number> {
   const hostStream = await connectVsock(HOST_CID, HOST_CONTROL_PORT, 30_000);
@@ -55,6 +56,7 @@ async function main(): Promise<number> {
     await new Promise(() => setInterval(() => {}, 60_000));
   }
   await new Promise((r) => setTimeout(r, 200));
+  agentLink?.destroy();
   hostStream.destroy();
   return failure ? 1 : 0;
 }
@@ -140,12 +142,11 @@ async function run(host: HostChannel, room: ReturnType<typeof parseRoom>, hold: 
   });
   await host.send({ type: "firewall-ready", digest: room.digest });
   const conn = await agentConn;
-  try {
-    const result = await serveAgent(conn, host, room, log, { hold, identities, audit, ...(roomRecipient ? { roomRecipient } : {}) });
-    return result.exitCode;
-  } finally {
-    if (!hold) conn.destroy();
-  }
+  // Closed by main() once the host has heard how the run ended: the sandbox powers off when its
+  // link closes, and the host must learn why before it sees that.
+  agentLink = conn;
+  const result = await serveAgent(conn, host, room, log, { hold, identities, audit, ...(roomRecipient ? { roomRecipient } : {}) });
+  return result.exitCode;
 }
 
 main().then(

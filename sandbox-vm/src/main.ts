@@ -48,7 +48,14 @@ async function main(): Promise<number> {
       input = undefined;
       await sendMessage(link, { type: "input-placed", name: v.value.name });
     } else if (v.value.type === "abort") {
-      throw new Error(`the firewall aborted the run: ${String(v.value.reason).slice(0, 200)}`);
+      // Stay until the firewall closes the link (bounded): it reports to the host first.
+      const reason = String(v.value.reason).slice(0, 200);
+      const deadline = Date.now() + 60_000;
+      while (Date.now() < deadline) {
+        const end = await Promise.race([messages.next().then((x) => x.done === true, () => true), new Promise<boolean>((r) => setTimeout(() => r(true), deadline - Date.now()))]);
+        if (end) break;
+      }
+      throw new Error(`the firewall aborted the run: ${reason}`);
     } else if (v.value.type === "run") {
       run = v.value;
     } else {

@@ -4,7 +4,7 @@
 // the right counts. The same room is then refused when governance says no.
 import { execFileSync } from "node:child_process";
 import { generateKeyPairSync } from "node:crypto";
-import { appendFileSync, existsSync, readdirSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
@@ -112,5 +112,34 @@ describe("examples/word-count", () => {
     expect((await airlock(["audit", "verify", path.join(out, "audit.log")], room.env)).code).toBe(0);
     expect(readdirSync(out).sort()).toEqual(["audit.log", "summary.json"]);
     expect(existsSync(path.join(out, "counts"))).toBe(false);
+  });
+
+  it("is refused when a collaborator's signature is missing, and when the corpus was tampered with", async () => {
+    consent = { status: 200, body: '{"consent": true}' };
+    const sigFile = `${room.manifest}.sig.json`;
+    const sig = readFileSync(sigFile);
+    rmSync(sigFile);
+    const out1 = path.join(room.dir, "out-unsigned");
+    const r1 = await runRoom(room, out1);
+    expect(r1.code).not.toBe(0);
+    expect(r1.stderr).toMatch(/manifest not signed by alice \(no signature\)/);
+    const rec1 = auditRecords(path.join(out1, "audit.log"));
+    expect(rec1.find((x) => x.kind === "manifest.signature")!.data).toMatchObject({ collaborator: "alice", ok: false });
+    expect(rec1.some((x) => x.kind === "key.released" || x.kind === "workload.started")).toBe(false);
+    writeFileSync(sigFile, sig);
+
+    // One flipped bit in the middle of the age file: the payload's authentication fails there.
+    const enc = path.join(room.dir, "room/data/corpus.txt.age");
+    const bytes = readFileSync(enc);
+    bytes[Math.floor(bytes.length / 2)]! ^= 0x01;
+    writeFileSync(enc, bytes);
+    const out2 = path.join(room.dir, "out-tampered");
+    const r2 = await runRoom(room, out2);
+    expect(r2.code).not.toBe(0);
+    expect(r2.stderr).toMatch(/input corpus: .*(tampered|authenticat)/i);
+    const rec2 = auditRecords(path.join(out2, "audit.log"));
+    expect(rec2.find((x) => x.kind === "input.served")!.data).toMatchObject({ input: "corpus", served: false });
+    expect(rec2.some((x) => x.kind === "workload.started")).toBe(false);
+    expect(filesContaining([out1, out2, room.state], MARKER)).toEqual([]);
   });
 });
