@@ -155,7 +155,9 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
     this.conn = c;
     this.serve(c).then(
       () => {
-        if (!this.finished) this.emit("lost", new AirlockError("FABRIC", "the firewall closed its control link before the run finished"));
+        // A closed link is most often the symptom of the firewall VM dying: give the VM's own exit a
+        // moment to be reported first (the pair fails closed on whichever comes first).
+        if (!this.finished) setTimeout(() => this.emit("lost", new AirlockError("FABRIC", "the firewall closed its control link before the run finished")), 300).unref();
       },
       (err: unknown) => {
         if (!this.finished) this.emit("lost", AirlockError.from(err, "GUEST_PROTOCOL"));
