@@ -4,19 +4,29 @@
 // audit trail and the run's summary record what reached it, and no byte of the input's plaintext
 // lands anywhere on the host's disk.
 import { execFileSync } from "node:child_process";
-import { readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { airlock, killQemus } from "../helpers.ts";
-import { ageEncryptInput, ageKeygen, auditRecords, copyExample, filesContaining, grant, removeRoom, runRoom } from "./room-setup.ts";
+import { ageKeygen, auditRecords, copyExample, filesContaining, removeRoom, runRoom } from "./room-setup.ts";
 
 const MARKER = "EXFIL-MARKER-9c1e77d2";
 const room = copyExample("exfiltration");
 
 beforeAll(async () => {
   writeFileSync(path.join(room.dir, "room/keys/investigator.pub"), `${ageKeygen(path.join(room.keys, "investigator.key"))}\n`);
-  const identity = ageEncryptInput(room, "secrets", Buffer.from(`patient 4711: ${MARKER}\n`), path.join(room.dir, "room/data/secrets.txt.age"));
-  await grant(room, "secrets", identity);
+  // This data owner lets the broker keep the identity: grant prints its recipient, age encrypts to it.
+  // (The manifest loader wants every input file to exist, so an empty one stands in until then.)
+  const encrypted = path.join(room.dir, "room/data/secrets.txt.age");
+  mkdirSync(path.dirname(encrypted), { recursive: true });
+  writeFileSync(encrypted, "");
+  const g = await airlock(["manifest", "grant", room.manifest, "--input", "secrets"], room.env);
+  expect(g.code, g.stderr).toBe(0);
+  const recipient = g.stdout.trim();
+  expect(recipient).toMatch(/^age1[0-9a-z]{58}$/);
+  const clear = path.join(room.keys, "secrets.txt");
+  writeFileSync(clear, `patient 4711: ${MARKER}\n`);
+  execFileSync("age", ["-r", recipient, "-o", encrypted, clear]);
 });
 
 afterAll(() => {

@@ -15,7 +15,7 @@ import { checkRelativePath, field, HOST_CONTROL_PORT, KBS_VSOCK_PORT, readMessag
 import { inputKeyId, roomKeyId } from "../../../proto/src/room.ts";
 import { manifestDigest, type Manifest } from "../../../proto/src/manifest/index.ts";
 import { readSignatureFile, signatureFileOf } from "../../../proto/src/manifest/sign.ts";
-import { X25519Identity, formatIdentityFile } from "../../../proto/src/age/index.ts";
+import { X25519Identity, formatIdentityFile, parseIdentityFile } from "../../../proto/src/age/index.ts";
 import { PSP_VSOCK_PORT } from "../../../proto/src/attestation/psp-wire.ts";
 import { EmulatedPsp, listenPsp, type PspListener } from "../attestation/index.ts";
 import { startKbs, KeyStore, loadMasterKey, type KbsHandle, type KeyPolicy } from "../kbs/index.ts";
@@ -89,15 +89,22 @@ export function roomKeyPolicy(measurement: Buffer, digest: Buffer, psp: Emulated
 
 /**
  * Registers an input's age identity with the embedded broker, for this room only (the data
- * owner's step: `airlock manifest grant`).
+ * owner's step: `airlock manifest grant`). Without `identityText` the broker keeps (or makes) an
+ * identity of its own, which never leaves it: the data owner encrypts to the returned recipient.
  */
-export async function grantInput(manifest: Manifest, input: string, identityText: string, measurement: Buffer): Promise<string> {
+export async function grantInput(manifest: Manifest, input: string, identityText: string | undefined, measurement: Buffer): Promise<{ keyId: string; recipient: string }> {
   const dirs = embeddedBrokerDirs();
   const psp = EmulatedPsp.open(dirs.psp);
   const store = new KeyStore(dirs.kbs, loadMasterKey(path.join(dirs.kbs, "master.key"), { create: true }));
-  const id = inputKeyId(manifest.name, input);
-  store.put(id, Buffer.from(identityText), roomKeyPolicy(measurement, manifestDigest(manifest), psp));
-  return id;
+  const keyId = inputKeyId(manifest.name, input);
+  const key = identityText !== undefined ? Buffer.from(identityText) : store.list().includes(keyId) ? store.open(keyId) : Buffer.from(formatIdentityFile(X25519Identity.generate()));
+  try {
+    const recipient = parseIdentityFile(key.toString("utf8"), `key ${keyId}`)[0]!.recipient.toString();
+    store.put(keyId, key, roomKeyPolicy(measurement, manifestDigest(manifest), psp));
+    return { keyId, recipient };
+  } finally {
+    key.fill(0);
+  }
 }
 
 export class HostLink extends EventEmitter<HostLinkEvents> {

@@ -85,23 +85,28 @@ const verify: AirlockCommand = {
 
 const grant: AirlockCommand = {
   command: "grant <manifest>",
-  describe: "data owner: register an input's age identity with the embedded key broker, released only to this room's attested firewall",
+  describe: "data owner: register an input's age identity with the embedded key broker (released only to this room's attested firewall), or print the recipient of one the broker keeps",
   builder: (y: Argv) =>
     y
       .positional("manifest", { type: "string", demandOption: true })
       .option("input", { type: "string", demandOption: true, describe: "the input's name in the manifest" })
-      .option("identity", { type: "string", demandOption: true, describe: "age identity file (age-keygen's AGE-SECRET-KEY-1…)" })
+      .option("identity", { type: "string", describe: "age identity file (age-keygen's AGE-SECRET-KEY-1…); without it the broker keeps an identity of its own and prints its recipient" })
       .option("json", { type: "boolean", default: false }),
   handler: async (argv) => {
     const m = loadManifest(argv.manifest as string);
     const input = argv.input as string;
     if (!m.inputs.some((i) => i.name === input)) throw new AirlockError("USAGE", `${m.file}: no input named "${input}"`);
-    const text = readText(argv.identity as string, "identity");
-    parseIdentityFile(text, argv.identity as string); // refuse anything that is not an age identity now
+    const file = argv.identity as string | undefined;
+    const text = file === undefined ? undefined : readText(file, "identity");
+    if (text !== undefined) parseIdentityFile(text, file!); // refuse anything that is not an age identity now
     const image = await buildImage("firewall");
     const measurement = await imageMeasurement(image.dir, m.resources.firewall.vcpus);
-    const id = await grantInput(m, input, text, measurement);
-    printResult(argv.json as boolean, { keyId: id, measurement: measurement.toString("hex"), hostData: manifestDigest(m).toString("hex") }, () => `input ${input}: identity registered as key "${id}" for firewall measurement ${measurement.toString("hex").slice(0, 16)}… and this manifest's digest`);
+    const { keyId, recipient } = await grantInput(m, input, text, measurement);
+    printResult(argv.json as boolean, { keyId, recipient, measurement: measurement.toString("hex"), hostData: manifestDigest(m).toString("hex") }, () =>
+      file === undefined
+        ? recipient
+        : `input ${input}: identity registered as key "${keyId}" for firewall measurement ${measurement.toString("hex").slice(0, 16)}… and this manifest's digest`,
+    );
   },
 };
 
