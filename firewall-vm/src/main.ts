@@ -127,6 +127,11 @@ async function run(host: HostChannel, room: ReturnType<typeof parseRoom>, hold: 
   }
 
   // 5. The sandbox: one agent; any other connection to the agent port is recorded and closed.
+  // TODO(channel): this link crosses the host's vsock fabric in clear, so the host process sees the
+  // inputs' plaintext in memory (never on disk). proto/src/channel (secureServer/secureClient with
+  // snpAttest/snpVerifyPeer) closes that; it needs the sandbox to reach an emulated PSP (a host
+  // listener on the sandbox's PSP port), a report verifier the firewall bundle can import (today
+  // host-tools/src/attestation), and the sandbox image's expected measurement bound to the room.
   let agent: VsockStream | undefined;
   const agentConn = new Promise<VsockStream>((resolve) => {
     listenVsock(AGENT_PORT, (s) => {
