@@ -128,6 +128,8 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
   /** Starts the emulated PSP, the embedded key broker and the control listener. */
   async listen(): Promise<void> {
     const { manifest, udsPath } = this.options;
+    const clash = manifest.outputs.find((o) => ["audit.log", "summary.json"].includes(o.name));
+    if (clash) throw new AirlockError("USAGE", `${manifest.file}: output name "${clash.name}" is the name of the run's own ${clash.name} in --out; rename the output`);
     const dirs = embeddedBrokerDirs();
     const digest = manifestDigest(manifest);
     const psp = EmulatedPsp.open(dirs.psp, { log: this.log });
@@ -236,7 +238,7 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
         case "refused":
           // The firewall refused to start the workload (signature, key, consent, input...).
           this.finished = true;
-          this.emit("lost", new AirlockError("POLICY", `the firewall refused the run: ${field.string(msg, "reason", 4000)}`));
+          this.emit("lost", refusal(field.string(msg, "code", 40), field.string(msg, "reason", 4000), manifest.file));
           break;
         case "done":
           this.finished = true;
@@ -284,6 +286,19 @@ async function relayConsent(manifest: Manifest, url: string, body: unknown): Pro
   } catch (err) {
     return { status: 0, error: (err as Error).message.slice(0, 300) };
   }
+}
+
+/** The firewall's refusal, with what a user can do about it. */
+function refusal(code: string, reason: string, manifestFile: string): AirlockError {
+  const hints: Record<string, string> = {
+    KEY_RELEASE: `grant each input to this room and this firewall image: airlock manifest grant ${manifestFile} --input NAME [--identity FILE] (again after the manifest or the firewall image changes)`,
+    MANIFEST_SIGNATURE: `each collaborator signs: airlock manifest sign ${manifestFile} --key KEY.pem --name NAME; check with airlock manifest verify`,
+    CONSENT: "the governance endpoint must answer HTTP 200 with {\"consent\": true}",
+    CRYPTO: "the input file does not decrypt with the granted identity: re-encrypt it, or grant the identity it was encrypted to",
+  };
+  const hint = hints[code];
+  // The pair reports the message only, so the hint goes in it.
+  return new AirlockError("POLICY", `the firewall refused the run: ${reason}${hint ? ` (to fix: ${hint})` : ""}`);
 }
 
 /** Appends and fdatasyncs (the first write of a run starts the file afresh). */
