@@ -130,7 +130,10 @@ describe("serveAgent", () => {
     encrypted[encrypted.length - 100]! ^= 1;
     const { hostPair, agentPair, audit, host } = await setup(encrypted, "bad");
     const session = serveAgent(agentPair.server, new HostChannel(hostPair.client), room, silentLogger, { identities: new Map([["corpus", [corpusId]]]), audit });
-    const failed = session.catch((e: unknown) => e as Error);
+    const failed = session.then(
+      () => new Error("the session did not fail"),
+      (e: unknown) => e as Error,
+    );
     const agent = await playAgent(agentPair.client);
     expect(agent.aborted).toMatch(/input corpus refused/);
     const err = await failed;
