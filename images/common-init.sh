@@ -1,5 +1,8 @@
 # Shared start of every airlock guest's /init (sourced). Busybox only; no udev, no systemd.
 export PATH=/bin:/usr/bin
+# The initramfs root is created by the kernel; make sure no unprivileged user can write to it.
+chown 0:0 /
+chmod 0755 /
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev

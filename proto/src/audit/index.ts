@@ -27,4 +27,6 @@ export const AUDIT_KINDS = {
   workloadStarted: "workload.started",
   workloadExited: "workload.exited",
   violation: "violation",
+  runFailed: "run.failed",
+  keyBroker: "key.broker",
 } as const;

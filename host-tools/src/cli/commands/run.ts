@@ -3,7 +3,7 @@ import type { Argv } from "yargs";
 import { createRootLogger } from "../../../../proto/src/log.ts";
 import { Pair } from "../../launch/pair.ts";
 import { checkPairName, PairDir } from "../../launch/pair-state.ts";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { loadManifest } from "../../../../proto/src/manifest/index.ts";
 import { setExitCode, type AirlockCommand } from "../command.ts";
 import { handleSignals } from "../signals.ts";
@@ -61,6 +61,7 @@ export const runCommand: AirlockCommand = {
         setExitCode(state.workloadExitCode ?? 1);
         return;
       }
+      printSummary(out, say);
       say(`done: workload status ${state.workloadExitCode}; outputs in ${out}`);
       setExitCode(state.workloadExitCode ?? 1);
     } finally {
@@ -77,4 +78,19 @@ function pairLogPath(name: string): string {
   const dir = new PairDir(name);
   mkdirSync(dir.dir, { recursive: true, mode: 0o700 });
   return dir.supervisorLog;
+}
+
+/** Lists the run's violations from summary.json (written from the signed audit trail). */
+function printSummary(out: string, say: (s: string) => void): void {
+  let summary: { violations?: unknown[] };
+  try {
+    summary = JSON.parse(readFileSync(path.join(out, "summary.json"), "utf8")) as { violations?: unknown[] };
+  } catch {
+    return;
+  }
+  const violations = summary.violations ?? [];
+  say(`${violations.length} violation(s) blocked and recorded in ${path.join(out, "audit.log")}`);
+  // JSON.stringify escapes control characters: workload-chosen text cannot drive the terminal.
+  for (const v of violations.slice(0, 50)) say(`  blocked: ${JSON.stringify(v).slice(0, 300)}`);
+  if (violations.length > 50) say(`  ... and ${violations.length - 50} more (see summary.json)`);
 }
