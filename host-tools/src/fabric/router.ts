@@ -7,6 +7,7 @@
 //    fabric answers `OK <hostport>\n` once the guest accepts;
 //  - anything else gets RST.
 // For host connections the fabric is the vsock peer itself, with its own credit accounting.
+import { openSync, writeSync } from "node:fs";
 import net from "node:net";
 import type { Logger } from "../../../proto/src/log.ts";
 import { HOST_CID, MAX_PAYLOAD, Op, SHUTDOWN_RCV, SHUTDOWN_SEND, TYPE_STREAM, replyHeader, type VsockHeader } from "./vsock-packet.ts";
@@ -76,13 +77,32 @@ function key(localPort: number, peerCid: number, peerPort: number): string {
   return `${localPort}:${peerCid}:${peerPort}`;
 }
 
+/**
+ * A test tap: with AIRLOCK_FABRIC_TAP=<file> in the environment, every payload byte the router
+ * routes (guest to guest, guest to host, host to guest) is appended to that file, so a test can
+ * prove what crosses the fabric in clear. Off unless set; never set it outside tests (it writes
+ * what the guests send to disk).
+ */
+function openTap(log: Logger): ((data: Uint8Array) => void) | undefined {
+  const file = process.env.AIRLOCK_FABRIC_TAP;
+  if (!file) return undefined;
+  const fd = openSync(file, "a", 0o600);
+  log.warn({ file }, "AIRLOCK_FABRIC_TAP: every routed payload byte is copied to this file");
+  return (data) => {
+    for (let off = 0; off < data.length; ) off += writeSync(fd, data, off);
+  };
+}
+
 export class Router implements PacketSink {
   private readonly vms = new Map<number, RoutedVm>();
   /** Per VM: its connections, keyed from its own point of view. */
   private readonly conns = new Map<number, Map<string, Conn>>();
   private nextHostPort = 1024;
+  private readonly tap: ((data: Uint8Array) => void) | undefined;
 
-  constructor(private readonly log: Logger) {}
+  constructor(private readonly log: Logger) {
+    this.tap = openTap(log);
+  }
 
   addVm(vm: RoutedVm): void {
     this.vms.set(vm.cid, vm);
@@ -211,6 +231,11 @@ export class Router implements PacketSink {
         this.resetGuestConn(conn, -1);
         return;
     }
+    if (this.tap && hdr.op === Op.RW) {
+      const data = Buffer.allocUnsafe(hdr.len);
+      gather(payload, off, data, 0, hdr.len);
+      this.tap(data);
+    }
     if (!peer.device.send(hdr, payload, off)) {
       // Control packets to a guest that takes nothing are dropped; data is refused with RST.
       if (hdr.op === Op.RW) this.resetGuestConn(conn, -1);
@@ -281,6 +306,7 @@ export class Router implements PacketSink {
         }
         const data = Buffer.allocUnsafe(hdr.len);
         gather(payload, off, data, 0, hdr.len);
+        this.tap?.(data);
         conn.rxCnt += hdr.len;
         conn.socket.write(data, () => {
           conn.fwdCnt += data.length;
@@ -429,6 +455,7 @@ export class Router implements PacketSink {
       bufAlloc: HOST_BUF_ALLOC,
       fwdCnt: c.fwdCnt >>> 0,
     };
+    if (payload) this.tap?.(payload);
     return c.vm.device.send(hdr, payload ? [payload] : [], 0);
   }
 
