@@ -3,13 +3,16 @@
 // ships the audit trail to the host, and ends (init then powers the VM off). Any refusal before
 // the workload starts ends the run with nothing in clear having left.
 import { mkdirSync } from "node:fs";
-import { AGENT_PORT, HOST_CONTROL_PORT } from "../../proto/src/control.ts";
+import type { Duplex } from "node:stream";
+import { AGENT_PORT, HOST_CONTROL_PORT, HOST_SANDBOX_PSP_PORT, SANDBOX_PSP_RELAY_PORT } from "../../proto/src/control.ts";
 import { AirlockError } from "../../proto/src/errors.ts";
 import { createRootLogger } from "../../proto/src/log.ts";
 import { inputKeyId, parseRoom, roomKeyId } from "../../proto/src/room.ts";
 import { checkSignatures } from "../../proto/src/manifest/sign.ts";
 import { parseIdentityFile, type AgeIdentity } from "../../proto/src/age/index.ts";
 import { parseReport } from "../../proto/src/attestation/index.ts";
+import { secureServer, type SecureChannel } from "../../proto/src/channel/index.ts";
+import { roomChannelOptions, type RoomPeer } from "../../proto/src/agent-link.ts";
 import { AUDIT_KINDS, AuditLog, signerFromPrivateKey } from "../../proto/src/audit/index.ts";
 import { connectVsock, listenVsock, type VsockStream } from "../../proto/src/vsock-stream.ts";
 import { HostChannel } from "./enforcer/host-channel.ts";
@@ -20,7 +23,9 @@ import { ShippedAudit } from "./enforcer/audit-ship.ts";
 const HOST_CID = 2;
 const RUN_DIR = "/tmp/airlock";
 const log = createRootLogger({ name: "firewall", destination: 1 });
-let agentLink: VsockStream | undefined;
+let agentLink: Duplex | undefined;
+/** Connections relayed to the sandbox's PSP: the handshake needs one report; one spare. */
+const MAX_PSP_RELAYS = 2;
 
 async function main(): Promise<number> {
   const hostStream = await connectVsock(HOST_CID, HOST_CONTROL_PORT, 30_000);
@@ -31,6 +36,9 @@ async function main(): Promise<number> {
   // TODO(manifest): pin the broker's identity in the manifest. Today the host names the broker, which
   // is no stronger than the host itself (true of the embedded broker anyway); it is in the audit.
   const brokerPublicKey = typeof first.brokerPublicKey === "string" && first.brokerPublicKey.length < 200 ? first.brokerPublicKey : null;
+  // TODO(manifest): bind the sandbox image's measurement to the signed manifest / key policy.
+  // Today the host names it (recorded in the audit trail), like the broker above.
+  const sandboxMeasurement = typeof first.sandboxMeasurement === "string" && /^[0-9a-f]{96}$/.test(first.sandboxMeasurement) ? first.sandboxMeasurement : null;
   log.info({ room: room.name, digest: room.digest }, "room received");
 
   mkdirSync(RUN_DIR, { recursive: true, mode: 0o700 });
@@ -39,7 +47,7 @@ async function main(): Promise<number> {
   let exitCode = 1;
   let failure: AirlockError | undefined;
   try {
-    exitCode = await run(host, room, hold, audit, key, brokerPublicKey);
+    exitCode = await run(host, room, hold, audit, key, brokerPublicKey, sandboxMeasurement);
   } catch (err) {
     failure = AirlockError.from(err);
     log.error({ code: failure.code, err: failure.message }, "run refused or failed");
@@ -55,13 +63,15 @@ async function main(): Promise<number> {
     log.info("holding the pair until it is stopped");
     await new Promise(() => setInterval(() => {}, 60_000));
   }
+  // An authenticated close, so the agent sees a clean end rather than a truncated channel.
+  agentLink?.end();
   await new Promise((r) => setTimeout(r, 200));
   agentLink?.destroy();
   hostStream.destroy();
   return failure ? 1 : 0;
 }
 
-async function run(host: HostChannel, room: ReturnType<typeof parseRoom>, hold: boolean, audit: ShippedAudit, key: ReturnType<typeof auditKey>, brokerPublicKey: string | null): Promise<number> {
+async function run(host: HostChannel, room: ReturnType<typeof parseRoom>, hold: boolean, audit: ShippedAudit, key: ReturnType<typeof auditKey>, brokerPublicKey: string | null, sandboxMeasurement: string | null): Promise<number> {
   // 1. The room: its digest computed here; every required collaborator's signature over it.
   await audit.append(AUDIT_KINDS.manifestChecked, { room: room.name, digest: room.digest, inputs: room.inputs.length, outputs: room.outputs.length, collaborators: room.collaborators.length });
   const checks = checkSignatures(Buffer.from(room.digest, "hex"), room.collaborators, (await host.nextJson("signatures")).signatures);
@@ -126,12 +136,12 @@ async function run(host: HostChannel, room: ReturnType<typeof parseRoom>, hold: 
     if (!answer.granted) throw new AirlockError("CONSENT", `governance did not consent (${answer.detail})`);
   }
 
-  // 5. The sandbox: one agent; any other connection to the agent port is recorded and closed.
-  // TODO(channel): this link crosses the host's vsock fabric in clear, so the host process sees the
-  // inputs' plaintext in memory (never on disk). proto/src/channel (secureServer/secureClient with
-  // snpAttest/snpVerifyPeer) closes that; it needs the sandbox to reach an emulated PSP (a host
-  // listener on the sandbox's PSP port), a report verifier the firewall bundle can import (today
-  // host-tools/src/attestation), and the sandbox image's expected measurement bound to the room.
+  // 5. The sandbox: one agent; any other connection to the agent port is recorded and closed. The
+  // link crosses the host's vsock fabric, so it is the attested, encrypted channel: the sandbox
+  // must prove it runs the expected image for this room before it is sent anything.
+  if (!sandboxMeasurement) throw new AirlockError("REPORT_REJECTED", "the host named no expected sandbox measurement, so the sandbox cannot be verified");
+  await audit.append("channel.expected", { peer: "sandbox", measurement: sandboxMeasurement, namedBy: "host" });
+  const sandboxPsp = pspRelay();
   let agent: VsockStream | undefined;
   const agentConn = new Promise<VsockStream>((resolve) => {
     listenVsock(AGENT_PORT, (s) => {
@@ -150,8 +160,56 @@ async function run(host: HostChannel, room: ReturnType<typeof parseRoom>, hold: 
   // Closed by main() once the host has heard how the run ended: the sandbox powers off when its
   // link closes, and the host must learn why before it sees that.
   agentLink = conn;
-  const result = await serveAgent(conn, host, room, log, { hold, identities, audit, ...(roomRecipient ? { roomRecipient } : {}) });
+  let channel: SecureChannel<RoomPeer>;
+  try {
+    channel = await secureServer(conn, roomChannelOptions(provider, { peer: "sandbox", measurement: Buffer.from(sandboxMeasurement, "hex"), hostData: Buffer.from(room.digest, "hex"), log }));
+  } catch (err) {
+    const e = AirlockError.from(err);
+    await audit.append("channel.refused", { peer: "sandbox", code: e.code, reason: e.message.slice(0, 1000) });
+    throw new AirlockError(e.code, `the sandbox's attested channel was not established: ${e.message}`);
+  } finally {
+    sandboxPsp.close();
+  }
+  agentLink = channel.stream;
+  // A truncated or tampered channel after the run is over is only logged (reads report it before).
+  channel.stream.on("error", (err: Error) => log.warn({ err: err.message }, "agent channel failed"));
+  await audit.append("channel.opened", { peer: "sandbox", measurement: channel.peer.measurement, hostData: channel.peer.hostData, cipher: "X25519, ChaCha20-Poly1305" });
+  const result = await serveAgent(channel.stream, host, room, log, { hold, identities, audit, ...(roomRecipient ? { roomRecipient } : {}) });
   return result.exitCode;
+}
+
+/**
+ * The sandbox's emulated PSP: each connection to SANDBOX_PSP_RELAY_PORT is piped byte for byte to
+ * the host's HOST_SANDBOX_PSP_PORT. A dumb relay (the report is signed where it is made, and its
+ * launch is the sandbox's, not ours), bounded to MAX_PSP_RELAYS connections and closed with all
+ * its connections once the handshake is over.
+ */
+function pspRelay(): { close(): void } {
+  const open = new Set<VsockStream>();
+  let count = 0;
+  const server = listenVsock(SANDBOX_PSP_RELAY_PORT, (local) => {
+    if (++count > MAX_PSP_RELAYS) return void setImmediate(() => local.destroy());
+    open.add(local);
+    local.on("error", () => {});
+    local.on("close", () => open.delete(local));
+    connectVsock(HOST_CID, HOST_SANDBOX_PSP_PORT, 10_000).then(
+      (remote) => {
+        open.add(remote);
+        remote.on("error", () => local.destroy());
+        remote.on("close", () => (open.delete(remote), local.destroy()));
+        local.on("close", () => remote.destroy());
+        local.pipe(remote);
+        remote.pipe(local);
+      },
+      () => local.destroy(),
+    );
+  });
+  return {
+    close() {
+      server.close();
+      for (const s of open) s.destroy();
+    },
+  };
 }
 
 main().then(

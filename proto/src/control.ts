@@ -11,8 +11,15 @@ export const HOST_CONTROL_PORT = 1024;
 /** Firewall → host: the key broker (HTTP), relayed by the host to the embedded or a remote broker. */
 export const KBS_VSOCK_PORT = 1026;
 /** Firewall → host: the emulated PSP is PSP_VSOCK_PORT (1025, attestation/psp-wire.ts). */
+/** Firewall → host: the emulated PSP that reports the SANDBOX's launch (relayed for the sandbox). */
+export const HOST_SANDBOX_PSP_PORT = 1027;
 /** Sandbox agent → firewall. */
 export const AGENT_PORT = 5000;
+/**
+ * Sandbox agent → firewall: the sandbox's emulated PSP. The sandbox never reaches the host; the
+ * firewall pipes each connection here byte for byte to the host's HOST_SANDBOX_PSP_PORT.
+ */
+export const SANDBOX_PSP_RELAY_PORT = 5001;
 export const FIREWALL_CID = 3;
 
 const JSON_FRAME = 1;

@@ -1,8 +1,11 @@
-// The sandbox agent: connects to the firewall over vsock (its only channel), places the inputs it
-// is sent (read-only, tmpfs), receives what to run, runs the workload, ships its outputs and exit
+// The sandbox agent: connects to the firewall over vsock (its only channel), opens the attested,
+// encrypted channel over it (its emulated PSP relayed by the firewall), places the inputs it is sent (read-only, tmpfs), receives what to run, runs the workload, ships its outputs and exit
 // status, and ends (init then powers the VM off).
 import { connectVsock } from "../../proto/src/vsock-stream.ts";
-import { AGENT_PORT, FIREWALL_CID, field, readMessages, sendBytes, sendMessage } from "../../proto/src/control.ts";
+import { AGENT_PORT, FIREWALL_CID, SANDBOX_PSP_RELAY_PORT, field, readMessages, sendBytes, sendMessage } from "../../proto/src/control.ts";
+import { EmulatedPspProvider } from "../../proto/src/attestation/index.ts";
+import { secureClient } from "../../proto/src/channel/index.ts";
+import { roomChannelOptions } from "../../proto/src/agent-link.ts";
 import { collectOutput, InputFile, runWorkload, strayFiles } from "./agent/workload.ts";
 
 const CONNECT_DEADLINE_MS = 180_000;
@@ -26,7 +29,12 @@ function inputMount(p: string): string {
 }
 
 async function main(): Promise<number> {
-  const link = await connectFirewall();
+  const raw = await connectFirewall();
+  // The firewall must show a report from this room's launch (same root, same host_data as ours);
+  // its measurement is not pinned here (README, "The agent link"); the firewall records its own.
+  const provider = new EmulatedPspProvider({ connect: () => connectVsock(FIREWALL_CID, SANDBOX_PSP_RELAY_PORT, 10_000), timeoutMs: 20_000 });
+  const { stream: link } = await secureClient(raw, roomChannelOptions(provider, { peer: "firewall" }));
+  link.on("error", () => {}); // reported by the reads below
   await sendMessage(link, { type: "hello", agent: "airlock-sandbox/1" });
   const messages = readMessages(link);
   let run: Record<string, unknown> | undefined;
@@ -84,6 +92,8 @@ async function main(): Promise<number> {
   await sendMessage(link, { type: "exit", code: result.code });
   // Wait for the firewall to acknowledge before the VM powers off.
   const bye = await messages.next();
+  link.end();
+  await new Promise((r) => setTimeout(r, 100));
   link.destroy();
   return bye.done ? 1 : 0;
 }

@@ -3,7 +3,9 @@
 // `<uds-path>_<P>`. On the control link the host sends the room and its signatures, streams the
 // encrypted inputs when asked, relays the consent question (the firewall has no NIC), and
 // receives reports, released outputs and the signed audit trail. On PSP_VSOCK_PORT it serves the
-// emulated PSP, on KBS_VSOCK_PORT the embedded key broker. The firewall is measured, but every
+// emulated PSP, on KBS_VSOCK_PORT the embedded key broker, and on HOST_SANDBOX_PSP_PORT a second
+// emulated PSP reporting the sandbox's launch (the firewall relays the sandbox to it: the sandbox
+// itself never reaches the host). The firewall is measured, but every
 // message is still checked: the link crosses the host and a bug must not write outside --out.
 import { closeSync, createReadStream, fdatasyncSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from "node:fs";
 import { EventEmitter } from "node:events";
@@ -11,7 +13,7 @@ import net from "node:net";
 import path from "node:path";
 import { AirlockError } from "../../../proto/src/errors.ts";
 import type { Logger } from "../../../proto/src/log.ts";
-import { checkRelativePath, field, HOST_CONTROL_PORT, KBS_VSOCK_PORT, readMessages, sendData, sendMessage } from "../../../proto/src/control.ts";
+import { checkRelativePath, field, HOST_CONTROL_PORT, HOST_SANDBOX_PSP_PORT, KBS_VSOCK_PORT, readMessages, sendData, sendMessage } from "../../../proto/src/control.ts";
 import { inputKeyId, roomKeyId } from "../../../proto/src/room.ts";
 import { manifestDigest, type Manifest } from "../../../proto/src/manifest/index.ts";
 import { readSignatureFile, signatureFileOf } from "../../../proto/src/manifest/sign.ts";
@@ -51,6 +53,9 @@ export interface HostLinkOptions {
   /** The firewall's image folder: its emulated launch measurement is computed from it. */
   firewallImageDir: string;
   firewallVcpus: number;
+  /** The sandbox's image folder: its emulated launch measurement, which the firewall expects. */
+  sandboxImageDir: string;
+  sandboxVcpus: number;
   log: Logger;
   /** Keep both VMs running after the workload ends, until the pair is stopped (`airlock up`). */
   hold?: boolean;
@@ -111,6 +116,8 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
   private server: net.Server | undefined;
   private conn: net.Socket | undefined;
   private psp: PspListener | undefined;
+  private sandboxPsp: PspListener | undefined;
+  private sandboxMeasurement: Buffer | undefined;
   private kbs: KbsHandle | undefined;
   private finished = false;
   private auditStarted = false;
@@ -135,6 +142,10 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
     const psp = EmulatedPsp.open(dirs.psp, { log: this.log });
     const measurement = await imageMeasurement(this.options.firewallImageDir, this.options.firewallVcpus);
     this.psp = await listenPsp(`${udsPath}_${PSP_VSOCK_PORT}`, psp, { measurement, hostData: digest, policy: DEFAULT_SNP_POLICY }, { log: this.log });
+    // The sandbox's launch, reached through the firewall's relay (the firewall's uds-path, since
+    // the firewall is the one dialling CID 2).
+    this.sandboxMeasurement = await imageMeasurement(this.options.sandboxImageDir, this.options.sandboxVcpus);
+    this.sandboxPsp = await listenPsp(`${udsPath}_${HOST_SANDBOX_PSP_PORT}`, psp, { measurement: this.sandboxMeasurement, hostData: digest, policy: DEFAULT_SNP_POLICY }, { log: this.log });
 
     // The room's own identity (secure outputs): created once per manifest digest; its policy
     // follows the current firewall image.
@@ -177,7 +188,7 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
   private async serve(c: net.Socket): Promise<void> {
     const { manifest } = this.options;
     c.on("error", () => {});
-    await sendMessage(c, { type: "room", canonical: this.options.room, hold: this.options.hold ?? false, brokerPublicKey: this.kbs?.publicKey });
+    await sendMessage(c, { type: "room", canonical: this.options.room, hold: this.options.hold ?? false, brokerPublicKey: this.kbs?.publicKey, sandboxMeasurement: this.sandboxMeasurement?.toString("hex") });
     await sendMessage(c, { type: "signatures", signatures: readSignatureFile(signatureFileOf(manifest.file)) });
     let file: { target: string; size: number; parts: Buffer[]; got: number; append?: boolean } | undefined;
     for await (const m of readMessages(c, 8 * 1024 * 1024)) {
@@ -268,6 +279,7 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
     this.conn?.destroy();
     this.server?.close();
     await this.psp?.close();
+    await this.sandboxPsp?.close();
     await this.kbs?.close();
   }
 }

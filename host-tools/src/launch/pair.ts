@@ -141,6 +141,8 @@ export class Pair extends EventEmitter<PairEvents> {
       outDir: this.outDir,
       firewallImageDir: images.firewall.dir,
       firewallVcpus: this.manifest.resources.firewall.vcpus,
+      sandboxImageDir: images.sandbox.dir,
+      sandboxVcpus: this.manifest.resources.sandbox.vcpus,
       log: log.child({ part: "host-link" }),
       hold: this.options.hold ?? false,
     });
