@@ -87,6 +87,19 @@ export async function imageMeasurement(imageDir: string, vcpus: number): Promise
   return digest;
 }
 
+/**
+ * AIRLOCK_EXPECT_SANDBOX_MEASUREMENT (96 hex digits): the sandbox measurement the firewall is told
+ * to expect, instead of the launch digest of the image being launched — a value reviewed out of
+ * band (`airlock measure --image`). A sandbox that does not match is refused and the run ends
+ * (tests use this to prove it). Unset: the launched image's digest.
+ */
+function expectedSandboxMeasurement(): Buffer | undefined {
+  const v = process.env.AIRLOCK_EXPECT_SANDBOX_MEASUREMENT;
+  if (v === undefined || v === "") return undefined;
+  if (!/^[0-9a-fA-F]{96}$/.test(v)) throw new AirlockError("USAGE", "AIRLOCK_EXPECT_SANDBOX_MEASUREMENT must be 96 hex digits (a 48-byte SNP launch digest)");
+  return Buffer.from(v, "hex");
+}
+
 /** The policy under which the embedded broker releases a room's keys: this firewall, this room. */
 export function roomKeyPolicy(measurement: Buffer, digest: Buffer, psp: EmulatedPsp): KeyPolicy {
   return { measurements: [measurement.toString("hex")], hostData: digest.toString("hex"), trustRoots: [psp.arkPem] };
@@ -144,8 +157,9 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
     this.psp = await listenPsp(`${udsPath}_${PSP_VSOCK_PORT}`, psp, { measurement, hostData: digest, policy: DEFAULT_SNP_POLICY }, { log: this.log });
     // The sandbox's launch, reached through the firewall's relay (the firewall's uds-path, since
     // the firewall is the one dialling CID 2).
-    this.sandboxMeasurement = await imageMeasurement(this.options.sandboxImageDir, this.options.sandboxVcpus);
-    this.sandboxPsp = await listenPsp(`${udsPath}_${HOST_SANDBOX_PSP_PORT}`, psp, { measurement: this.sandboxMeasurement, hostData: digest, policy: DEFAULT_SNP_POLICY }, { log: this.log });
+    const sandboxLaunch = await imageMeasurement(this.options.sandboxImageDir, this.options.sandboxVcpus);
+    this.sandboxPsp = await listenPsp(`${udsPath}_${HOST_SANDBOX_PSP_PORT}`, psp, { measurement: sandboxLaunch, hostData: digest, policy: DEFAULT_SNP_POLICY }, { log: this.log });
+    this.sandboxMeasurement = expectedSandboxMeasurement() ?? sandboxLaunch;
 
     // The room's own identity (secure outputs): created once per manifest digest; its policy
     // follows the current firewall image.
