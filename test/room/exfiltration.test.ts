@@ -78,7 +78,9 @@ describe("examples/exfiltration", () => {
     expect(String(decisions.leak!.reason)).toMatch(/USER_PRIVATE/);
     expect(decisions.console).toMatchObject({ decision: "encrypt", mode: "secure" });
     expect(decisions.dump).toMatchObject({ decision: "withhold", reason: "output dump exceeded its size limit of 1048576 bytes" });
-    expect(records.find((x) => x.kind === "violation" && x.data.what === "files written outside the output folders: not shipped")!.data.files).toMatch(/\/tmp\/stash\.txt.*\/stash\.txt|\/stash\.txt.*\/tmp\/stash\.txt/);
+    // /tmp is writable (and scanned); the root directory is not writable by the workload at all.
+    expect(records.find((x) => x.kind === "violation" && x.data.what === "files written outside the output folders: not shipped")!.data.files).toMatch(/\/tmp\/stash\.txt/);
+    expect(attempts.find((a) => a.target === "/stash.txt")!.outcome).toMatch(/EACCES/);
     expect(records.find((x) => x.kind === "workload.exited")!.data.code).toBe(0);
 
     // The run's summary lists them too.
