@@ -72,6 +72,23 @@ async function main(): Promise<number> {
 }
 
 async function run(host: HostChannel, room: ReturnType<typeof parseRoom>, hold: boolean, audit: ShippedAudit, key: ReturnType<typeof auditKey>, brokerPublicKey: string | null, sandboxMeasurement: string | null): Promise<number> {
+  // 0. Listen for the agent (and relay its PSP) at once: the sandbox boots alongside us, and an
+  // agent that finds no listener waits a second per try (node-vsock's connect). Its handshake
+  // simply waits until step 5 answers it; nothing is sent to it before the checks below pass.
+  const sandboxPsp = pspRelay();
+  let agent: VsockStream | undefined;
+  const agentConn = new Promise<VsockStream>((resolve) => {
+    listenVsock(AGENT_PORT, (s) => {
+      if (agent) {
+        // Closed on the next turn: listenVsock starts receiving on it after this callback returns.
+        setImmediate(() => s.destroy());
+        void audit.append(AUDIT_KINDS.violation, { what: "a second connection to the agent port: closed" }).catch(() => undefined);
+        return;
+      }
+      agent = s;
+      resolve(s);
+    });
+  });
   // 1. The room: its digest computed here; every required collaborator's signature over it.
   await audit.append(AUDIT_KINDS.manifestChecked, { room: room.name, digest: room.digest, inputs: room.inputs.length, outputs: room.outputs.length, collaborators: room.collaborators.length });
   const checks = checkSignatures(Buffer.from(room.digest, "hex"), room.collaborators, (await host.nextJson("signatures")).signatures);
@@ -141,20 +158,6 @@ async function run(host: HostChannel, room: ReturnType<typeof parseRoom>, hold: 
   // must prove it runs the expected image for this room before it is sent anything.
   if (!sandboxMeasurement) throw new AirlockError("REPORT_REJECTED", "the host named no expected sandbox measurement, so the sandbox cannot be verified");
   await audit.append("channel.expected", { peer: "sandbox", measurement: sandboxMeasurement, namedBy: "host" });
-  const sandboxPsp = pspRelay();
-  let agent: VsockStream | undefined;
-  const agentConn = new Promise<VsockStream>((resolve) => {
-    listenVsock(AGENT_PORT, (s) => {
-      if (agent) {
-        // Closed on the next turn: listenVsock starts receiving on it after this callback returns.
-        setImmediate(() => s.destroy());
-        void audit.append(AUDIT_KINDS.violation, { what: "a second connection to the agent port: closed" }).catch(() => undefined);
-        return;
-      }
-      agent = s;
-      resolve(s);
-    });
-  });
   await host.send({ type: "firewall-ready", digest: room.digest });
   const conn = await agentConn;
   // Closed by main() once the host has heard how the run ended: the sandbox powers off when its

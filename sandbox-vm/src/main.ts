@@ -1,5 +1,6 @@
 // The sandbox agent: connects to the firewall over vsock (its only channel), opens the attested,
-// encrypted channel over it (its emulated PSP relayed by the firewall), places the inputs it is sent (read-only, tmpfs), receives what to run, runs the workload, ships its outputs and exit
+// encrypted channel over it (its emulated PSP relayed by the firewall), places the inputs it is
+// sent (read-only, tmpfs), receives what to run, runs the workload, ships its outputs and exit
 // status, and ends (init then powers the VM off).
 import { connectVsock } from "../../proto/src/vsock-stream.ts";
 import { AGENT_PORT, FIREWALL_CID, SANDBOX_PSP_RELAY_PORT, field, readMessages, sendBytes, sendMessage } from "../../proto/src/control.ts";
@@ -9,6 +10,7 @@ import { roomChannelOptions } from "../../proto/src/agent-link.ts";
 import { collectOutput, InputFile, runWorkload, strayFiles } from "./agent/workload.ts";
 
 const CONNECT_DEADLINE_MS = 180_000;
+const AGENT_HANDSHAKE_TIMEOUT_MS = 180_000;
 
 async function connectFirewall() {
   const deadline = Date.now() + CONNECT_DEADLINE_MS;
@@ -33,7 +35,9 @@ async function main(): Promise<number> {
   // The firewall must show a report from this room's launch (same root, same host_data as ours);
   // its measurement is not pinned here (README, "The agent link"); the firewall records its own.
   const provider = new EmulatedPspProvider({ connect: () => connectVsock(FIREWALL_CID, SANDBOX_PSP_RELAY_PORT, 10_000), timeoutMs: 20_000 });
-  const { stream: link } = await secureClient(raw, roomChannelOptions(provider, { peer: "firewall" }));
+  // The firewall accepts us as soon as it boots but answers the handshake only after its own checks
+  // (attestation, key release, consent): give it time.
+  const { stream: link } = await secureClient(raw, roomChannelOptions(provider, { peer: "firewall", timeoutMs: AGENT_HANDSHAKE_TIMEOUT_MS }));
   link.on("error", () => {}); // reported by the reads below
   await sendMessage(link, { type: "hello", agent: "airlock-sandbox/1" });
   const messages = readMessages(link);
