@@ -257,6 +257,16 @@ export async function buildImage(name: ImageName, options: BuildOptions = {}): P
 
 export const IMAGE_FILES = ["vmlinuz", "initrd.img", "cmdline", "declared-firmware.fd", "image.json"] as const;
 
+export type PairImages = Record<"firewall" | "sandbox", BuiltImage>;
+
+/** Builds (or reuses) both images of a pair; the sandbox's carries the workload bundle. */
+export async function buildPairImages(options: BuildOptions = {}): Promise<PairImages> {
+  // One after the other: both read the same large inputs, and progress stays readable.
+  const firewall = await buildImage("firewall", options);
+  const sandbox = await buildImage("sandbox", options);
+  return { firewall, sandbox };
+}
+
 /** Copies a built image into `out/<name>/` (for `airlock images build --out`). */
 export function exportImage(image: BuiltImage, out: string): string {
   const dest = path.join(out, image.info.name);

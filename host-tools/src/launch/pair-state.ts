@@ -93,6 +93,14 @@ export class PairDir {
   inspectSocket(role: VmRole): string {
     return this.file(`${role}.inspect.qmp`);
   }
+  /** The vsock fabric's vhost-user socket for this VM (QEMU's -chardev connects to it). */
+  vhostSocket(role: VmRole): string {
+    return this.file(`vsock/${role}.vhost`);
+  }
+  /** The fabric's hybrid-vsock path for this VM: host listeners are `<path>_<port>`. */
+  vsockUdsPath(role: VmRole): string {
+    return this.file(`vsock/${role}.vsock`);
+  }
   consoleLog(role: VmRole): string {
     return this.file(`${role}.console.log`);
   }

@@ -8,13 +8,13 @@ import path from "node:path";
 import { AirlockError } from "../../../proto/src/errors.ts";
 import type { Logger } from "../../../proto/src/log.ts";
 import { canonicalManifest, loadManifest, manifestDigest, type Manifest } from "../../../proto/src/manifest/index.ts";
-import { buildImage, type BuiltImage } from "../images/build.ts";
+import { buildPairImages } from "../images/build.ts";
 import { startFabric, type Fabric } from "../fabric/index.ts";
 import { chooseAccel, type AccelChoice } from "./accel.ts";
 import { PairDir, type PairState } from "./pair-state.ts";
 import { HostLink, type HostLinkEvent } from "./host-link.ts";
 import { checkGuest, describeDevices } from "./prelaunch-checks.ts";
-import type { VmRole, VmSpec } from "./qemu-args.ts";
+import type { VmSpec } from "./qemu-args.ts";
 import { Vm } from "./vm.ts";
 
 /** Both guests' programs must be running within this bound after resume. */
@@ -108,18 +108,14 @@ export class Pair extends EventEmitter<PairEvents> {
   private async launch(): Promise<void> {
     const { log } = this.options;
     this.progress("building or reusing images");
-    const images: Record<PairRole, BuiltImage> = {
-      firewall: await buildImage("firewall"),
-      sandbox: await buildImage("sandbox", { workloadDir: this.manifest.workload.bundle }),
-    };
+    const images = await buildPairImages({ workloadDir: this.manifest.workload.bundle });
     this.checkNotEnding();
     const accel = await chooseAccel(this.options.accel, log);
     this.state.accel = accel;
     this.save();
 
-    const socketDir = path.join(this.dir.dir, "vsock");
-    mkdirSync(socketDir, { recursive: true, mode: 0o700 });
-    const vsock = (role: PairRole): { socket: string; udsPath: string } => ({ socket: path.join(socketDir, `${role}.vhost`), udsPath: path.join(socketDir, `${role}.vsock`) });
+    mkdirSync(path.dirname(this.dir.vhostSocket("firewall")), { recursive: true, mode: 0o700 });
+    const vsock = (role: PairRole): { socket: string; udsPath: string } => ({ socket: this.dir.vhostSocket(role), udsPath: this.dir.vsockUdsPath(role) });
     this.progress("starting the vsock fabric");
     this.fabric = startFabric({
       vms: [
@@ -275,7 +271,7 @@ export class Pair extends EventEmitter<PairEvents> {
         this.state.status = "stopping";
         this.save();
       }
-      const ended = await Promise.all(
+      await Promise.all(
         (["firewall", "sandbox"] as const).map(async (role) => {
           const vm = this.vms[role];
           if (!vm) return;
@@ -283,7 +279,6 @@ export class Pair extends EventEmitter<PairEvents> {
           this.state.vms[role] = { ...this.state.vms[role], status: "exited", ended: this.state.vms[role].ended ?? how };
         }),
       );
-      void ended;
       await this.hostLink?.close();
       await this.fabric?.stop();
       this.state.status = status;
@@ -301,7 +296,4 @@ export class Pair extends EventEmitter<PairEvents> {
     return new Promise((resolve) => this.once("end", resolve));
   }
 
-  vm(role: VmRole): Vm | undefined {
-    return role === "minimal" ? undefined : this.vms[role];
-  }
 }

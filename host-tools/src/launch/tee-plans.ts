@@ -2,7 +2,7 @@
 // which is built and checked up to the command line: this launcher runs SNP guests only on a host
 // whose QEMU can (≥ 9.1, an SEV-SNP kernel), and refuses clearly everywhere else.
 import path from "node:path";
-import { buildImage, DECLARED_VCPU_TYPE, type BuiltImage } from "../images/build.ts";
+import { buildPairImages, DECLARED_VCPU_TYPE, type PairImages } from "../images/build.ts";
 import { manifestDigest, type Manifest } from "../../../proto/src/manifest/index.ts";
 import { AirlockError } from "../../../proto/src/errors.ts";
 import { checkQemuSupports, localQemuVersion, snpLaunchPlan, type QemuPlan } from "./snp-plan.ts";
@@ -14,16 +14,15 @@ export const SNP_OVMF_ENV = "AIRLOCK_SNP_OVMF";
 
 export type Role = "firewall" | "sandbox";
 
-export async function pairImages(manifest: Manifest): Promise<Record<Role, BuiltImage>> {
-  return { firewall: await buildImage("firewall"), sandbox: await buildImage("sandbox", { workloadDir: manifest.workload.bundle }) };
+export function pairImages(manifest: Manifest): Promise<PairImages> {
+  return buildPairImages({ workloadDir: manifest.workload.bundle });
 }
 
 function vsockDevice(dir: PairDir, role: Role): string[][] {
-  const sock = path.join(dir.dir, "vsock", `${role}.vhost`);
-  return [["-chardev", `socket,id=vsock0,path=${sock}`], ["-device", "vhost-user-vsock-pci,chardev=vsock0,id=vsock0"]];
+  return [["-chardev", `socket,id=vsock0,path=${dir.vhostSocket(role)}`], ["-device", "vhost-user-vsock-pci,chardev=vsock0,id=vsock0"]];
 }
 
-export function snpPairPlans(manifest: Manifest, images: Record<Role, BuiltImage>, dir: PairDir): Record<Role, QemuPlan> {
+export function snpPairPlans(manifest: Manifest, images: PairImages, dir: PairDir): Record<Role, QemuPlan> {
   const ovmf = process.env[SNP_OVMF_ENV] ?? "/usr/share/ovmf/AMDSEV.fd";
   const plan = (role: Role): QemuPlan =>
     snpLaunchPlan({
@@ -43,7 +42,7 @@ export function snpPairPlans(manifest: Manifest, images: Record<Role, BuiltImage
   return { firewall: plan("firewall"), sandbox: plan("sandbox") };
 }
 
-export function emulatedPairArgv(manifest: Manifest, images: Record<Role, BuiltImage>, dir: PairDir, accel: "kvm" | "tcg"): Record<Role, string[]> {
+export function emulatedPairArgv(manifest: Manifest, images: PairImages, dir: PairDir, accel: "kvm" | "tcg"): Record<Role, string[]> {
   const argv = (role: Role): string[] => [
     QEMU_BINARY,
     ...qemuArgs({
@@ -57,7 +56,7 @@ export function emulatedPairArgv(manifest: Manifest, images: Record<Role, BuiltI
       qmpSocket: dir.qmpSocket(role),
       inspectSocket: dir.inspectSocket(role),
       console: role === "firewall" ? "stdio" : "none",
-      vsockSocket: path.join(dir.dir, "vsock", `${role}.vhost`),
+      vsockSocket: dir.vhostSocket(role),
     }),
   ];
   return { firewall: argv("firewall"), sandbox: argv("sandbox") };

@@ -21,8 +21,6 @@ export interface VmEvents {
   "qmp-lost": [Error];
   /** A console line (only when the console is captured). */
   line: [string];
-  /** QMP SHUTDOWN event: the guest powered off (guest=true) or QEMU was told to quit. */
-  shutdown: [{ guest: boolean; reason: string }];
 }
 
 export class Vm extends EventEmitter<VmEvents> {
@@ -82,10 +80,7 @@ export class Vm extends EventEmitter<VmEvents> {
     }
     this.qmp = await QmpClient.connect(this.spec.qmpSocket, { label: `${this.spec.role} VM` });
     this.qmp.on("event", (e) => {
-      if (e.event === "SHUTDOWN") {
-        this.poweredOffByGuest = e.data.guest === true;
-        this.emit("shutdown", { guest: e.data.guest === true, reason: String(e.data.reason ?? "") });
-      }
+      if (e.event === "SHUTDOWN") this.poweredOffByGuest = e.data.guest === true;
     });
     this.qmp.on("close", (err) => {
       if (this.stopping || this.endedHow !== undefined) return;
@@ -138,7 +133,4 @@ export class Vm extends EventEmitter<VmEvents> {
     if (this.child && !this.endedHow) this.child.kill("SIGKILL");
   }
 
-  waitExit(): Promise<string> {
-    return this.exited ?? Promise.resolve("never started");
-  }
 }

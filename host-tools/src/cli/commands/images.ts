@@ -1,8 +1,7 @@
 import path from "node:path";
 import type { Argv } from "yargs";
-import type { ImageName } from "../../../../images/recipes.ts";
 import { loadManifest } from "../../../../proto/src/manifest/index.ts";
-import { buildImage, exportImage, type BuiltImage } from "../../images/build.ts";
+import { buildPairImages, exportImage } from "../../images/build.ts";
 import { printResult, type AirlockCommand } from "../command.ts";
 import { progressPrinter } from "../progress.ts";
 
@@ -14,22 +13,6 @@ interface BuildArgs {
   json: boolean;
 }
 
-/** Builds the pair's images (the sandbox's with the manifest's workload baked in), printing progress. */
-export async function buildPairImages(options: { manifest?: string; kernelDeb?: string; compression?: "none" | "gzip"; quiet?: boolean }): Promise<Record<"firewall" | "sandbox", BuiltImage>> {
-  const workloadDir = options.manifest ? loadManifest(options.manifest).workload.bundle : undefined;
-  const print = options.quiet ? () => {} : progressPrinter("image ");
-  const build = (name: ImageName): Promise<BuiltImage> =>
-    buildImage(name, {
-      ...(workloadDir ? { workloadDir } : {}),
-      ...(options.kernelDeb ? { kernelDeb: options.kernelDeb } : {}),
-      ...(options.compression ? { compression: options.compression } : {}),
-      onProgress: (p) => print(p.image, p.step, p.fraction),
-    });
-  // One after the other: both read the same large inputs, and progress stays readable.
-  const firewall = await build("firewall");
-  const sandbox = await build("sandbox");
-  return { firewall, sandbox };
-}
 
 const build: AirlockCommand = {
   command: "build",
@@ -43,10 +26,12 @@ const build: AirlockCommand = {
       .option("json", { type: "boolean", default: false }),
   handler: async (argv) => {
     const args = argv as unknown as BuildArgs;
+    const print = progressPrinter("image ");
     const images = await buildPairImages({
-      ...(args.manifest ? { manifest: args.manifest } : {}),
+      ...(args.manifest ? { workloadDir: loadManifest(args.manifest).workload.bundle } : {}),
       ...(args["kernel-deb"] ? { kernelDeb: args["kernel-deb"] } : {}),
       compression: args.compression,
+      onProgress: (p) => print(p.image, p.step, p.fraction),
     });
     const result = Object.values(images).map((img) => ({
       name: img.info.name,
