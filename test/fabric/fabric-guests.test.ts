@@ -1,5 +1,6 @@
 // The fabric with real QEMU 7.2 guests (TCG) and a third-party vsock client (socat) inside them:
-// data within a group, refusal across groups, guest -> host `<uds-path>_P`, host -> guest CONNECT.
+// data within a group, refusal across groups, guest -> host `<uds-path>_P` for allow-listed ports
+// only, host -> guest CONNECT.
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import net from "node:net";
@@ -14,8 +15,8 @@ const BULK_MIB = Number(process.env.AIRLOCK_FABRIC_BULK_MIB ?? 64);
 
 let dir: string;
 let fabric: Fabric;
-let a: TestGuest; // cid 3, group "pair"
-let b: TestGuest; // cid 4, group "pair"
+let a: TestGuest; // cid 3, group "pair", host ports 5000 and 5001
+let b: TestGuest; // cid 4, group "pair", no host ports
 let c: TestGuest; // cid 5, group "other"
 const errors: string[] = [];
 
@@ -27,7 +28,7 @@ beforeAll(async () => {
   dir = mkdtempSync(path.join(os.tmpdir(), "airlock-fabric-"));
   fabric = startFabric({
     vms: [
-      { cid: 3, socket: `${dir}/a.vhost`, udsPath: `${dir}/a.vsock`, groups: ["pair"] },
+      { cid: 3, socket: `${dir}/a.vhost`, udsPath: `${dir}/a.vsock`, groups: ["pair"], hostPorts: [5000, 5001] },
       { cid: 4, socket: `${dir}/b.vhost`, udsPath: `${dir}/b.vsock`, groups: ["pair"] },
       { cid: 5, socket: `${dir}/c.vhost`, udsPath: `${dir}/c.vsock`, groups: ["other"] },
     ],
@@ -100,24 +101,42 @@ describe("vsock fabric with QEMU guests", () => {
     expect(c.output).not.toMatch(/C_GOT/);
   });
 
-  it("connects a guest to a host listener at <uds-path>_<port>", async () => {
+  it("connects a guest to a host listener at <uds-path>_<port> for allow-listed ports only", async () => {
     const received: Buffer[] = [];
     const server = net.createServer({ allowHalfOpen: true }, (s) => {
       s.on("data", (d) => received.push(d));
       s.on("end", () => s.end(`sha ${sha256(Buffer.concat(received))}\n`));
     });
     await new Promise<void>((r) => server.listen(`${dir}/a.vsock_5000`, r));
+    // Listeners on ports the guests may not use: never reached.
+    let strays = 0;
+    const others = [`${dir}/a.vsock_5002`, `${dir}/b.vsock_5000`].map((p) => {
+      const srv = net.createServer((s) => (strays++, s.destroy()));
+      return new Promise<net.Server>((r) => srv.listen(p, () => r(srv)));
+    });
+    const otherServers = await Promise.all(others);
+    const deniedBefore = fabric.stats().map((s) => s.deniedHostPorts);
     try {
       await a.run("head -c 3000000 /dev/urandom > /tmp/h");
       const sent = await guestSha(a, "/tmp/h");
       const r = await a.run("socat -t 30 OPEN:/tmp/h,rdonly!!STDOUT VSOCK-CONNECT:2:5000", 120_000);
       expect(r.status).toBe(0);
       expect(r.out).toContain(`sha ${sent}`);
-      // No listener on that port: refused.
+      // Allowed, but no listener on that port: refused.
       const none = await a.run("echo x | socat -u STDIN VSOCK-CONNECT:2:5001");
       expect(none.status).not.toBe(0);
+      // A listener exists, but the port is not on the guest's allow-list: reset.
+      const denied = await a.run("echo x | socat -u STDIN VSOCK-CONNECT:2:5002");
+      expect(denied.status).not.toBe(0);
+      expect(denied.out).toMatch(/Connection reset by peer/);
+      const deniedB = await b.run("echo x | socat -u STDIN VSOCK-CONNECT:2:5000");
+      expect(deniedB.status).not.toBe(0);
+      expect(deniedB.out).toMatch(/Connection reset by peer/);
+      expect(strays).toBe(0);
+      expect(fabric.stats().map((s, i) => s.deniedHostPorts - deniedBefore[i]!)).toEqual([1, 1, 0]);
     } finally {
       server.close();
+      for (const srv of otherServers) srv.close();
     }
   });
 

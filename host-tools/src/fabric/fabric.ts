@@ -35,8 +35,21 @@ export interface Fabric {
   on(event: "error", listener: (err: AirlockError & { cid?: number }) => void): this;
   /** The router, for status and tests. */
   readonly router: Router;
-  /** Per-VM device counters (queued packets, ring positions, drops), for status and diagnosis. */
-  stats(): { cid: number; connected: boolean; connections: number; pendingPackets: number; pendingBytes: number; rxNextAvail: number | null; txNextAvail: number | null; dropped: number }[];
+  /**
+   * Per-VM counters (queued packets, ring positions, drops, connection requests to host ports not
+   * on the VM's allow-list), for status and diagnosis.
+   */
+  stats(): {
+    cid: number;
+    connected: boolean;
+    connections: number;
+    deniedHostPorts: number;
+    pendingPackets: number;
+    pendingBytes: number;
+    rxNextAvail: number | null;
+    txNextAvail: number | null;
+    dropped: number;
+  }[];
 }
 
 class VmSlot {
@@ -60,7 +73,7 @@ class VmSlot {
       (err) => fabric.vmFault(this, err),
       log,
     );
-    this.routed = { cid: spec.cid, groups: new Set(spec.groups), udsPath: spec.udsPath, device: this.device };
+    this.routed = { cid: spec.cid, groups: new Set(spec.groups), udsPath: spec.udsPath, hostPorts: new Set(spec.hostPorts ?? []), device: this.device };
   }
 }
 
@@ -132,7 +145,7 @@ class FabricImpl extends EventEmitter implements Fabric {
         });
       });
       server.on("error", (err) => slot.log.error({ err: err.message }, "host socket server error"));
-      slot.log.info({ socket: slot.spec.socket, udsPath: slot.spec.udsPath, groups: slot.spec.groups }, "vsock fabric listening");
+      slot.log.info({ socket: slot.spec.socket, udsPath: slot.spec.udsPath, groups: slot.spec.groups, hostPorts: slot.spec.hostPorts ?? [] }, "vsock fabric listening");
     }
   }
 
@@ -203,7 +216,13 @@ class FabricImpl extends EventEmitter implements Fabric {
   }
 
   stats(): ReturnType<Fabric["stats"]> {
-    return this.slots.map((s) => ({ cid: s.spec.cid, connected: s.session !== null, connections: this.router.connectionCount(s.spec.cid), ...s.device.stats() }));
+    return this.slots.map((s) => ({
+      cid: s.spec.cid,
+      connected: s.session !== null,
+      connections: this.router.connectionCount(s.spec.cid),
+      deniedHostPorts: this.router.deniedHostPorts(s.spec.cid),
+      ...s.device.stats(),
+    }));
   }
 
   async stop(): Promise<void> {

@@ -1,7 +1,8 @@
 // The vsock fabric's public surface: a vhost-user-vsock backend serving several QEMU guests.
 //
 //   const fabric = startFabric({ vms: [
-//     { cid: 3, socket: "/run/x/fw.vhost", udsPath: "/run/x/fw.vsock", groups: ["pair", "ctl"] },
+//     // guest -> host is deny-by-default: the firewall may reach <udsPath>_1024 only.
+//     { cid: 3, socket: "/run/x/fw.vhost", udsPath: "/run/x/fw.vsock", groups: ["pair", "ctl"], hostPorts: [1024] },
 //     { cid: 4, socket: "/run/x/sb.vhost", udsPath: "/run/x/sb.vsock", groups: ["pair"] },
 //   ], logger });
 //   fabric.on("vm-disconnected", ({ cid, reason }) => ...);  // QEMU went away or was cut off

@@ -1,8 +1,10 @@
 // Command-line and config-file syntax of rust-vmm's vhost-device-vsock, so `airlock vsock-fabric`
 // is a drop-in replacement:
-//   --vm guest-cid=N,socket=PATH,uds-path=PATH[,groups=a+b]     (repeatable)
-//   --guest-cid N --socket PATH --uds-path PATH [--groups a+b]  (one VM)
-//   --config FILE   (YAML: vms: [{guest_cid, socket, uds_path, groups}])
+//   --vm guest-cid=N,socket=PATH,uds-path=PATH[,groups=a+b][,host-ports=P+Q]     (repeatable)
+//   --guest-cid N --socket PATH --uds-path PATH [--groups a+b] [--host-ports P+Q]  (one VM)
+//   --config FILE   (YAML: vms: [{guest_cid, socket, uds_path, groups, host_ports}])
+// `host-ports` is ours, not vhost-device-vsock's: guest -> host is deny-by-default here, so a VM
+// reaches `<uds-path>_P` only for the ports P listed for it (none when the key is absent).
 import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import { AirlockError } from "../../../proto/src/errors.ts";
@@ -11,10 +13,15 @@ export interface VmSpec {
   cid: number;
   /** vhost-user socket the fabric listens on; QEMU's `-chardev socket,path=` connects to it. */
   socket: string;
-  /** Hybrid-vsock socket for host programs; guest -> host port P goes to `<udsPath>_P`. */
+  /** Hybrid-vsock socket for host programs; guest -> host port P goes to `<udsPath>_P` if P is in hostPorts. */
   udsPath: string;
   /** VMs talk to each other only when they share a group. Default: ["default"]. */
   groups: string[];
+  /**
+   * Host (CID 2) ports this VM may connect to; a request to any other host port gets RST without
+   * the fabric looking at the filesystem. Default: none (absent means empty).
+   */
+  hostPorts?: number[];
 }
 
 const GROUP_RE = /^[A-Za-z0-9_.-]+$/;
@@ -25,7 +32,7 @@ const GROUP_RE = /^[A-Za-z0-9_.-]+$/;
 const COMPAT_KEYS = ["tx-buffer-size", "queue-size"];
 
 function usage(message: string): AirlockError {
-  return new AirlockError("USAGE", message, { hint: "expected --vm guest-cid=N,socket=PATH,uds-path=PATH[,groups=a+b]" });
+  return new AirlockError("USAGE", message, { hint: "expected --vm guest-cid=N,socket=PATH,uds-path=PATH[,groups=a+b][,host-ports=P+Q]" });
 }
 
 export function checkCid(value: unknown, where: string): number {
@@ -39,6 +46,25 @@ function checkGroups(value: string, where: string): string[] {
   const groups = value.split("+");
   if (groups.some((g) => !GROUP_RE.test(g))) throw usage(`${where}: groups must be names joined by '+', got ${JSON.stringify(value)}`);
   return groups;
+}
+
+/** Largest vsock port a host listener may have (0xffffffff is VMADDR_PORT_ANY). */
+const MAX_PORT = 0xfffffffe;
+
+function checkPort(value: unknown, where: string): number {
+  const n = typeof value === "number" ? value : typeof value === "string" && /^[0-9]{1,10}$/.test(value) ? Number(value) : NaN;
+  if (!Number.isInteger(n) || n < 0 || n > MAX_PORT) throw usage(`${where}: host ports must be integers from 0 to ${MAX_PORT}, got ${JSON.stringify(value)}`);
+  return n;
+}
+
+/** Host ports as `P+Q` (command line, YAML string), a YAML list (may be empty) or a single YAML number. */
+function checkHostPorts(value: unknown, where: string): number[] {
+  let items: unknown[];
+  if (Array.isArray(value)) items = value;
+  else if (typeof value === "number") items = [value];
+  else if (typeof value === "string") items = value.split("+");
+  else throw usage(`${where}: host ports must be port numbers joined by '+' or a list, got ${JSON.stringify(value)}`);
+  return [...new Set(items.map((v) => checkPort(v, where)))].sort((x, y) => x - y);
 }
 
 /** Parses one `--vm` value. */
@@ -56,12 +82,15 @@ export function parseVmOption(spec: string): VmSpec {
       if (!/^[1-9][0-9]{0,9}$/.test(v)) throw usage(`--vm ${spec}: ${k} must be a positive integer`);
       continue;
     }
-    if (!["guest-cid", "socket", "uds-path", "groups"].includes(k)) throw usage(`--vm ${spec}: unknown key '${k}'`);
+    if (!["guest-cid", "socket", "uds-path", "groups", "host-ports"].includes(k)) throw usage(`--vm ${spec}: unknown key '${k}'`);
   }
-  return toSpec({ cid: fields.get("guest-cid"), socket: fields.get("socket"), udsPath: fields.get("uds-path"), groups: fields.get("groups") }, `--vm ${spec}`);
+  return toSpec(
+    { cid: fields.get("guest-cid"), socket: fields.get("socket"), udsPath: fields.get("uds-path"), groups: fields.get("groups"), hostPorts: fields.get("host-ports") },
+    `--vm ${spec}`,
+  );
 }
 
-function toSpec(raw: { cid: unknown; socket: unknown; udsPath: unknown; groups: unknown }, where: string): VmSpec {
+function toSpec(raw: { cid: unknown; socket: unknown; udsPath: unknown; groups: unknown; hostPorts: unknown }, where: string): VmSpec {
   if (raw.cid === undefined) throw usage(`${where}: guest-cid is missing`);
   for (const [name, v] of [
     ["socket", raw.socket],
@@ -71,7 +100,8 @@ function toSpec(raw: { cid: unknown; socket: unknown; udsPath: unknown; groups: 
     if (Buffer.byteLength(v) > 100) throw usage(`${where}: ${name} is longer than a Unix socket path may be`);
   }
   const groups = raw.groups === undefined ? ["default"] : checkGroups(String(raw.groups), where);
-  return { cid: checkCid(raw.cid, where), socket: raw.socket as string, udsPath: raw.udsPath as string, groups };
+  const hostPorts = raw.hostPorts === undefined || raw.hostPorts === null ? [] : checkHostPorts(raw.hostPorts, where);
+  return { cid: checkCid(raw.cid, where), socket: raw.socket as string, udsPath: raw.udsPath as string, groups, hostPorts };
 }
 
 /** Parses a vhost-device-vsock YAML config file. */
@@ -86,15 +116,19 @@ export function parseConfigFile(file: string): VmSpec[] {
   if (!Array.isArray(vms) || vms.length === 0) throw usage(`${file}: expected a non-empty 'vms' list`);
   return vms.map((v: unknown, i) => {
     const o = (v ?? {}) as Record<string, unknown>;
-    return toSpec({ cid: o.guest_cid, socket: o.socket, udsPath: o.uds_path, groups: o.groups }, `${file}: vms[${i}]`);
+    return toSpec({ cid: o.guest_cid, socket: o.socket, udsPath: o.uds_path, groups: o.groups, hostPorts: o.host_ports }, `${file}: vms[${i}]`);
   });
 }
 
-/** Rejects duplicate CIDs or paths across VMs. */
+/** Rejects duplicate CIDs or paths across VMs, and host ports out of range. */
 export function checkVmSpecs(specs: VmSpec[]): void {
   if (specs.length === 0) throw usage("no VM given");
   const seen = new Set<string>();
   for (const s of specs) {
+    if (s.hostPorts !== undefined) {
+      if (!Array.isArray(s.hostPorts)) throw usage(`VM ${s.cid}: hostPorts must be a list of port numbers`);
+      for (const p of s.hostPorts) checkPort(p, `VM ${s.cid}`);
+    }
     for (const k of [`cid:${s.cid}`, `path:${s.socket}`, `path:${s.udsPath}`]) {
       if (seen.has(k)) throw usage(`${k.slice(k.indexOf(":") + 1)} is used by more than one VM`);
       seen.add(k);

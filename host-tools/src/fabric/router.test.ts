@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it, vi } from "vitest";
 import { silentLogger } from "../../../proto/src/log.ts";
 import { MAX_CONNS_PER_VM, Router } from "./router.ts";
 import { SyntheticGuest, header, type RxPacket } from "./synthetic-guest.ts";
@@ -12,7 +12,7 @@ import { Op, SHUTDOWN_RCV, SHUTDOWN_SEND } from "./vsock-packet.ts";
 const tmp = mkdtempSync(path.join(os.tmpdir(), "airlock-router-"));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
-function setup(specs: { cid: number; groups: string[] }[]) {
+function setup(specs: { cid: number; groups: string[]; hostPorts?: number[] }[]) {
   const router = new Router(silentLogger);
   const faults = new Map<number, Error>();
   const guests = specs.map((s) => {
@@ -27,7 +27,7 @@ function setup(specs: { cid: number; groups: string[] }[]) {
       },
       silentLogger,
     );
-    router.addVm({ cid: s.cid, groups: new Set(s.groups), udsPath: path.join(tmp, `h${s.cid}`), device: dev });
+    router.addVm({ cid: s.cid, groups: new Set(s.groups), udsPath: path.join(tmp, `h${s.cid}`), hostPorts: new Set(s.hostPorts ?? []), device: dev });
     g.attach(dev);
     return g;
   });
@@ -223,7 +223,7 @@ describe("router: guest to guest", () => {
 
 describe("router: host side", () => {
   it("connects a guest to <uds-path>_<port> and carries data both ways with half-close", async () => {
-    const { guests, router } = setup([{ cid: 3, groups: ["g"] }]);
+    const { guests, router } = setup([{ cid: 3, groups: ["g"], hostPorts: [5000, 5001] }]);
     const a = guests[0]!;
     const fromGuest: Buffer[] = [];
     let hostSaw = "";
@@ -256,7 +256,7 @@ describe("router: host side", () => {
       a.send(header({ srcCid: 3, dstCid: 2, srcPort: 1000, dstPort: 5000, op: Op.SHUTDOWN, flags: SHUTDOWN_SEND | SHUTDOWN_RCV }));
       expect(ops(a.receive())).toContain(Op.RST);
       expect(router.connectionCount(3)).toBe(0);
-      // Nobody listens on 5001: RST.
+      // Allowed, but nobody listens on 5001: RST.
       a.send(header({ srcCid: 3, dstCid: 2, srcPort: 1001, dstPort: 5001, op: Op.REQUEST }));
       const rst = await until(() => {
         const p = a.receive();
@@ -265,6 +265,59 @@ describe("router: host side", () => {
       expect(ops(rst)).toEqual([Op.RST]);
     } finally {
       server.close();
+    }
+  });
+
+  it("denies host ports not on the VM's allow-list with RST, without looking for a listener, and counts them per VM", async () => {
+    const { guests, router } = setup([
+      { cid: 3, groups: ["g"], hostPorts: [5100] },
+      { cid: 4, groups: ["g"] },
+    ]);
+    const [a, b] = guests as [SyntheticGuest, SyntheticGuest];
+    const accepted: number[] = [];
+    const servers = [
+      net.createServer((s) => (accepted.push(5100), s.end())),
+      net.createServer((s) => (accepted.push(5101), s.end())),
+      net.createServer((s) => (accepted.push(4), s.end())),
+    ];
+    // Listeners exist for every port tried: only the allow-list decides.
+    const paths = [path.join(tmp, "h3_5100"), path.join(tmp, "h3_5101"), path.join(tmp, "h4_5100")];
+    await Promise.all(servers.map((srv, i) => new Promise<void>((r) => srv.listen(paths[i], r))));
+    const connectSpy = vi.spyOn(net, "connect");
+    try {
+      // A port not on 3's list: RST at once (no connect attempted, so no filesystem access).
+      a.send(header({ srcCid: 3, dstCid: 2, srcPort: 1000, dstPort: 5101, op: Op.REQUEST }));
+      const denied = a.receive();
+      expect(ops(denied)).toEqual([Op.RST]);
+      expect(denied[0]!.hdr).toMatchObject({ srcCid: 2, dstCid: 3, srcPort: 5101, dstPort: 1000 });
+      // 4 has no host ports at all, even the one 3 may use.
+      b.send(header({ srcCid: 4, dstCid: 2, srcPort: 1000, dstPort: 5100, op: Op.REQUEST }));
+      b.send(header({ srcCid: 4, dstCid: 2, srcPort: 1001, dstPort: 1024, op: Op.REQUEST }));
+      expect(ops(b.receive())).toEqual([Op.RST, Op.RST]);
+      expect(connectSpy).not.toHaveBeenCalled();
+      expect(router.deniedHostPorts(3)).toBe(1);
+      expect(router.deniedHostPorts(4)).toBe(2);
+      expect(router.connectionCount(3) + router.connectionCount(4)).toBe(0);
+      // A denied port's data and RST packets leave no trace either (no connection to refer to).
+      a.send(header({ srcCid: 3, dstCid: 2, srcPort: 1000, dstPort: 5101, op: Op.RW }), Buffer.from("x"));
+      expect(ops(a.receive())).toEqual([Op.RST]);
+      expect(router.deniedHostPorts(3)).toBe(1);
+      // The allowed port still reaches its listener.
+      a.send(header({ srcCid: 3, dstCid: 2, srcPort: 1002, dstPort: 5100, op: Op.REQUEST }));
+      const resp = await until(() => {
+        const p = a.receive();
+        return p.length ? p : undefined;
+      });
+      expect(ops(resp)[0]).toBe(Op.RESPONSE);
+      expect(connectSpy).toHaveBeenCalledTimes(1);
+      await until(() => (accepted.length > 0 ? true : undefined));
+      expect(accepted).toEqual([5100]);
+      a.send(header({ srcCid: 3, dstCid: 2, srcPort: 1002, dstPort: 5100, op: Op.RST }));
+      expect(router.connectionCount(3)).toBe(0);
+      expect(router.deniedHostPorts(3)).toBe(1);
+    } finally {
+      connectSpy.mockRestore();
+      for (const srv of servers) srv.close();
     }
   });
 

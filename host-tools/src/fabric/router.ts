@@ -2,7 +2,9 @@
 //  - guest <-> guest only when the two VMs share a group; packets are relayed as they are (the
 //    guests run flow control end to end) but the fabric tracks each connection so that packets
 //    for unknown connections, forged sources and credit overruns are refused;
-//  - guest -> CID 2 port P reaches a host listener at `<uds-path>_P`;
+//  - guest -> CID 2 port P reaches a host listener at `<uds-path>_P`, but only for the ports on
+//    that VM's allow-list (deny by default): any other port gets RST without the fabric touching
+//    the filesystem, and is counted (deniedHostPorts);
 //  - host -> guest: a host process connects to `uds-path` and writes `CONNECT <port>\n`; the
 //    fabric answers `OK <hostport>\n` once the guest accepts;
 //  - anything else gets RST.
@@ -28,6 +30,8 @@ export interface RoutedVm {
   groups: ReadonlySet<string>;
   /** Prefix of host listeners this guest reaches (`<udsPath>_<port>`). */
   udsPath: string;
+  /** Host ports this guest may connect to; absent or empty: none. */
+  hostPorts?: ReadonlySet<number>;
   device: VsockDevice;
 }
 
@@ -97,6 +101,8 @@ export class Router implements PacketSink {
   private readonly vms = new Map<number, RoutedVm>();
   /** Per VM: its connections, keyed from its own point of view. */
   private readonly conns = new Map<number, Map<string, Conn>>();
+  /** Per VM: connection requests to host ports not on its allow-list. */
+  private readonly denied = new Map<number, number>();
   private nextHostPort = 1024;
   private readonly tap: ((data: Uint8Array) => void) | undefined;
 
@@ -107,6 +113,12 @@ export class Router implements PacketSink {
   addVm(vm: RoutedVm): void {
     this.vms.set(vm.cid, vm);
     this.conns.set(vm.cid, new Map());
+    this.denied.set(vm.cid, 0);
+  }
+
+  /** Connection requests a VM made to host ports not on its allow-list (refused with RST). */
+  deniedHostPorts(cid: number): number {
+    return this.denied.get(cid) ?? 0;
   }
 
   /** Number of connections a VM holds (tests, status). */
@@ -375,6 +387,13 @@ export class Router implements PacketSink {
   }
 
   private guestConnectsHost(vm: RoutedVm, hdr: VsockHeader): void {
+    // Deny by default: the path `<udsPath>_<port>` is never even looked at for a port not allowed.
+    if (!vm.hostPorts?.has(hdr.dstPort)) {
+      this.denied.set(vm.cid, (this.denied.get(vm.cid) ?? 0) + 1);
+      this.log.debug({ cid: vm.cid, port: hdr.dstPort }, "guest asked for a host port not on its allow-list: RST");
+      this.rst(vm.device, hdr);
+      return;
+    }
     if (this.conns.get(vm.cid)!.size >= MAX_CONNS_PER_VM) {
       this.rst(vm.device, hdr);
       return;

@@ -7,6 +7,8 @@ import { mkdirSync } from "node:fs";
 import path from "node:path";
 import { AirlockError } from "../../../proto/src/errors.ts";
 import type { Logger } from "../../../proto/src/log.ts";
+import { PSP_VSOCK_PORT } from "../../../proto/src/attestation/psp-wire.ts";
+import { HOST_CONTROL_PORT, HOST_SANDBOX_PSP_PORT, KBS_VSOCK_PORT } from "../../../proto/src/control.ts";
 import { canonicalManifest, loadManifest, manifestDigest, type Manifest } from "../../../proto/src/manifest/index.ts";
 import { buildPairImages } from "../images/build.ts";
 import { startFabric, type Fabric } from "../fabric/index.ts";
@@ -120,8 +122,10 @@ export class Pair extends EventEmitter<PairEvents> {
     this.fabric = startFabric({
       vms: [
         // The sandbox's group holds only the firewall; the host never listens on the sandbox's uds-path.
-        { cid: CID.firewall, ...vsock("firewall"), groups: [`pair-${this.options.name}`] },
-        { cid: CID.sandbox, ...vsock("sandbox"), groups: [`pair-${this.options.name}`] },
+        // Guest -> host is deny-by-default: the firewall reaches exactly the host's control, PSP,
+        // key broker and sandbox-PSP relay ports; the sandbox reaches no host port at all.
+        { cid: CID.firewall, ...vsock("firewall"), groups: [`pair-${this.options.name}`], hostPorts: [HOST_CONTROL_PORT, PSP_VSOCK_PORT, KBS_VSOCK_PORT, HOST_SANDBOX_PSP_PORT] },
+        { cid: CID.sandbox, ...vsock("sandbox"), groups: [`pair-${this.options.name}`], hostPorts: [] },
       ],
       logger: log.child({ part: "fabric" }),
     });
