@@ -9,6 +9,7 @@ import { AirlockError } from "../../proto/src/errors.ts";
 import { createRootLogger } from "../../proto/src/log.ts";
 import { inputKeyId, parseRoom, roomKeyId } from "../../proto/src/room.ts";
 import { checkSignatures } from "../../proto/src/manifest/sign.ts";
+import type { DataScope } from "../../proto/src/manifest/schema.ts";
 import { parseIdentityFile, type AgeIdentity } from "../../proto/src/age/index.ts";
 import { parseReport } from "../../proto/src/attestation/index.ts";
 import { secureServer, type SecureChannel } from "../../proto/src/channel/index.ts";
@@ -19,13 +20,16 @@ import { HostChannel } from "./enforcer/host-channel.ts";
 import { auditKey, emulatedProvider, kbsRelay, requestKey } from "./enforcer/keys.ts";
 import { serveAgent } from "./enforcer/session.ts";
 import { ShippedAudit } from "./enforcer/audit-ship.ts";
+import { Violations } from "./enforcer/violations.ts";
 
 const HOST_CID = 2;
 const RUN_DIR = "/tmp/airlock";
 const log = createRootLogger({ name: "firewall", destination: 1 });
 let agentLink: Duplex | undefined;
-/** Connections relayed to the sandbox's PSP: the handshake needs one report; one spare. */
-const MAX_PSP_RELAYS = 2;
+/** Connections relayed to the sandbox's PSP: the handshake needs exactly one report. */
+const MAX_PSP_RELAYS = 1;
+/** Extra connections to the agent port or the relay, counted (capped) and written after the workload. */
+const violations = new Violations();
 
 async function main(): Promise<number> {
   const hostStream = await connectVsock(HOST_CID, HOST_CONTROL_PORT, 30_000);
@@ -44,20 +48,21 @@ async function main(): Promise<number> {
   mkdirSync(RUN_DIR, { recursive: true, mode: 0o700 });
   const key = auditKey();
   const audit = new ShippedAudit(await AuditLog.create(`${RUN_DIR}/audit.log`, { signer: signerFromPrivateKey(key.privateKey), logger: log }), host);
-  let exitCode = 1;
   let failure: AirlockError | undefined;
   try {
-    exitCode = await run(host, room, hold, audit, key, brokerPublicKey, sandboxMeasurement);
+    await run(host, room, hold, audit, key, brokerPublicKey, sandboxMeasurement);
   } catch (err) {
     failure = AirlockError.from(err);
-    log.error({ code: failure.code, err: failure.message }, "run refused or failed");
+    log.error({ code: failure.code }, "run refused or failed");
+    await violations.flush(audit).catch(() => undefined);
     await audit.append("run.failed", { code: failure.code, reason: failure.message.slice(0, 1000) }).catch(() => undefined);
   }
-  // The trail has gone to the host record by record; the signed "closed" record ends it.
-  await audit.close({ exitCode });
+  // The trail has gone to the host record by record; the signed "closed" record ends it, saying
+  // whether the run completed (the exit status itself is in workload.exited, at the scope's rules).
+  await audit.close({ completed: !failure });
   await host.send({ type: "audit-end" });
   if (failure) await host.send({ type: "refused", code: failure.code, reason: failure.message.slice(0, 2000) });
-  await host.send({ type: "done", code: exitCode });
+  await host.send({ type: "done", completed: !failure });
   if (hold && !failure) {
     // `airlock up`: both VMs stay up with their results until the pair is stopped from the host.
     log.info("holding the pair until it is stopped");
@@ -71,7 +76,7 @@ async function main(): Promise<number> {
   return failure ? 1 : 0;
 }
 
-async function run(host: HostChannel, room: ReturnType<typeof parseRoom>, hold: boolean, audit: ShippedAudit, key: ReturnType<typeof auditKey>, brokerPublicKey: string | null, sandboxMeasurement: string | null): Promise<number> {
+async function run(host: HostChannel, room: ReturnType<typeof parseRoom>, hold: boolean, audit: ShippedAudit, key: ReturnType<typeof auditKey>, brokerPublicKey: string | null, sandboxMeasurement: string | null): Promise<void> {
   // 0. Listen for the agent (and relay its PSP) at once: the sandbox boots alongside us, and an
   // agent that finds no listener waits a second per try (node-vsock's connect). Its handshake
   // simply waits until step 5 answers it; nothing is sent to it before the checks below pass.
@@ -81,8 +86,9 @@ async function run(host: HostChannel, room: ReturnType<typeof parseRoom>, hold: 
     listenVsock(AGENT_PORT, (s) => {
       if (agent) {
         // Closed on the next turn: listenVsock starts receiving on it after this callback returns.
+        // Counted, not recorded now: a record per connection, or at its time, would be a channel.
         setImmediate(() => s.destroy());
-        void audit.append(AUDIT_KINDS.violation, { what: "a second connection to the agent port: closed" }).catch(() => undefined);
+        violations.note("agentPort");
         return;
       }
       agent = s;
@@ -106,6 +112,10 @@ async function run(host: HostChannel, room: ReturnType<typeof parseRoom>, hold: 
     hostData: report.hostData.toString("hex"),
     auditKeySpkiSha256: key.spkiSha256,
     report: evidence.report.toString("base64"),
+    // What a verifier needs offline (`airlock audit verify`): the VCEK that signed the report and
+    // the ASK+ARK the provider returned (absent from configfs-tsm without a host chain: AMD's then).
+    vcek: evidence.vcek.toString("base64"),
+    ...(evidence.chain ? { chain: evidence.chain } : {}),
   });
   if (report.hostData.toString("hex") !== room.digest) throw new AirlockError("REPORT_REJECTED", "this VM's host_data is not the digest of the room it was sent: the host swapped the room");
 
@@ -114,15 +124,19 @@ async function run(host: HostChannel, room: ReturnType<typeof parseRoom>, hold: 
   await audit.append("key.broker", { publicKey: brokerPublicKey, namedBy: "host" });
   const relay = await kbsRelay(`${RUN_DIR}/kbs.sock`);
   const identities = new Map<string, AgeIdentity[]>();
+  // Input name → the scope its owner granted (signed by the broker); the session applies the stricter of it and the manifest's.
+  const ownerScopes = new Map<string, DataScope>();
   let roomRecipient: string | undefined;
   try {
     for (const input of room.inputs) {
-      const keyId = inputKeyId(room.name, input.name);
+      // The digest computed here: a grant made for another manifest (a look-alike reusing these names) has another key id.
+      const keyId = inputKeyId(room.name, input.name, room.digest);
       try {
-        const raw = await requestKey({ endpoint: relay.endpoint, keyId, provider, brokerPublicKey });
+        const { key: raw, scope } = await requestKey({ endpoint: relay.endpoint, keyId, provider, brokerPublicKey });
         identities.set(input.name, parseIdentityFile(raw.toString("utf8"), `key ${keyId}`));
         raw.fill(0);
-        await audit.append(AUDIT_KINDS.keyReleased, { keyId, input: input.name, released: true });
+        ownerScopes.set(input.name, scope);
+        await audit.append(AUDIT_KINDS.keyReleased, { keyId, input: input.name, released: true, ownerScope: scope, manifestScope: input.scope });
       } catch (err) {
         await audit.append(AUDIT_KINDS.keyReleased, { keyId, input: input.name, released: false, reason: AirlockError.from(err).message.slice(0, 500) });
         throw err;
@@ -132,7 +146,7 @@ async function run(host: HostChannel, room: ReturnType<typeof parseRoom>, hold: 
       // Always asked: the console is a secure output, and without the room identity it stays inside.
       const keyId = roomKeyId(room.digest);
       try {
-        const raw = await requestKey({ endpoint: relay.endpoint, keyId, provider, brokerPublicKey });
+        const { key: raw } = await requestKey({ endpoint: relay.endpoint, keyId, provider, brokerPublicKey });
         roomRecipient = parseIdentityFile(raw.toString("utf8"), `key ${keyId}`)[0]?.recipient.toString();
         raw.fill(0);
         await audit.append(AUDIT_KINDS.keyReleased, { keyId, purpose: "room identity (secure outputs)", released: roomRecipient !== undefined });
@@ -173,12 +187,13 @@ async function run(host: HostChannel, room: ReturnType<typeof parseRoom>, hold: 
   } finally {
     sandboxPsp.close();
   }
+  // The handshake was the sandbox's one attestation: the host closes its sandbox PSP listener too.
+  await host.send({ type: "sandbox-attested" });
   agentLink = channel.stream;
   // A truncated or tampered channel after the run is over is only logged (reads report it before).
   channel.stream.on("error", (err: Error) => log.warn({ err: err.message }, "agent channel failed"));
   await audit.append("channel.opened", { peer: "sandbox", measurement: channel.peer.measurement, hostData: channel.peer.hostData, cipher: "X25519, ChaCha20-Poly1305" });
-  const result = await serveAgent(channel.stream, host, room, log, { hold, identities, audit, ...(roomRecipient ? { roomRecipient } : {}) });
-  return result.exitCode;
+  await serveAgent(channel.stream, host, room, log, { hold, identities, ownerScopes, audit, violations, ...(roomRecipient ? { roomRecipient } : {}) });
 }
 
 /**
@@ -190,8 +205,12 @@ async function run(host: HostChannel, room: ReturnType<typeof parseRoom>, hold: 
 function pspRelay(): { close(): void } {
   const open = new Set<VsockStream>();
   let count = 0;
+  let closed = false;
   const server = listenVsock(SANDBOX_PSP_RELAY_PORT, (local) => {
-    if (++count > MAX_PSP_RELAYS) return void setImmediate(() => local.destroy());
+    if (closed || ++count > MAX_PSP_RELAYS) {
+      violations.note("pspRelay");
+      return void setImmediate(() => local.destroy());
+    }
     open.add(local);
     local.on("error", () => {});
     local.on("close", () => open.delete(local));
@@ -209,6 +228,7 @@ function pspRelay(): { close(): void } {
   });
   return {
     close() {
+      closed = true;
       server.close();
       for (const s of open) s.destroy();
     },

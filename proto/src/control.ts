@@ -60,16 +60,19 @@ export async function* readMessages(stream: Readable, maxFrame?: number): AsyncG
   }
 }
 
+/** A message's type for an error: only a well-formed one is quoted (errors may reach the host). */
+const typeOf = (m: Record<string, unknown>): string => (typeof m.type === "string" && /^[a-z-]{1,32}$/.test(m.type) ? m.type : "(malformed)");
+
 /** Field checks for messages from a peer; each throws GUEST_PROTOCOL naming the field. */
 export const field = {
   string(m: Record<string, unknown>, k: string, max = 4096): string {
     const v = m[k];
-    if (typeof v !== "string" || v.length > max) throw new AirlockError("GUEST_PROTOCOL", `message ${String(m.type)}: field ${k} must be a string of at most ${max} characters`);
+    if (typeof v !== "string" || v.length > max) throw new AirlockError("GUEST_PROTOCOL", `message ${typeOf(m)}: field ${k} must be a string of at most ${max} characters`);
     return v;
   },
   int(m: Record<string, unknown>, k: string, min: number, max: number): number {
     const v = m[k];
-    if (!Number.isSafeInteger(v) || (v as number) < min || (v as number) > max) throw new AirlockError("GUEST_PROTOCOL", `message ${String(m.type)}: field ${k} must be an integer from ${min} to ${max}`);
+    if (!Number.isSafeInteger(v) || (v as number) < min || (v as number) > max) throw new AirlockError("GUEST_PROTOCOL", `message ${typeOf(m)}: field ${k} must be an integer from ${min} to ${max}`);
     return v as number;
   },
 };
@@ -77,7 +80,7 @@ export const field = {
 /** A relative path inside an output folder: no absolute paths, no "..", no empty parts. */
 export function checkRelativePath(p: string): string {
   if (p.length === 0 || p.length > 1024 || p.startsWith("/") || p.split("/").some((s) => s === "" || s === "." || s === "..") || p.includes("\0")) {
-    throw new AirlockError("GUEST_PROTOCOL", `output file path ${JSON.stringify(p.slice(0, 100))} is not a plain relative path`);
+    throw new AirlockError("GUEST_PROTOCOL", "an output file path is not a plain relative path");
   }
   return p;
 }

@@ -33,6 +33,18 @@ export const ERROR_CODES = {
 
 export type ErrorCode = keyof typeof ERROR_CODES;
 
+/**
+ * `airlock run`'s exit status: 0 when the run completed and the workload succeeded; the workload's
+ * own status when it failed and the sandbox's scope lets the host see it (DOMAIN_OWNED or below);
+ * otherwise one of these (README § How a run goes). summary.json says which case it was.
+ */
+export const RUN_EXIT = {
+  /** The workload failed; its exact status is data above DOMAIN_OWNED (sealed in the console output). */
+  workloadFailed: 64,
+  /** The run did not complete: refused, past its deadline, or a part of the pair failed. */
+  incomplete: 65,
+} as const;
+
 export interface AirlockErrorOptions {
   /** What the user should do about it. */
   hint?: string;

@@ -9,18 +9,38 @@ import { DATA_SCOPES, OUTPUT_FORMATS, OUTPUT_MODES, type DataScope, type OutputF
 export interface RoomPlan {
   name: string;
   digest: string;
-  workload: { command: string[]; env: Record<string, string>; timeoutSeconds: number };
+  workload: { command: string[]; env: Record<string, string>; timeoutSeconds: number; padToSeconds?: number };
   inputs: { name: string; mount: string; mode: "secure" | "trusted"; scope: DataScope }[];
   outputs: { name: string; mount: string; mode: OutputMode; recipient?: string; maxBytes: number; format: OutputFormat }[];
+  /** The workload's stdout/stderr and exact exit status, sealed; absent: they never leave. */
+  console?: { mode: "secure" | "trusted"; recipient?: string; maxBytes: number };
   /** Collaborators whose signatures over the digest are required (manifest/sign.ts). */
   collaborators: { name: string; publicKeySha256: string }[];
   governance: { consent?: string };
 }
 
-/** The key broker's id for one input's identity: the room's name and the input's. */
-export const inputKeyId = (room: string, input: string): string => `${room}.${input}`;
+/**
+ * The key broker's id for one input's identity: the room's name, the input's, and the first 24 hex
+ * digits of the manifest digest the grant bound it to (host-tools/src/kbs/store.ts KEY_ID holds
+ * it). A look-alike manifest reusing the room's and the input's names has another digest, so it
+ * asks for another key: the data owner's grant serves only the manifest it was made for.
+ */
+export const inputKeyId = (room: string, input: string, digestHex: string): string => {
+  if (!/^[0-9a-f]{24,}$/.test(digestHex)) throw new AirlockError("INTERNAL", "inputKeyId: the manifest digest must be lower-case hex (at least 24 digits)");
+  return `${room}.${input}.${digestHex.slice(0, 24)}`;
+};
 /** The room's own identity (secure outputs): released only to rooms with this manifest digest. */
 export const roomKeyId = (digest: string): string => `room-${digest.slice(0, 32)}`;
+
+/**
+ * How long collecting a run's outputs may take after the workload ends, in seconds: a minute,
+ * plus a second per MiB the outputs and console may hold (the guests' vsock under emulation moves
+ * 1–2 MiB/s). The firewall and the host both enforce timeoutSeconds (+ padTo) plus this.
+ */
+export function collectionBoundSeconds(room: { outputs: { maxBytes: number }[]; console?: { maxBytes: number } }): number {
+  const bytes = room.outputs.reduce((n, o) => n + o.maxBytes, 0) + (room.console?.maxBytes ?? 0);
+  return 60 + Math.ceil(bytes / (1024 * 1024));
+}
 
 function bad(what: string): never {
   throw new AirlockError("GUEST_PROTOCOL", `room from the host: ${what}`);
@@ -42,6 +62,7 @@ export function parseRoom(canonical: unknown): RoomPlan {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(isObj(w.env) ? w.env : {})) env[k] = typeof v === "string" ? v : bad(`workload.env.${k} must be a string`);
   const timeoutSeconds = Number.isInteger(w.timeoutSeconds) && (w.timeoutSeconds as number) > 0 ? (w.timeoutSeconds as number) : bad("workload.timeoutSeconds");
+  const padToSeconds = w.padTo === undefined ? undefined : Number.isInteger(w.padTo) && (w.padTo as number) > 0 && (w.padTo as number) <= timeoutSeconds ? (w.padTo as number) : bad("workload.padTo");
   const inputs = (Array.isArray(canonical.inputs) ? canonical.inputs : bad("inputs must be a list")).map((x, i) => {
     const o = isObj(x) ? x : bad(`inputs[${i}]`);
     return { name: str(o.name, `inputs[${i}].name`), mount: guestPath(o.mount, "/data/in", `inputs[${i}].mount`), mode: oneOf(o.mode, ["secure", "trusted"] as const, `inputs[${i}].mode`), scope: oneOf(o.scope, DATA_SCOPES, `inputs[${i}].scope`) };
@@ -58,6 +79,15 @@ export function parseRoom(canonical: unknown): RoomPlan {
       format: oneOf(o.format, OUTPUT_FORMATS, `outputs[${i}].format`),
     };
   });
+  let consoleOut: RoomPlan["console"];
+  if (canonical.console !== undefined) {
+    const o = isObj(canonical.console) ? canonical.console : bad("console must be an object");
+    const maxBytes = Number.isSafeInteger(o.maxBytes) && (o.maxBytes as number) >= 0 ? (o.maxBytes as number) : bad("console.maxBytes");
+    const mode = oneOf(o.mode, ["secure", "trusted"] as const, "console.mode");
+    consoleOut = { mode, maxBytes, ...(o.recipient === undefined ? {} : { recipient: str(o.recipient, "console.recipient") }) };
+    if (mode === "trusted" && !consoleOut.recipient) bad("a trusted console names its recipient");
+  }
+  if (outputs.some((o) => o.name === "console")) bad("an output may not be named console");
   // Absent means none: the digest covers what was sent, so a host that strips them changes the digest.
   const collaborators = (canonical.collaborators === undefined ? [] : Array.isArray(canonical.collaborators) ? canonical.collaborators : bad("collaborators must be a list")).map((x, i) => {
     const o = isObj(x) ? x : bad(`collaborators[${i}]`);
@@ -72,8 +102,9 @@ export function parseRoom(canonical: unknown): RoomPlan {
     collaborators,
     governance: consent ? { consent } : {},
     digest: createHash("sha256").update(canonicalJson(canonical)).digest("hex"),
-    workload: { command, env, timeoutSeconds },
+    workload: { command, env, timeoutSeconds, ...(padToSeconds !== undefined ? { padToSeconds } : {}) },
     inputs,
     outputs,
+    ...(consoleOut ? { console: consoleOut } : {}),
   };
 }

@@ -1,31 +1,42 @@
 // One run of the room, as the enforcer sees it: the sandbox agent connects; the enforcer streams
 // it each input (decrypted here, authenticated by age, never in clear outside the two VMs), tells
-// it what to run, and receives its outputs and exit status. Each output goes to the host only in
-// the form its mode allows (policy/decide.ts); everything the agent says is checked, and every
-// privileged act is in the audit trail.
+// it what to run, and receives its outputs and exit status. Everything the agent sends after the
+// workload started is data at the sandbox's scope (README § Leakage budget), so:
+//   - a sealed (secure/trusted) output leaves as one archive (names, sizes, modes inside), padded
+//     to a size bucket and streamed through age to the host, never held whole here;
+//   - an open output is checked whole (safe names, format) and released only at DOMAIN_OWNED or
+//     below; counts and sizes are reported only for what is released;
+//   - the exit status reaches the host exactly only at DOMAIN_OWNED or below, else success/failure
+//     (the exact status is sealed in the console output, when the room declares one);
+//   - violations are capped counters written after the workload; reasons quote only the manifest;
+//   - nothing reaches the host before `workload.padTo` has passed, when the room sets it;
+//   - the whole post-run exchange has a deadline (timeout + collection bound), outside the sandbox.
 import type { Duplex } from "node:stream";
 import { AirlockError } from "../../../proto/src/errors.ts";
 import type { Logger } from "../../../proto/src/log.ts";
-import { checkRelativePath, field, readMessages, sendData, sendMessage } from "../../../proto/src/control.ts";
+import { field, readMessages, sendData, sendMessage, type Incoming } from "../../../proto/src/control.ts";
 import { decrypt, encrypt, X25519Recipient, type AgeIdentity } from "../../../proto/src/age/index.ts";
 import { AUDIT_KINDS } from "../../../proto/src/audit/index.ts";
+import { ARCHIVE_TRAILER, archiveBucket, archiveEntryCost, archiveEntryHeader, archiveEntryPadding, checkArchiveName } from "../../../proto/src/archive.ts";
+import { collectionBoundSeconds, type RoomPlan } from "../../../proto/src/room.ts";
+import type { DataScope } from "../../../proto/src/manifest/schema.ts";
 import type { AuditSink } from "./audit-ship.ts";
-import type { RoomPlan } from "../../../proto/src/room.ts";
-import { decideOutput, ScopeTracker, type OutputDecision } from "../policy/index.ts";
+import { decideOutput, inspectOpenOutput, scopeRank, ScopeTracker, stricter, type OutputDecision } from "../policy/index.ts";
 import type { HostChannel } from "./host-channel.ts";
+import { Violations } from "./violations.ts";
 
-/** The workload's stdout and stderr: an output like any other, secure by default. */
-export const CONSOLE_OUTPUT = { name: "console", mount: "/", mode: "secure" as const, maxBytes: 8 * 1024 * 1024, format: "bytes" as const };
-
-interface Collected {
-  files: { path: string; content: Buffer }[];
-  notes: string[];
-  overLimit?: boolean;
-}
+/** The name the console output goes by on the host link and in the trail (never an output's name). */
+export const CONSOLE = "console";
+/** Bounds on what the agent may describe, checked before anything is allocated. */
+const MAX_FILES_PER_OUTPUT = 10_000;
+const MAX_AGENT_FRAME = 1024 * 1024 + 64;
+/** Plaintext pieces fed to age: its chunks are 64 KiB, so the host sees equal-sized frames. */
+const PAD_PIECE = 1024 * 1024;
 
 export interface SessionResult {
   exitCode: number;
-  decisions: { output: string; decision: OutputDecision }[];
+  scope: DataScope;
+  decisions: { output: string; decision: OutputDecision["decision"] }[];
 }
 
 export interface SessionOptions {
@@ -34,27 +45,52 @@ export interface SessionOptions {
   roomRecipient?: string;
   /** Each input's identities, released by the key broker. */
   identities: Map<string, AgeIdentity[]>;
+  /** Each input's scope as its owner granted it (the broker's signed release); the stricter applies. */
+  ownerScopes?: Map<string, DataScope>;
   audit: AuditSink;
+  /** Counters shared with the firewall's listeners (extra agent connections, the PSP relay). */
+  violations: Violations;
+  /** Overrides the collection bound (tests). */
+  collectionBoundMs?: number;
 }
 
-async function collect(gen: AsyncIterable<Buffer>): Promise<Buffer> {
-  const out: Buffer[] = [];
-  for await (const c of gen) out.push(c);
-  return Buffer.concat(out);
+/** The exit status as the host may see it: exact only while the scope allows clear data out. */
+export function exitForHost(code: number, scope: DataScope): { succeeded: boolean; code?: number } {
+  return scopeRank(scope) <= scopeRank("DOMAIN_OWNED") ? { succeeded: code === 0, code } : { succeeded: code === 0 };
+}
+
+interface AgentFile {
+  name: Buffer;
+  mode: number;
+  size: number;
+  /** The file's bytes as they arrive; must be read to the end before the next file. */
+  chunks: AsyncGenerator<Buffer>;
 }
 
 /** Serves one agent connection to its end, reporting to the host. */
 export async function serveAgent(agent: Duplex, host: HostChannel, room: RoomPlan, log: Logger, options: SessionOptions): Promise<SessionResult> {
-  const { roomRecipient, audit } = options;
-  const violation = (what: string, data: Record<string, string | number> = {}): Promise<unknown> => audit.append(AUDIT_KINDS.violation, { what, ...data });
-  const messages = readMessages(agent);
-  const next = async () => {
-    const m = await messages.next();
-    if (m.done) throw new AirlockError("GUEST_PROTOCOL", "the sandbox agent closed the link early");
+  const { roomRecipient, audit, violations } = options;
+  const messages = readMessages(agent, MAX_AGENT_FRAME);
+  let deadline = Number.POSITIVE_INFINITY;
+  const next = async (): Promise<Incoming> => {
+    const left = deadline - Date.now();
+    if (left <= 0) throw deadlineError(room);
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const m = await Promise.race([messages.next(), new Promise<never>((_, reject) => (timer = setTimeout(() => reject(deadlineError(room)), Math.min(left, 2 ** 31 - 1))))]);
+      if (m.done) throw new AirlockError("GUEST_PROTOCOL", "the sandbox agent closed the link early");
+      return m.value;
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+  // The agent is the sandbox's: its messages are checked, and errors about them never quote them.
+  const nextJson = async (type: string): Promise<Record<string, unknown>> => {
+    const m = await next();
+    if (m.kind !== "json" || m.value.type !== type) throw new AirlockError("GUEST_PROTOCOL", `the sandbox agent sent something other than the expected ${type} message`);
     return m.value;
   };
-  const hello = await next();
-  if (hello.kind !== "json" || hello.value.type !== "hello") throw new AirlockError("GUEST_PROTOCOL", "the sandbox agent did not say hello");
+  await nextJson("hello");
   await host.send({ type: "sandbox-ready" });
 
   // Inputs: decrypted as they stream in from the host, sent on to the agent. The agent places a
@@ -78,11 +114,13 @@ export async function serveAgent(agent: Duplex, host: HostChannel, room: RoomPla
       throw new AirlockError(e.code, `input ${input.name}: ${e.message}`);
     }
     await sendMessage(agent, { type: "input-end", name: input.name, bytes });
-    const placed = await next();
-    if (placed.kind !== "json" || placed.value.type !== "input-placed" || placed.value.name !== input.name) throw new AirlockError("GUEST_PROTOCOL", `the agent did not place input ${input.name}`);
-    const raise = scope.observe(input.scope, `input ${input.name}`);
-    await audit.append(AUDIT_KINDS.inputServed, { input: input.name, served: true, bytes, mount: input.mount, scope: input.scope, sandboxScope: scope.current, raised: raise !== null });
-    log.info({ input: input.name, bytes }, "input served");
+    const placed = await nextJson("input-placed");
+    if (placed.name !== input.name) throw new AirlockError("GUEST_PROTOCOL", `the agent did not place input ${input.name}`);
+    const owner = options.ownerScopes?.get(input.name);
+    const effective = owner ? stricter(owner, input.scope) : input.scope;
+    const raise = scope.observe(effective, `input ${input.name}`);
+    await audit.append(AUDIT_KINDS.inputServed, { input: input.name, served: true, bytes, mount: input.mount, scope: effective, manifestScope: input.scope, ...(owner ? { ownerScope: owner } : {}), sandboxScope: scope.current, raised: raise !== null });
+    log.info({ input: input.name }, "input served");
   }
 
   await sendMessage(agent, {
@@ -90,100 +128,210 @@ export async function serveAgent(agent: Duplex, host: HostChannel, room: RoomPla
     command: room.workload.command,
     env: room.workload.env,
     timeoutSeconds: room.workload.timeoutSeconds,
+    ...(room.workload.padToSeconds ? { padToSeconds: room.workload.padToSeconds } : {}),
     outputs: room.outputs.map((o) => ({ name: o.name, mount: o.mount, maxBytes: o.maxBytes })),
+    console: room.console ? { maxBytes: room.console.maxBytes } : null,
   });
+  const startedAt = Date.now();
+  deadline = startedAt + (room.workload.timeoutSeconds + (room.workload.padToSeconds ?? 0)) * 1000 + (options.collectionBoundMs ?? collectionBoundSeconds(room) * 1000);
   await audit.append(AUDIT_KINDS.workloadStarted, { command: room.workload.command.join(" ").slice(0, 500), sandboxScope: scope.current });
   await host.send({ type: "workload-started" });
 
-  const outputs = new Map<string, Collected>();
-  const known = new Map<string, number>([[CONSOLE_OUTPUT.name, CONSOLE_OUTPUT.maxBytes], ...room.outputs.map((o) => [o.name, o.maxBytes] as [string, number])]);
-  const collected = (name: string): Collected => {
-    const c = outputs.get(name) ?? { files: [], notes: [] };
-    outputs.set(name, c);
-    return c;
+  // The first word from the agent after the start says the workload ended: with padTo, the host
+  // hears nothing until the padded time (the agent waits too, so the fabric carries nothing either).
+  const first = await next();
+  const padUntil = startedAt + (room.workload.padToSeconds ?? 0) * 1000;
+  if (Date.now() < padUntil) await new Promise((r) => setTimeout(r, padUntil - Date.now()));
+  let pending: Incoming | undefined = first;
+  const take = async (): Promise<Incoming> => {
+    const m = pending ?? (await next());
+    pending = undefined;
+    return m;
   };
-  let exitCode: number | undefined;
-  while (exitCode === undefined) {
-    const m = await next();
-    if (m.kind !== "json") throw new AirlockError("GUEST_PROTOCOL", "data from the agent outside a file");
-    const msg = m.value;
-    if (msg.type === "file") {
-      const output = field.string(msg, "output", 64);
-      const limit = known.get(output);
-      if (limit === undefined) throw new AirlockError("GUEST_PROTOCOL", `the agent sent a file for unknown output ${JSON.stringify(output)}`);
-      const path = checkRelativePath(field.string(msg, "path", 1024));
-      const size = field.int(msg, "size", 0, limit);
-      const parts: Buffer[] = [];
-      let got = 0;
-      while (got < size) {
-        const d = await next();
-        if (d.kind !== "data" || got + d.data.length > size) throw new AirlockError("GUEST_PROTOCOL", `file ${output}/${path}: data does not match its declared size`);
-        parts.push(Buffer.from(d.data));
-        got += d.data.length;
-      }
-      if (msg.truncated === true) {
-        collected(output).notes.push("the workload's console exceeded its bound and was cut");
-        await violation("console over its bound: cut", { output });
-      }
-      collected(output).files.push({ path, content: Buffer.concat(parts) });
-    } else if (msg.type === "output-note") {
-      const output = field.string(msg, "output", 64);
-      if (!known.has(output)) throw new AirlockError("GUEST_PROTOCOL", "output-note for an unknown output");
-      const c = collected(output);
-      if (msg.overLimit === true) {
-        c.overLimit = true;
-        await violation("output over its size limit: files left inside", { output, maxBytes: known.get(output)! });
-      }
-      const skipped = Array.isArray(msg.skipped) ? msg.skipped.slice(0, 20).map((s) => String(s).slice(0, 200)) : [];
-      if (skipped.length) await violation("special files or symlinks in an output folder: not shipped", { output, files: skipped.join(", ") });
-    } else if (msg.type === "stray-files") {
-      // Files the workload left outside its output folders: never shipped, recorded.
-      const paths = Array.isArray(msg.paths) ? msg.paths.slice(0, 50).map((s) => String(s).slice(0, 200)) : [];
-      if (paths.length) await violation("files written outside the output folders: not shipped", { count: field.int(msg, "count", 0, 1e9), files: paths.join(", ") });
-    } else if (msg.type === "exit") {
-      exitCode = field.int(msg, "code", 0, 255);
-    } else {
-      throw new AirlockError("GUEST_PROTOCOL", `unexpected message ${JSON.stringify(String(msg.type)).slice(0, 40)} from the agent`);
+  const takeJson = async (type: string): Promise<Record<string, unknown>> => {
+    const m = await take();
+    if (m.kind !== "json" || m.value.type !== type) throw new AirlockError("GUEST_PROTOCOL", `the sandbox agent sent something other than the expected ${type} message`);
+    return m.value;
+  };
+  const takeData = async (): Promise<Buffer> => {
+    const m = await take();
+    if (m.kind !== "data") throw new AirlockError("GUEST_PROTOCOL", "the sandbox agent sent a message inside a file's data");
+    return m.data;
+  };
+  /** `size` bytes of data frames, as they come. */
+  async function* dataOf(size: number): AsyncGenerator<Buffer> {
+    let got = 0;
+    while (got < size) {
+      const d = await takeData();
+      if (got + d.length > size) throw new AirlockError("GUEST_PROTOCOL", "the sandbox agent sent more data than it declared");
+      got += d.length;
+      yield d;
     }
   }
-  await audit.append(AUDIT_KINDS.workloadExited, { code: exitCode });
-  await host.send({ type: "workload-exit", code: exitCode });
 
-  const decisions: SessionResult["decisions"] = [];
-  for (const spec of [CONSOLE_OUTPUT, ...room.outputs]) {
-    const c = outputs.get(spec.name) ?? { files: [], notes: [] };
-    const recipient = "recipient" in spec ? spec.recipient : undefined;
-    let decision = decideOutput(
-      { name: spec.name, mode: spec.mode, maxBytes: spec.maxBytes, format: spec.format, ...(recipient ? { recipient } : {}), files: c.files.map((f) => ({ path: f.path, size: f.content.length, content: f.content })) },
-      scope.current,
-    );
-    if (c.overLimit) {
-      // Part of it was left behind: a partial output could mislead, and its size is itself a signal.
-      decision = { decision: "withhold", reason: `output ${spec.name} exceeded its size limit of ${spec.maxBytes} bytes` };
-    } else if (decision.decision === "encrypt" && decision.to === "room" && !roomRecipient) {
-      decision = { decision: "withhold", reason: `${decision.reason}; no room recipient was released to this firewall, so it stays inside` };
-    }
-    const reason = [decision.reason, ...c.notes].join("; ");
-    decisions.push({ output: spec.name, decision });
-    await audit.append(AUDIT_KINDS.outputDecision, { output: spec.name, mode: spec.mode, decision: decision.decision, reason, files: c.files.length, sandboxScope: scope.current });
-    log.info({ output: spec.name, decision: decision.decision, reason }, "output decision");
-    await host.send({ type: "output", output: spec.name, decision: decision.decision, reason, files: c.files.length });
-    if (decision.decision === "withhold") continue;
-    for (const f of c.files) {
-      let data = f.content;
-      let path = f.path;
-      if (decision.decision === "encrypt") {
-        const to = X25519Recipient.parse(decision.to === "room" ? roomRecipient! : decision.recipient!);
-        data = await collect(encrypt((async function* () { yield f.content; })(), [to]));
-        path = `${f.path}.age`;
-      }
-      await host.exclusive(async (send, bytes) => {
-        await send({ type: "output-file", output: spec.name, path, size: data.length });
-        await bytes(data);
-      });
-    }
+  // 1. The console (only when declared): held until the exit status, which is sealed with it.
+  let consoleData: Buffer[] = [];
+  let consoleTruncated = false;
+  if (room.console) {
+    const head = await takeJson("console");
+    const size = field.int(head, "bytes", 0, room.console.maxBytes);
+    consoleTruncated = head.truncated === true;
+    if (consoleTruncated) violations.note("consoleCut");
+    for await (const d of dataOf(size)) consoleData.push(Buffer.from(d));
   }
+
+  // 2. The outputs, in the manifest's order.
+  const decisions: SessionResult["decisions"] = [];
+  for (const spec of room.outputs) {
+    const head = await takeJson("output");
+    if (head.output !== spec.name) throw new AirlockError("GUEST_PROTOCOL", `the sandbox agent sent outputs out of the manifest's order (expected ${spec.name})`);
+    const files = field.int(head, "files", 0, MAX_FILES_PER_OUTPUT);
+    const declared = field.int(head, "bytes", 0, 2 ** 44);
+    const overLimit = head.overLimit === true;
+    const refused = (typeof head.refused === "object" && head.refused !== null ? head.refused : {}) as Record<string, unknown>;
+    const count = (k: string): number => (Number.isSafeInteger(refused[k]) && (refused[k] as number) > 0 ? (refused[k] as number) : 0);
+    violations.note("special", count("special") + count("symlinks"));
+    violations.note("badNames", count("badNames"));
+    violations.note("unreadable", count("unreadable"));
+    if (overLimit) violations.note("overLimit");
+    if (overLimit ? files !== 0 : declared > spec.maxBytes) throw new AirlockError("GUEST_PROTOCOL", `the sandbox agent's account of output ${spec.name} breaks its size limit`);
+
+    const decision = decideOutput({ name: spec.name, mode: spec.mode, maxBytes: spec.maxBytes, overLimit, ...(spec.recipient ? { recipient: spec.recipient } : {}), ...(roomRecipient ? { roomRecipient } : {}) }, scope.current);
+    const incoming = agentFiles(spec.name, files, declared);
+    let final: OutputDecision = decision;
+    let released: Record<string, number> = {};
+    if (decision.decision === "encrypt") {
+      const sealedBytes = await sealToHost(host, spec.name, decision.recipient, spec.maxBytes, incoming);
+      released = { sealedBytes };
+    } else if (decision.decision === "release") {
+      const got: { path: string; content: Buffer }[] = [];
+      for await (const f of incoming) {
+        const parts: Buffer[] = [];
+        for await (const c of f.chunks) parts.push(Buffer.from(c));
+        got.push({ path: f.name.toString("utf8"), content: Buffer.concat(parts) });
+      }
+      const why = inspectOpenOutput(spec.name, spec.format, got);
+      if (why) {
+        if (/safe set|also a folder/.test(why)) violations.note("unsafeNames");
+        final = { decision: "withhold", reason: why };
+      } else {
+        for (const f of got) {
+          await host.exclusive(async (send, bytes) => {
+            await send({ type: "open-file", output: spec.name, path: f.path, size: f.content.length });
+            await bytes(f.content);
+          });
+        }
+        released = { files: got.length, bytes: got.reduce((n, f) => n + f.content.length, 0) };
+      }
+    } else {
+      for await (const f of incoming) for await (const _ of f.chunks) void _;
+    }
+    decisions.push({ output: spec.name, decision: final.decision });
+    // Counts and sizes only for what was released; the host sees a sealed output's bucket anyway.
+    await audit.append(AUDIT_KINDS.outputDecision, { output: spec.name, mode: spec.mode, decision: final.decision, reason: final.reason, sandboxScope: scope.current, ...released });
+    await host.send({ type: "output", output: spec.name, decision: final.decision, reason: final.reason, ...released });
+    log.info({ output: spec.name, decision: final.decision }, "output decided");
+  }
+
+  // 3. Stray files: a count, never names.
+  const stray = await takeJson("stray");
+  violations.note("stray", field.int(stray, "count", 0, 2 ** 40));
+
+  // 4. The exit status: exact to the host only at DOMAIN_OWNED or below; sealed in the console.
+  const exit = await takeJson("exit");
+  const exitCode = field.int(exit, "code", 0, 255);
+  const shown = exitForHost(exitCode, scope.current);
+  await audit.append(AUDIT_KINDS.workloadExited, { ...shown, sandboxScope: scope.current });
+  await host.send({ type: "workload-exit", ...shown });
+
+  if (room.console) {
+    const c = room.console;
+    const status = Buffer.from(`${JSON.stringify({ exitStatus: exitCode, consoleTruncated })}\n`);
+    const log = Buffer.concat(consoleData);
+    consoleData = [];
+    const decision = decideOutput({ name: CONSOLE, mode: c.mode, maxBytes: consoleArchiveLimit(c.maxBytes), overLimit: false, ...(c.recipient ? { recipient: c.recipient } : {}), ...(roomRecipient ? { roomRecipient } : {}) }, scope.current);
+    let released: Record<string, number> = {};
+    if (decision.decision === "encrypt") {
+      const entries = (async function* (): AsyncGenerator<AgentFile> {
+        for (const [name, data] of [["console.log", log], ["status.json", status]] as const) {
+          yield { name: Buffer.from(name), mode: 0o644, size: data.length, chunks: (async function* () { if (data.length) yield data; })() };
+        }
+      })();
+      released = { sealedBytes: await sealToHost(host, CONSOLE, decision.recipient, consoleArchiveLimit(c.maxBytes), entries) };
+    }
+    decisions.push({ output: CONSOLE, decision: decision.decision });
+    await audit.append(AUDIT_KINDS.outputDecision, { output: CONSOLE, mode: c.mode, decision: decision.decision, reason: decision.reason, sandboxScope: scope.current, ...released });
+    await host.send({ type: "output", output: CONSOLE, decision: decision.decision, reason: decision.reason, ...released });
+  }
+  await violations.flush(audit);
+  // Everything the run releases has been sent: the host may now put it in place.
+  await host.send({ type: "outputs-complete" });
   // Holding: the agent waits for its bye, so the sandbox stays up until the pair is stopped.
   if (!options.hold) await sendMessage(agent, { type: "bye" });
-  return { exitCode, decisions };
+  return { exitCode, scope: scope.current, decisions };
+
+  /** The files of one output, each checked before its bytes are read. */
+  async function* agentFiles(output: string, files: number, declared: number): AsyncGenerator<AgentFile> {
+    let cost = 0;
+    for (let i = 0; i < files; i++) {
+      const f = await takeJson("file");
+      if (f.output !== output) throw new AirlockError("GUEST_PROTOCOL", `the sandbox agent sent a file of another output inside output ${output}`);
+      const encoded = field.string(f, "name", 8192);
+      const name = Buffer.from(encoded, "base64");
+      if (name.toString("base64") !== encoded || !checkArchiveName(name)) throw new AirlockError("GUEST_PROTOCOL", `the sandbox agent sent a malformed file name in output ${output}`);
+      const mode = field.int(f, "mode", 0, 0o7777) & 0o111 ? 0o755 : 0o644;
+      const size = field.int(f, "size", 0, declared);
+      cost += archiveEntryCost(name, size);
+      if (cost > declared) throw new AirlockError("GUEST_PROTOCOL", `the sandbox agent's files in output ${output} exceed its own account of them`);
+      const chunks = dataOf(size);
+      yield { name, mode, size, chunks };
+      for await (const _ of chunks) void _; // whatever the consumer left unread
+    }
+  }
+}
+
+/** The archive limit of a console of `maxBytes`: its log and the small status file. */
+function consoleArchiveLimit(maxBytes: number): number {
+  return archiveEntryCost(Buffer.from("console.log"), maxBytes) + archiveEntryCost(Buffer.from("status.json"), 512);
+}
+
+function deadlineError(room: RoomPlan): AirlockError {
+  return new AirlockError("TIMEOUT", `the run did not end within the workload's timeout (${room.workload.timeoutSeconds} s) plus the collection bound (${collectionBoundSeconds(room)} s): the run was stopped and nothing more was released`);
+}
+
+/**
+ * Streams one sealed output to the host: the files as a tar archive, padded with zero blocks to its
+ * size bucket, encrypted with age to `recipient`. Returns the ciphertext's size (what the host saw).
+ */
+async function sealToHost(host: HostChannel, output: string, recipient: string, maxBytes: number, files: AsyncIterable<AgentFile>): Promise<number> {
+  async function* archive(): AsyncGenerator<Buffer> {
+    let size = 0;
+    for await (const f of files) {
+      const h = archiveEntryHeader(f.name, f.size, f.mode);
+      size += h.length + f.size;
+      yield h;
+      yield* f.chunks;
+      const pad = archiveEntryPadding(f.size);
+      size += pad.length;
+      if (pad.length) yield pad;
+    }
+    // The end-of-archive marker and the bucket's padding are both zero blocks.
+    let zeros = archiveBucket(size + ARCHIVE_TRAILER, maxBytes) - size;
+    while (zeros > 0) {
+      const n = Math.min(zeros, PAD_PIECE);
+      yield Buffer.alloc(n);
+      zeros -= n;
+    }
+  }
+  await host.send({ type: "sealed-begin", output });
+  let sent = 0;
+  for await (const c of encrypt(archive(), [X25519Recipient.parse(recipient)])) {
+    await host.exclusive(async (send, bytes) => {
+      await send({ type: "sealed-data", output, size: c.length });
+      await bytes(c);
+    });
+    sent += c.length;
+  }
+  await host.send({ type: "sealed-end", output, bytes: sent });
+  return sent;
 }

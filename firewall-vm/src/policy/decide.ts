@@ -1,45 +1,37 @@
 // What happens to one output at the end of a run: released in clear, encrypted (to the room or to
 // the collaborator), or withheld — with the reason, which goes to the audit trail and the summary.
-// Pure: the caller gathers the output's files and the sandbox's current scope, then acts on the
-// answer. Order: the size limit applies to every mode (a huge output is itself a way out), then
-// the mode's scope ceiling (scopes.ts), then for open mode the format rules (formats.ts).
+// Pure: the caller gathers the facts and acts on the answer. Two steps, because sealed outputs
+// stream through the firewall and are decided before their bytes arrive:
+//   1. decideOutput: the size limit (a huge output is itself a way out), then the mode's scope
+//      ceiling (scopes.ts); sealed modes are decided here, open mode goes on to be inspected;
+//   2. inspectOpenOutput: file names from a safe set, then the format rules (formats.ts).
+// A reason never quotes what the workload chose (names, sizes, contents): it is built from the
+// manifest and the rule that failed only, because reasons reach the host in clear.
 import type { DataScope, OutputFormat, OutputMode } from "../../../proto/src/manifest/schema.ts";
 import { checkFormat } from "./formats.ts";
 import type { Schema } from "./formats.ts";
 import { MODE_CEILING, modeMayCarry } from "./scopes.ts";
 
-export interface OutputFile {
-  /** Path inside the output folder, for messages. */
-  path: string;
-  size: number;
-  /** The bytes; required for open mode (the format is checked), unused otherwise. */
-  content?: Buffer;
-}
-
 export interface OutputRequest {
   name: string;
   mode: OutputMode;
   maxBytes: number;
-  format: OutputFormat;
-  schema?: Schema;
+  /** The agent measured the output over maxBytes (archive sizing, proto/src/archive.ts). */
+  overLimit: boolean;
   /** trusted mode: the collaborator's age recipient from the manifest. */
   recipient?: string;
-  files: OutputFile[];
+  /** secure mode: whether the key broker released the room's identity to this firewall. */
+  roomRecipient?: string;
 }
 
 export type OutputDecision =
   | { decision: "release"; reason: string }
-  | { decision: "encrypt"; reason: string; to: "room" | "collaborator"; recipient?: string }
+  | { decision: "encrypt"; reason: string; to: "room" | "collaborator"; recipient: string }
   | { decision: "withhold"; reason: string };
 
-/** File names come from the workload: quoted and escaped so a reason never carries control codes. */
-const shown = (p: string): string => JSON.stringify(p.length > 200 ? `${p.slice(0, 200)}…` : p);
-
+/** Step 1: before any content. Open outputs answer "release" meaning "inspect, then release". */
 export function decideOutput(out: OutputRequest, scope: DataScope): OutputDecision {
-  const total = out.files.reduce((n, f) => n + f.size, 0);
-  if (total > out.maxBytes) {
-    return { decision: "withhold", reason: `output ${out.name} is ${total} bytes, over its limit of ${out.maxBytes}` };
-  }
+  if (out.overLimit) return { decision: "withhold", reason: `output ${out.name} exceeded its size limit of ${out.maxBytes} bytes` };
   if (!modeMayCarry(out.mode, scope)) {
     return {
       decision: "withhold",
@@ -48,17 +40,38 @@ export function decideOutput(out: OutputRequest, scope: DataScope): OutputDecisi
   }
   switch (out.mode) {
     case "secure":
-      return { decision: "encrypt", to: "room", reason: `secure: encrypted to the room recipient (scope ${scope})` };
+      if (!out.roomRecipient) return { decision: "withhold", reason: `output ${out.name} is secure but no room identity was released to this firewall, so it stays inside` };
+      return { decision: "encrypt", to: "room", recipient: out.roomRecipient, reason: `secure: sealed to the room identity (scope ${scope})` };
     case "trusted":
       if (!out.recipient) return { decision: "withhold", reason: `output ${out.name} is trusted but names no recipient` };
-      return { decision: "encrypt", to: "collaborator", recipient: out.recipient, reason: `trusted: encrypted to ${out.recipient} (scope ${scope})` };
+      return { decision: "encrypt", to: "collaborator", recipient: out.recipient, reason: `trusted: sealed to ${out.recipient} (scope ${scope})` };
     case "open":
-      for (const f of out.files) {
-        if (!f.content) return { decision: "withhold", reason: `output ${out.name}: ${shown(f.path)} was not inspected (open outputs must be checked)` };
-        if (f.content.length !== f.size) return { decision: "withhold", reason: `output ${out.name}: ${shown(f.path)} is not the size it claims` };
-        const why = checkFormat(f.content, out.format, out.schema);
-        if (why) return { decision: "withhold", reason: `output ${out.name}: ${shown(f.path)} ${why} (declared format ${out.format}${out.schema ? " with a schema" : ""})` };
-      }
-      return { decision: "release", reason: `open: ${out.files.length} file(s), ${total} bytes, ${out.format} checked, scope ${scope}` };
+      return { decision: "release", reason: `open: names and format checked, scope ${scope}` };
   }
+}
+
+/** A path segment of an open output's file: what may be printed and written on any host as is. */
+export const SAFE_SEGMENT = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$/;
+export const MAX_OPEN_DEPTH = 8;
+
+export function isSafeOpenName(name: string): boolean {
+  const parts = name.split("/");
+  return parts.length <= MAX_OPEN_DEPTH && parts.every((p) => SAFE_SEGMENT.test(p));
+}
+
+/**
+ * Step 2, open outputs: every name from the safe set, no file that is also a folder, every file
+ * in the declared format. Returns the reason to withhold, or null to release.
+ */
+export function inspectOpenOutput(name: string, format: OutputFormat, files: { path: string; content: Buffer }[], schema?: Schema): string | null {
+  const paths = new Set(files.map((f) => f.path));
+  for (const f of files) {
+    if (!isSafeOpenName(f.path)) return `output ${name}: a file name is outside the safe set (letters, digits, '.', '_', '-'; at most ${MAX_OPEN_DEPTH} levels)`;
+    const parts = f.path.split("/");
+    for (let i = 1; i < parts.length; i++) if (paths.has(parts.slice(0, i).join("/"))) return `output ${name}: a file name is also a folder name`;
+  }
+  for (const f of files) {
+    if (checkFormat(f.content, format, schema)) return `output ${name}: a file is not valid ${format}${schema ? " for its schema" : ""}`;
+  }
+  return null;
 }

@@ -4,5 +4,5 @@ export { DATA_SCOPES, MODE_CEILING, ScopeTracker, modeMayCarry, scopeRank, stric
 export type { DataScope, ScopeRaise } from "./scopes.ts";
 export { checkFormat, checkSchema, parseCsv, parseSchema } from "./formats.ts";
 export type { JsonValue, Schema } from "./formats.ts";
-export { decideOutput } from "./decide.ts";
-export type { OutputDecision, OutputFile, OutputRequest } from "./decide.ts";
+export { decideOutput, inspectOpenOutput, isSafeOpenName } from "./decide.ts";
+export type { OutputDecision, OutputRequest } from "./decide.ts";

@@ -1,10 +1,10 @@
 import { describe, expect, it } from "vitest";
 import { AirlockError } from "../../../proto/src/errors.ts";
-import { DATA_SCOPES, ScopeTracker, checkFormat, decideOutput, modeMayCarry, parseCsv, parseSchema } from "./index.ts";
+import { DATA_SCOPES, ScopeTracker, checkFormat, decideOutput, inspectOpenOutput, isSafeOpenName, modeMayCarry, parseCsv, parseSchema } from "./index.ts";
 import type { DataScope, OutputRequest } from "./index.ts";
 
-const file = (text: string, path = "out.txt") => ({ path, size: Buffer.byteLength(text), content: Buffer.from(text) });
-const req = (o: Partial<OutputRequest>): OutputRequest => ({ name: "o", mode: "open", maxBytes: 1000, format: "json", files: [], ...o });
+const file = (text: string, path = "out.txt") => ({ path, content: Buffer.from(text) });
+const req = (o: Partial<OutputRequest>): OutputRequest => ({ name: "o", mode: "open", maxBytes: 1000, overLimit: false, ...o });
 
 describe("ScopeTracker", () => {
   it("rises to the strictest scope read and never falls", () => {
@@ -34,41 +34,40 @@ describe("mode ceilings", () => {
   });
 });
 
-describe("decideOutput", () => {
-  it("releases a well-formed open output of low scope", () => {
-    expect(decideOutput(req({ files: [file('{"n":1}')] }), "DOMAIN_OWNED")).toMatchObject({ decision: "release" });
-  });
-
-  it("withholds open outputs once the sandbox read USER_PRIVATE data, whatever they contain", () => {
-    const d = decideOutput(req({ files: [file('{"n":1}')] }), "USER_PRIVATE");
+describe("decideOutput and inspectOpenOutput", () => {
+  it("open: inspected up to DOMAIN_OWNED, withheld above", () => {
+    expect(decideOutput(req({}), "DOMAIN_OWNED")).toMatchObject({ decision: "release" });
+    const d = decideOutput(req({}), "USER_PRIVATE");
     expect(d).toMatchObject({ decision: "withhold", reason: expect.stringMatching(/read USER_PRIVATE data; open mode carries at most DOMAIN_OWNED/) });
   });
 
-  it("withholds anything over its size limit, in every mode", () => {
+  it("an output over its limit is withheld whatever its mode, and the reason names only the manifest's limit", () => {
     for (const mode of ["open", "trusted", "secure"] as const) {
-      const d = decideOutput(req({ mode, recipient: "age1x", maxBytes: 3, files: [file("12"), file("34")] }), "PUBLIC");
-      expect(d).toMatchObject({ decision: "withhold", reason: expect.stringMatching(/4 bytes, over its limit of 3/) });
+      const d = decideOutput(req({ mode, recipient: "age1x", roomRecipient: "age1room", maxBytes: 3, overLimit: true }), "PUBLIC");
+      expect(d).toEqual({ decision: "withhold", reason: "output o exceeded its size limit of 3 bytes" });
     }
   });
 
-  it("encrypts secure outputs to the room and trusted ones to the collaborator", () => {
-    expect(decideOutput(req({ mode: "secure", files: [file("x")] }), "SEALED")).toMatchObject({ decision: "encrypt", to: "room" });
-    expect(decideOutput(req({ mode: "trusted", recipient: "age1abc", files: [] }), "MULTI_USER_PRIVATE")).toMatchObject({
-      decision: "encrypt",
-      to: "collaborator",
-      recipient: "age1abc",
-    });
+  it("secure seals to the room (withheld without a room identity); trusted to its recipient up to MULTI_USER_PRIVATE", () => {
+    expect(decideOutput(req({ mode: "secure", roomRecipient: "age1room" }), "SEALED")).toMatchObject({ decision: "encrypt", to: "room", recipient: "age1room" });
+    expect(decideOutput(req({ mode: "secure" }), "PUBLIC")).toMatchObject({ decision: "withhold", reason: expect.stringMatching(/no room identity/) });
+    expect(decideOutput(req({ mode: "trusted", recipient: "age1abc" }), "MULTI_USER_PRIVATE")).toMatchObject({ decision: "encrypt", to: "collaborator", recipient: "age1abc" });
     expect(decideOutput(req({ mode: "trusted", recipient: "age1abc" }), "SEALED")).toMatchObject({ decision: "withhold" });
     expect(decideOutput(req({ mode: "trusted" }), "PUBLIC")).toMatchObject({ decision: "withhold", reason: expect.stringMatching(/no recipient/) });
   });
 
-  it("withholds open outputs whose format does not parse, or that were not inspected", () => {
-    expect(decideOutput(req({ files: [file("{nope", "a.json")] }), "PUBLIC")).toMatchObject({ decision: "withhold", reason: expect.stringMatching(/"a.json" is not JSON/) });
-    const evil = decideOutput(req({ files: [file("{", "\u001b[2Jx.json")] }), "PUBLIC");
-    expect(evil.reason).not.toContain("\u001b");
-    expect(evil.reason).toContain('"\\u001b[2Jx.json"');
-    expect(decideOutput(req({ files: [{ path: "b", size: 3 }] }), "PUBLIC")).toMatchObject({ decision: "withhold", reason: expect.stringMatching(/not inspected/) });
-    expect(decideOutput(req({ files: [{ path: "b", size: 1, content: Buffer.from("{}") }] }), "PUBLIC")).toMatchObject({ decision: "withhold" });
+  it("open outputs: safe names, no file that is a folder, the declared format; reasons never quote the workload", () => {
+    expect(inspectOpenOutput("o", "json", [file('{"n":1}', "a.json"), file("[]", "dir/b.json")])).toBeNull();
+    const bad = inspectOpenOutput("o", "json", [file("{nope", "SECRET-NAME.json")]);
+    expect(bad).toMatch(/not valid json/);
+    expect(bad).not.toContain("SECRET");
+    for (const name of ["\u001b[2Jx.json", "a b", ".hidden", "x/../y", "caf\u00e9", "a".repeat(101), "a/b/c/d/e/f/g/h/i"]) {
+      const why = inspectOpenOutput("o", "text", [file("ok", name)]);
+      expect(why, name).toMatch(/outside the safe set/);
+      expect(why).not.toContain(name);
+    }
+    expect(inspectOpenOutput("o", "text", [file("a", "x"), file("b", "x/y")])).toMatch(/also a folder/);
+    expect(isSafeOpenName("counts-2.csv")).toBe(true);
   });
 });
 

@@ -5,35 +5,38 @@
 // receives reports, released outputs and the signed audit trail. On PSP_VSOCK_PORT it serves the
 // emulated PSP, on KBS_VSOCK_PORT the embedded key broker, and on HOST_SANDBOX_PSP_PORT a second
 // emulated PSP reporting the sandbox's launch (the firewall relays the sandbox to it: the sandbox
-// itself never reaches the host). The firewall is measured, but every
-// message is still checked: the link crosses the host and a bug must not write outside --out.
-import { closeSync, createReadStream, fdatasyncSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from "node:fs";
+// itself never reaches the host; the listener closes once the sandbox has attested). Released
+// outputs go through the OutputWriter (output-writer.ts), which names every file itself. The
+// firewall is measured, but every message is still checked: a bug must not write outside --out.
+import { closeSync, createReadStream, fdatasyncSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeSync } from "node:fs";
 import { EventEmitter } from "node:events";
 import net from "node:net";
 import path from "node:path";
-import { AirlockError } from "../../../proto/src/errors.ts";
+import { AirlockError, ERROR_CODES, type ErrorCode } from "../../../proto/src/errors.ts";
 import type { Logger } from "../../../proto/src/log.ts";
-import { checkRelativePath, field, HOST_CONTROL_PORT, HOST_SANDBOX_PSP_PORT, KBS_VSOCK_PORT, readMessages, sendData, sendMessage } from "../../../proto/src/control.ts";
-import { inputKeyId, roomKeyId } from "../../../proto/src/room.ts";
+import { field, HOST_CONTROL_PORT, HOST_SANDBOX_PSP_PORT, KBS_VSOCK_PORT, readMessages, sendData, sendMessage } from "../../../proto/src/control.ts";
+import { roomKeyId } from "../../../proto/src/room.ts";
 import { manifestDigest, type Manifest } from "../../../proto/src/manifest/index.ts";
 import { readSignatureFile, signatureFileOf } from "../../../proto/src/manifest/sign.ts";
-import { X25519Identity, formatIdentityFile, parseIdentityFile } from "../../../proto/src/age/index.ts";
+import { X25519Identity, formatIdentityFile } from "../../../proto/src/age/index.ts";
 import { PSP_VSOCK_PORT } from "../../../proto/src/attestation/psp-wire.ts";
 import { EmulatedPsp, listenPsp, type PspListener } from "../attestation/index.ts";
-import { startKbs, KeyStore, loadMasterKey, type KbsHandle, type KeyPolicy } from "../kbs/index.ts";
+import { startKbs, KeyStore, loadMasterKey, type KbsHandle } from "../kbs/index.ts";
+import { embeddedBrokerDirs, roomKeyPolicy } from "../kbs/grant.ts";
 import { readImageDir, snpLaunchDigest } from "../measure/index.ts";
 import { DEFAULT_SNP_POLICY } from "./snp-plan.ts";
-import { stateDir } from "../paths.ts";
+import { OutputWriter, type WriterReport } from "./output-writer.ts";
 
 export type HostLinkEvent =
   | { type: "firewall-ready" }
   | { type: "sandbox-ready" }
   | { type: "workload-started" }
-  | { type: "workload-exit"; code: number }
-  | { type: "output"; output: string; decision: string; reason: string }
-  | { type: "output-file"; output: string; path: string; size: number }
+  /** The exact code only when the sandbox's scope allows it (DOMAIN_OWNED or below). */
+  | { type: "workload-exit"; succeeded: boolean; code?: number }
+  | { type: "output"; output: string; decision: "release" | "encrypt" | "withhold"; reason: string; files?: number; bytes?: number; sealedBytes?: number }
+  | { type: "outputs-complete"; written: WriterReport["written"]; refused: WriterReport["refused"] }
   | { type: "audit-log"; path: string }
-  | { type: "done"; code: number };
+  | { type: "done"; completed: boolean };
 
 export interface HostLinkEvents {
   event: [HostLinkEvent];
@@ -61,10 +64,8 @@ export interface HostLinkOptions {
   hold?: boolean;
 }
 
-/** The embedded key broker's and emulated PSP's state: AIRLOCK_KBS_STATE or <state>/kbs, <state>/psp. */
-export function embeddedBrokerDirs(): { kbs: string; psp: string } {
-  return { kbs: process.env.AIRLOCK_KBS_STATE ?? path.join(stateDir(), "kbs"), psp: path.join(stateDir(), "psp") };
-}
+// The embedded broker's state folders and key policies, and the data owner's grant: ../kbs/grant.ts.
+export { embeddedBrokerDirs };
 
 /**
  * The launch measurement the emulated PSP reports for an image: the SNP launch digest of its
@@ -100,31 +101,6 @@ function expectedSandboxMeasurement(): Buffer | undefined {
   return Buffer.from(v, "hex");
 }
 
-/** The policy under which the embedded broker releases a room's keys: this firewall, this room. */
-export function roomKeyPolicy(measurement: Buffer, digest: Buffer, psp: EmulatedPsp): KeyPolicy {
-  return { measurements: [measurement.toString("hex")], hostData: digest.toString("hex"), trustRoots: [psp.arkPem] };
-}
-
-/**
- * Registers an input's age identity with the embedded broker, for this room only (the data
- * owner's step: `airlock manifest grant`). Without `identityText` the broker keeps (or makes) an
- * identity of its own, which never leaves it: the data owner encrypts to the returned recipient.
- */
-export async function grantInput(manifest: Manifest, input: string, identityText: string | undefined, measurement: Buffer): Promise<{ keyId: string; recipient: string }> {
-  const dirs = embeddedBrokerDirs();
-  const psp = EmulatedPsp.open(dirs.psp);
-  const store = new KeyStore(dirs.kbs, loadMasterKey(path.join(dirs.kbs, "master.key"), { create: true }));
-  const keyId = inputKeyId(manifest.name, input);
-  const key = identityText !== undefined ? Buffer.from(identityText) : store.list().includes(keyId) ? store.open(keyId) : Buffer.from(formatIdentityFile(X25519Identity.generate()));
-  try {
-    const recipient = parseIdentityFile(key.toString("utf8"), `key ${keyId}`)[0]!.recipient.toString();
-    store.put(keyId, key, roomKeyPolicy(measurement, manifestDigest(manifest), psp));
-    return { keyId, recipient };
-  } finally {
-    key.fill(0);
-  }
-}
-
 export class HostLink extends EventEmitter<HostLinkEvents> {
   private server: net.Server | undefined;
   private conn: net.Socket | undefined;
@@ -133,12 +109,15 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
   private sandboxMeasurement: Buffer | undefined;
   private kbs: KbsHandle | undefined;
   private finished = false;
+  /** Where released outputs are staged and put in place. */
+  readonly writer: OutputWriter;
   private auditStarted = false;
   private readonly log: Logger;
 
   constructor(private readonly options: HostLinkOptions) {
     super();
     this.log = options.log;
+    this.writer = new OutputWriter(options.outDir, new Set(["console", ...options.manifest.outputs.map((o) => o.name)]));
   }
 
   get auditPath(): string {
@@ -148,8 +127,6 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
   /** Starts the emulated PSP, the embedded key broker and the control listener. */
   async listen(): Promise<void> {
     const { manifest, udsPath } = this.options;
-    const clash = manifest.outputs.find((o) => ["audit.log", "summary.json"].includes(o.name));
-    if (clash) throw new AirlockError("USAGE", `${manifest.file}: output name "${clash.name}" is the name of the run's own ${clash.name} in --out; rename the output`);
     const dirs = embeddedBrokerDirs();
     const digest = manifestDigest(manifest);
     const psp = EmulatedPsp.open(dirs.psp, { log: this.log });
@@ -204,21 +181,34 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
     c.on("error", () => {});
     await sendMessage(c, { type: "room", canonical: this.options.room, hold: this.options.hold ?? false, brokerPublicKey: this.kbs?.publicKey, sandboxMeasurement: this.sandboxMeasurement?.toString("hex") });
     await sendMessage(c, { type: "signatures", signatures: readSignatureFile(signatureFileOf(manifest.file)) });
-    let file: { target: string; size: number; parts: Buffer[]; got: number; append?: boolean } | undefined;
+    // Data frames follow a message that announced them: an audit chunk, a sealed piece or an open file.
+    let audit: { size: number; parts: Buffer[]; got: number } | undefined;
+    let sealed: { output: string; size: number; got: number } | undefined;
+    const writer = this.writer;
     for await (const m of readMessages(c, 8 * 1024 * 1024)) {
       if (m.kind === "data") {
-        if (!file || file.got + m.data.length > file.size) throw new AirlockError("GUEST_PROTOCOL", "output data outside a declared file");
-        file.parts.push(Buffer.from(m.data));
-        file.got += m.data.length;
-        if (file.got === file.size) {
-          if (file.append) appendDurably(file.target, Buffer.concat(file.parts), !this.auditStarted);
-          else writeFileSync(file.target, Buffer.concat(file.parts), { mode: 0o600 });
-          if (file.append) this.auditStarted = true;
-          file = undefined;
+        if (audit) {
+          if (audit.got + m.data.length > audit.size) throw new AirlockError("GUEST_PROTOCOL", "audit data beyond its declared size");
+          audit.parts.push(Buffer.from(m.data));
+          audit.got += m.data.length;
+          if (audit.got === audit.size) {
+            appendDurably(this.auditPath, Buffer.concat(audit.parts), !this.auditStarted);
+            this.auditStarted = true;
+            audit = undefined;
+          }
+        } else if (sealed) {
+          if (sealed.got + m.data.length > sealed.size) throw new AirlockError("GUEST_PROTOCOL", "sealed data beyond its declared size");
+          writer.sealedData(sealed.output, m.data);
+          sealed.got += m.data.length;
+          if (sealed.got === sealed.size) sealed = undefined;
+        } else if (writer.inFile) {
+          writer.openData(m.data);
+        } else {
+          throw new AirlockError("GUEST_PROTOCOL", "data outside a declared file");
         }
         continue;
       }
-      if (file) throw new AirlockError("GUEST_PROTOCOL", "a message in the middle of a file");
+      if (audit || sealed || writer.inFile) throw new AirlockError("GUEST_PROTOCOL", "a message in the middle of a file");
       const msg = m.value;
       switch (msg.type) {
         case "firewall-ready":
@@ -226,8 +216,13 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
         case "workload-started":
           this.emit("event", { type: msg.type });
           break;
+        case "sandbox-attested":
+          // The sandbox had its one attestation: nothing may reach this PSP again.
+          await this.sandboxPsp?.close();
+          this.sandboxPsp = undefined;
+          break;
         case "workload-exit":
-          this.emit("event", { type: "workload-exit", code: field.int(msg, "code", 0, 255) });
+          this.emit("event", { type: "workload-exit", succeeded: msg.succeeded === true, ...(msg.code === undefined ? {} : { code: field.int(msg, "code", 0, 255) }) });
           break;
         case "input-request":
           await this.sendInput(c, field.string(msg, "name", 64));
@@ -235,44 +230,60 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
         case "consent-request":
           await sendMessage(c, { type: "consent-answer", ...(await relayConsent(manifest, field.string(msg, "url", 2048), msg.body)) });
           break;
-        case "output":
-          this.emit("event", { type: "output", output: field.string(msg, "output", 64), decision: field.string(msg, "decision", 16), reason: field.string(msg, "reason", 4000) });
-          break;
-        case "output-file": {
-          const output = checkRelativePath(field.string(msg, "output", 64));
-          const rel = checkRelativePath(field.string(msg, "path", 1024));
-          const size = field.int(msg, "size", 0, 2 ** 40);
-          const target = path.join(this.options.outDir, output, rel);
-          mkdirSync(path.dirname(target), { recursive: true });
-          this.emit("event", { type: "output-file", output, path: rel, size });
-          if (size === 0) writeFileSync(target, Buffer.alloc(0), { mode: 0o600 });
-          else file = { target, size, parts: [], got: 0 };
+        case "output": {
+          const decision = field.string(msg, "decision", 16);
+          if (decision !== "release" && decision !== "encrypt" && decision !== "withhold") throw new AirlockError("GUEST_PROTOCOL", "an output decision of an unknown kind");
+          const counts: Record<string, number> = {};
+          for (const k of ["files", "bytes", "sealedBytes"] as const) if (msg[k] !== undefined) counts[k] = field.int(msg, k, 0, 2 ** 44);
+          this.emit("event", { type: "output", output: this.outputName(msg), decision, reason: field.string(msg, "reason", 4000), ...counts });
           break;
         }
+        case "sealed-begin":
+          writer.sealedBegin(this.outputName(msg));
+          break;
+        case "sealed-data":
+          sealed = { output: this.outputName(msg), size: field.int(msg, "size", 1, 8 * 1024 * 1024), got: 0 };
+          break;
+        case "sealed-end":
+          writer.sealedEnd(this.outputName(msg), field.int(msg, "bytes", 0, 2 ** 44));
+          break;
+        case "open-file":
+          writer.openBegin(this.outputName(msg), field.string(msg, "path", 1024), field.int(msg, "size", 0, 2 ** 40));
+          break;
+        case "outputs-complete":
+          writer.commit();
+          this.emit("event", { type: "outputs-complete", written: writer.result.written, refused: writer.result.refused });
+          break;
         case "audit-lines": {
           // Records as the enforcer writes them, kept durably at once (they survive a dead enforcer).
-          const size = field.int(msg, "size", 1, 64 * 1024 * 1024);
+          audit = { size: field.int(msg, "size", 1, 64 * 1024 * 1024), parts: [], got: 0 };
           mkdirSync(path.dirname(this.auditPath), { recursive: true });
-          file = { target: this.auditPath, size, parts: [], got: 0, append: true };
           break;
         }
         case "audit-end":
-          writeSummary(this.auditPath, path.join(path.dirname(this.auditPath), "summary.json"));
           this.emit("event", { type: "audit-log", path: this.auditPath });
           break;
         case "refused":
-          // The firewall refused to start the workload (signature, key, consent, input...).
+          // The firewall refused or stopped the run (signature, key, consent, input, deadline...).
           this.finished = true;
+          writer.discard();
           this.emit("lost", refusal(field.string(msg, "code", 40), field.string(msg, "reason", 4000), manifest.file));
           break;
         case "done":
           this.finished = true;
-          this.emit("event", { type: "done", code: field.int(msg, "code", 0, 255) });
+          this.emit("event", { type: "done", completed: msg.completed === true });
           break;
         default:
-          this.log.warn({ type: String(msg.type).slice(0, 40) }, "unknown message from the firewall ignored");
+          this.log.warn("an unknown message from the firewall ignored");
       }
     }
+  }
+
+  /** An output name from the firewall: one the manifest declares, or the console. */
+  private outputName(msg: Record<string, unknown>): string {
+    const name = field.string(msg, "output", 64);
+    if (name !== "console" && !this.options.manifest.outputs.some((o) => o.name === name)) throw new AirlockError("GUEST_PROTOCOL", "the firewall named an output the manifest does not declare");
+    return name;
   }
 
   /** Streams an input's encrypted file as it is on disk; the firewall decrypts it. */
@@ -323,8 +334,9 @@ function refusal(code: string, reason: string, manifestFile: string): AirlockErr
     CRYPTO: "the input file does not decrypt with the granted identity: re-encrypt it, or grant the identity it was encrypted to",
   };
   const hint = hints[code];
-  // The pair reports the message only, so the hint goes in it.
-  return new AirlockError("POLICY", `the firewall refused the run: ${reason}${hint ? ` (to fix: ${hint})` : ""}`);
+  // The firewall's own code, so `airlock run` can say [KEY_RELEASE]; the hint goes in the message.
+  const known = (c: string): c is ErrorCode => c in ERROR_CODES;
+  return new AirlockError(known(code) ? code : "POLICY", `the firewall refused the run: ${reason}${hint ? ` (to fix: ${hint})` : ""}`);
 }
 
 /** Appends and fdatasyncs (the first write of a run starts the file afresh). */
@@ -336,19 +348,4 @@ function appendDurably(file: string, data: Buffer, fresh: boolean): void {
   } finally {
     closeSync(fd);
   }
-}
-
-/** The run's summary for people: decisions and every violation, from the (signed) audit trail. */
-function writeSummary(auditFile: string, summaryFile: string): void {
-  const records = readFileSync(auditFile, "utf8")
-    .split("\n")
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as { kind: string; data: Record<string, unknown> });
-  const summary = {
-    audit: path.basename(auditFile),
-    violations: records.filter((r) => r.kind === "violation").map((r) => r.data),
-    outputs: records.filter((r) => r.kind === "output.decision").map((r) => r.data),
-    refused: records.filter((r) => r.kind === "run.failed").map((r) => r.data),
-  };
-  writeFileSync(summaryFile, `${JSON.stringify(summary, null, 2)}\n`, { mode: 0o600 });
 }

@@ -39,7 +39,8 @@ export interface PairState {
   updatedAt: string;
   /** Milliseconds from start to both guests' programs running. */
   readyMs?: number;
-  workloadExitCode?: number;
+  /** How the workload ended, as the firewall may tell it: the code only at DOMAIN_OWNED or below. */
+  workload?: { succeeded: boolean; code?: number };
   /** SNP launch digests the emulated PSP reports (hex), reproducible with `airlock measure --image`. */
   measurements?: { firewall: string; sandbox: string };
   vms: { firewall: VmState; sandbox: VmState };

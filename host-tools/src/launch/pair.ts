@@ -3,7 +3,7 @@
 // closed: when either QEMU dies, its QMP link drops or the fabric fails, the other VM is killed at
 // once and the state says what happened.
 import { EventEmitter } from "node:events";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, statSync } from "node:fs";
 import path from "node:path";
 import { AirlockError } from "../../../proto/src/errors.ts";
 import type { Logger } from "../../../proto/src/log.ts";
@@ -18,9 +18,22 @@ import { HostLink, type HostLinkEvent } from "./host-link.ts";
 import { checkGuest, describeDevices } from "./prelaunch-checks.ts";
 import type { VmSpec } from "./qemu-args.ts";
 import { Vm } from "./vm.ts";
+import { writeRunSummary } from "./run-summary.ts";
+import { collectionBoundSeconds } from "../../../proto/src/room.ts";
 
 /** Both guests' programs must be running within this bound after resume. */
 export const READY_TIMEOUT_MS = 180_000;
+/** Bounds kept by the host: inputs in (plus their size at 256 KiB/s), and the firewall's report after a deadline. */
+const INPUT_BOUND_S = 120;
+const REPORT_MARGIN_S = 30;
+const statSize = (file: string): number => {
+  try {
+    return statSync(file).size;
+  } catch {
+    return 0;
+  }
+};
+
 /** Guest CIDs inside a pair's own fabric. */
 export const CID = { firewall: 3, sandbox: 4 } as const;
 
@@ -55,6 +68,10 @@ export class Pair extends EventEmitter<PairEvents> {
   private hostLink: HostLink | undefined;
   private workloadExited = false;
   private firewallDone = false;
+  /** The firewall said the run completed and put its outputs in place. */
+  private runCompleted = false;
+  private outputsComplete = false;
+  private deadline: NodeJS.Timeout | undefined;
   private ending: Promise<void> | undefined;
   private readyParts = new Set<string>();
   private startedAt = 0;
@@ -228,10 +245,21 @@ export class Pair extends EventEmitter<PairEvents> {
     if (ev.type === "firewall-ready" || ev.type === "sandbox-ready") this.readyParts.add(ev.type);
     if (ev.type === "workload-exit") {
       this.workloadExited = true;
-      this.state.workloadExitCode = ev.code;
+      this.state.workload = { succeeded: ev.succeeded, ...(ev.code !== undefined ? { code: ev.code } : {}) };
       this.save();
     }
-    if (ev.type === "done") this.firewallDone = true;
+    if (ev.type === "outputs-complete") this.outputsComplete = true;
+    if (ev.type === "done") {
+      this.firewallDone = true;
+      this.runCompleted = ev.completed && this.outputsComplete;
+    }
+    // Deadlines kept outside the sandbox: inputs in, then the workload's timeout (+ padTo) plus
+    // the collection bound the firewall also enforces, plus a margin for the firewall to report.
+    if (ev.type === "sandbox-ready") this.armDeadline(INPUT_BOUND_S + Math.ceil(this.manifest.inputs.reduce((n, i) => n + statSize(i.path), 0) / (256 * 1024)), "the inputs did not reach the sandbox in time");
+    if (ev.type === "workload-started") {
+      const w = this.manifest.workload;
+      this.armDeadline(w.timeoutSeconds + (w.padToSeconds ?? 0) + collectionBoundSeconds(this.manifest) + REPORT_MARGIN_S, `the run passed its deadline (timeout ${w.timeoutSeconds} s plus the collection bound); nothing more was released`);
+    }
     this.emit("control", ev);
   }
 
@@ -253,6 +281,12 @@ export class Pair extends EventEmitter<PairEvents> {
       void this.fail(`${role} VM: QEMU ${how}`);
     });
     vm.on("qmp-lost", (err) => void this.fail(`${role} VM: QMP link lost (${err.message})`));
+  }
+
+  private armDeadline(seconds: number, reason: string): void {
+    clearTimeout(this.deadline);
+    this.deadline = setTimeout(() => void this.fail(reason), seconds * 1000);
+    this.deadline.unref();
   }
 
   /** Fail closed: kill everything now, record why. */
@@ -283,10 +317,14 @@ export class Pair extends EventEmitter<PairEvents> {
           this.state.vms[role] = { ...this.state.vms[role], status: "exited", ended: this.state.vms[role].ended ?? how };
         }),
       );
+      clearTimeout(this.deadline);
       await this.hostLink?.close();
       await this.fabric?.stop();
       this.state.status = status;
       this.state.reason = status === "failed" ? `${reason}; the other VM was stopped (fail closed)` : reason;
+      // Nothing staged is put in place unless the run completed; the summary is written whatever happened.
+      if (!this.runCompleted) this.hostLink?.writer.discard();
+      if (this.hostLink) writeRunSummary(this.outDir, this.hostLink.auditPath, this.state, this.hostLink.writer.result, this.runCompleted && status === "completed");
       this.save();
       this.emit("end", this.state);
     })();

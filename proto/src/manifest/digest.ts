@@ -69,9 +69,10 @@ export function canonicalManifest(m: Manifest): unknown {
   return {
     apiVersion: m.apiVersion,
     name: m.name,
-    workload: { bundleTree: treeDigest(m.workload.bundle), command: m.workload.command, env: m.workload.env, timeoutSeconds: m.workload.timeoutSeconds },
+    workload: { bundleTree: treeDigest(m.workload.bundle), command: m.workload.command, env: m.workload.env, timeoutSeconds: m.workload.timeoutSeconds, padTo: m.workload.padToSeconds },
     inputs: m.inputs.map(({ name, mount, mode, scope }) => ({ name, mount, mode, scope })),
     outputs: m.outputs,
+    console: m.console,
     egress: m.egress,
     collaborators: m.collaborators.map((c) => ({ name: c.name, publicKeySha256: sha256Hex(Buffer.from(c.publicKeyPem)) })),
     governance: m.governance,

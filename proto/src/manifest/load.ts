@@ -6,12 +6,18 @@ import { parseDocument } from "yaml";
 import { AirlockError } from "../errors.ts";
 import {
   DATA_SCOPES,
+  DEFAULT_CONSOLE_MAX_BYTES,
   DEFAULT_OUTPUT_MAX_BYTES,
   DEFAULT_RESOURCES,
+  MAX_CONSOLE_BYTES,
+  MIN_MEMORY_MIB,
+  OPEN_OUTPUT_MAX_BYTES,
+  RESERVED_OUTPUT_NAMES,
   DEFAULT_TIMEOUT_SECONDS,
   OUTPUT_FORMATS,
   OUTPUT_MODES,
   type Collaborator,
+  type ConsoleOutput,
   type Egress,
   type Input,
   type Manifest,
@@ -130,7 +136,7 @@ function uniqueNames(c: Checker, items: { name: string }[], at: string): void {
 function resources(c: Checker, o: Obj | undefined, at: string, dflt: VmResources): VmResources {
   if (!o) return { ...dflt };
   c.keys(o, at, ["memoryMiB", "vcpus"]);
-  return { memoryMiB: c.integer(o, "memoryMiB", at, 256, 65536, dflt.memoryMiB), vcpus: c.integer(o, "vcpus", at, 1, 64, dflt.vcpus) };
+  return { memoryMiB: c.integer(o, "memoryMiB", at, MIN_MEMORY_MIB, 65536, dflt.memoryMiB), vcpus: c.integer(o, "vcpus", at, 1, 64, dflt.vcpus) };
 }
 
 /** Validates an already-parsed document; `file` is used for messages and to resolve paths. */
@@ -138,12 +144,12 @@ export function validateManifest(doc: unknown, file: string): Manifest {
   const c = new Checker(path.dirname(file));
   const top = c.object(doc, "(top level)");
   if (!top) throw manifestError(file, c.problems);
-  c.keys(top, "", ["apiVersion", "name", "workload", "inputs", "outputs", "egress", "collaborators", "governance", "resources"]);
+  c.keys(top, "", ["apiVersion", "name", "workload", "inputs", "outputs", "console", "egress", "collaborators", "governance", "resources"]);
   if (top.apiVersion !== "airlock/v1") c.fail("apiVersion", '"airlock/v1"', top.apiVersion);
   const name = c.string(top, "name", "", { re: NAME_RE, reHelp: "a lower-case name of letters, digits and '-' (at most 63)" });
 
   const w = c.object(top.workload, "workload") ?? {};
-  c.keys(w, "workload", ["bundle", "command", "env", "timeoutSeconds"]);
+  c.keys(w, "workload", ["bundle", "command", "env", "timeoutSeconds", "padTo"]);
   const bundle = c.file(w, "bundle", "workload", "directory");
   const command = w.command;
   if (!Array.isArray(command) || command.length === 0 || !command.every((x) => typeof x === "string" && x.length > 0)) {
@@ -159,6 +165,7 @@ export function validateManifest(doc: unknown, file: string): Manifest {
     }
   }
   const timeoutSeconds = c.integer(w, "timeoutSeconds", "workload", 1, 7 * 24 * 3600, DEFAULT_TIMEOUT_SECONDS);
+  const padToSeconds = w.padTo === undefined ? undefined : c.integer(w, "padTo", "workload", 1, timeoutSeconds, timeoutSeconds);
 
   const inputs: Input[] = [];
   c.list(top, "inputs", "").forEach((raw, i) => {
@@ -191,11 +198,13 @@ export function validateManifest(doc: unknown, file: string): Manifest {
     } else if (o.recipient !== undefined) {
       c.fail(`${at}.recipient`, `no recipient (only trusted outputs name one; this one is ${mode})`);
     }
+    const outName = c.string(o, "name", at, { re: NAME_RE, reHelp: "a lower-case name" });
+    if (outName !== undefined && (RESERVED_OUTPUT_NAMES as readonly string[]).includes(outName)) c.fail(`${at}.name`, `a name other than ${RESERVED_OUTPUT_NAMES.join(", ")} (the run's own; declare the console under console:)`, outName);
     const out = {
-      name: c.string(o, "name", at, { re: NAME_RE, reHelp: "a lower-case name" }),
+      name: outName,
       mount: c.guestPath(o, "mount", at, "/data/out"),
       mode,
-      maxBytes: c.integer(o, "maxBytes", at, 0, 2 ** 40, DEFAULT_OUTPUT_MAX_BYTES),
+      maxBytes: mode === "open" ? c.integer(o, "maxBytes", at, 0, OPEN_OUTPUT_MAX_BYTES, Math.min(DEFAULT_OUTPUT_MAX_BYTES, OPEN_OUTPUT_MAX_BYTES)) : c.integer(o, "maxBytes", at, 0, 2 ** 40, DEFAULT_OUTPUT_MAX_BYTES),
       format: c.oneOf(o, "format", at, OUTPUT_FORMATS, "bytes"),
     };
     if (Object.values(out).every((v) => v !== undefined) && (mode !== "trusted" || recipient)) {
@@ -203,6 +212,22 @@ export function validateManifest(doc: unknown, file: string): Manifest {
     }
   });
   uniqueNames(c, outputs, "outputs");
+
+  let consoleOut: ConsoleOutput | undefined;
+  if (top.console !== undefined) {
+    const o = c.object(top.console, "console") ?? {};
+    c.keys(o, "console", ["mode", "recipient", "maxBytes"]);
+    const mode = c.oneOf(o, "mode", "console", ["secure", "trusted"] as const, "secure");
+    let recipient: string | undefined;
+    if (mode === "trusted") {
+      const r = c.string(o, "recipient", "console");
+      if (r !== undefined) recipient = readRecipient(c, r, "console.recipient");
+    } else if (o.recipient !== undefined) {
+      c.fail("console.recipient", "no recipient (only a trusted console names one)");
+    }
+    const maxBytes = c.integer(o, "maxBytes", "console", 0, MAX_CONSOLE_BYTES, DEFAULT_CONSOLE_MAX_BYTES);
+    if (mode && (mode !== "trusted" || recipient)) consoleOut = { mode, maxBytes, ...(recipient ? { recipient } : {}) };
+  }
 
   const egress: Egress[] = [];
   c.list(top, "egress", "").forEach((raw, i) => {
@@ -271,9 +296,10 @@ export function validateManifest(doc: unknown, file: string): Manifest {
     apiVersion: "airlock/v1",
     name: name!,
     file,
-    workload: { bundle: bundle!, command: command as string[], env, timeoutSeconds },
+    workload: { bundle: bundle!, command: command as string[], env, timeoutSeconds, ...(padToSeconds !== undefined ? { padToSeconds } : {}) },
     inputs,
     outputs,
+    ...(consoleOut ? { console: consoleOut } : {}),
     egress,
     collaborators,
     governance: consent ? { consent } : {},

@@ -23,6 +23,11 @@ export interface Workload {
   env: Record<string, string>;
   /** Bound on the workload's run time; the pair is torn down when it is exceeded. */
   timeoutSeconds: number;
+  /**
+   * Hide the run's duration: the firewall reports the workload's end no earlier than this many
+   * seconds after it started (README § Leakage budget). At most timeoutSeconds.
+   */
+  padToSeconds?: number;
 }
 
 export interface Input {
@@ -44,6 +49,16 @@ export interface Output {
   recipient?: string;
   maxBytes: number;
   format: OutputFormat;
+}
+
+/**
+ * The workload's stdout and stderr (and its exact exit status): shipped only when the manifest
+ * declares it, sealed like a secure or trusted output. Absent: they never leave the sandbox.
+ */
+export interface ConsoleOutput {
+  mode: "secure" | "trusted";
+  recipient?: string;
+  maxBytes: number;
 }
 
 export interface Egress {
@@ -72,6 +87,7 @@ export interface Manifest {
   workload: Workload;
   inputs: Input[];
   outputs: Output[];
+  console?: ConsoleOutput;
   egress: Egress[];
   collaborators: Collaborator[];
   governance: Governance;
@@ -84,3 +100,12 @@ export const DEFAULT_RESOURCES = {
 } as const;
 export const DEFAULT_TIMEOUT_SECONDS = 600;
 export const DEFAULT_OUTPUT_MAX_BYTES = 64 * 1024 * 1024;
+/** Open outputs are checked whole in the firewall before release, so they are held in its memory. */
+export const OPEN_OUTPUT_MAX_BYTES = 16 * 1024 * 1024;
+export const DEFAULT_CONSOLE_MAX_BYTES = 1024 * 1024;
+/** The console is held in the firewall until the exit status (sealed with it) arrives. */
+export const MAX_CONSOLE_BYTES = 16 * 1024 * 1024;
+/** The smallest VM that boots airlock's images (the initrd alone unpacks to ~110 MB of RAM). */
+export const MIN_MEMORY_MIB = 512;
+/** Names the run itself uses in --out and on the links: no output may take them. */
+export const RESERVED_OUTPUT_NAMES = ["console", "audit", "summary"] as const;

@@ -73,7 +73,7 @@ function describeState(s: PairState): string {
     `  host_data (manifest digest) ${s.manifestDigest}`,
     ...(s.measurements ? [`  measurement firewall ${s.measurements.firewall}`, `  measurement sandbox  ${s.measurements.sandbox}`] : []),
     ...(s.readyMs !== undefined ? [`  ready after ${(s.readyMs / 1000).toFixed(1)} s`] : []),
-    ...(s.workloadExitCode !== undefined ? [`  workload exit status ${s.workloadExitCode}`] : []),
+    ...(s.workload ? [`  workload ${s.workload.succeeded ? "succeeded" : "failed"}${s.workload.code !== undefined ? ` (exit status ${s.workload.code})` : " (exact status sealed: the sandbox read data above DOMAIN_OWNED)"}`] : []),
     ...vms,
   ].join("\n");
 }

@@ -6,6 +6,9 @@ import { checkPairName, PairDir } from "../../launch/pair-state.ts";
 import { mkdirSync, readFileSync } from "node:fs";
 import { loadManifest } from "../../../../proto/src/manifest/index.ts";
 import { setExitCode, type AirlockCommand } from "../command.ts";
+import { RUN_EXIT } from "../../../../proto/src/errors.ts";
+import { prepareOutDir } from "../../launch/output-writer.ts";
+import type { RunSummary } from "../../launch/run-summary.ts";
 import { handleSignals } from "../signals.ts";
 import { handlePlanAndTee } from "./pair-commands.ts";
 
@@ -17,11 +20,12 @@ interface RunArgs {
   tee: "emulated" | "snp";
   debug: boolean;
   "print-plan"?: boolean;
+  force: boolean;
 }
 
 export const runCommand: AirlockCommand = {
   command: "run <manifest>",
-  describe: "the batch job: start the pair, run the workload to its end, write the released outputs to --out, stop the pair; exit status = the workload's",
+  describe: "the batch job: start the pair, run the workload to its end, write the released outputs to --out (new or empty), stop the pair; exit 0 on success, the workload's status at DOMAIN_OWNED or below, 64 for a failed workload above it, 65 for a run that did not complete",
   builder: (y: Argv) =>
     y
       .positional("manifest", { type: "string", demandOption: true, describe: "room manifest (YAML)" })
@@ -30,13 +34,15 @@ export const runCommand: AirlockCommand = {
       .option("accel", { choices: ["auto", "kvm", "tcg"] as const, default: "auto" as const })
       .option("tee", { choices: ["emulated", "snp"] as const, default: "emulated" as const })
       .option("debug", { type: "boolean", default: false, describe: "capture the sandbox console in the state folder (never done otherwise)" })
-      .option("print-plan", { type: "boolean", default: false, describe: "print the QEMU command lines for --tee and stop" }),
+      .option("print-plan", { type: "boolean", default: false, describe: "print the QEMU command lines for --tee and stop" })
+      .option("force", { type: "boolean", default: false, describe: "replace what an earlier run of this room left in --out (which must otherwise be new or empty)" }),
   handler: async (argv) => {
     const args = argv as unknown as RunArgs;
     const manifest = loadManifest(args.manifest);
     const name = checkPairName(args.name ?? manifest.name);
     if (await handlePlanAndTee(args, manifest, name)) return;
     const out = path.resolve(args.out);
+    prepareOutDir(out, manifest.outputs.map((o) => o.name), args.force);
     const say = (s: string): void => void process.stderr.write(`airlock: ${s}\n`);
     const pair = new Pair({
       name,
@@ -47,23 +53,31 @@ export const runCommand: AirlockCommand = {
       log: createRootLogger({ name: "airlock-run", destination: pairLogPath(name), level: process.env.AIRLOCK_LOG ?? "info" }),
       onProgress: say,
     });
+    // What is printed comes from the manifest, the firewall's rule-bound reasons and host-chosen
+    // file names; JSON.stringify escapes anything else, so nothing can steer the terminal.
     pair.on("control", (ev) => {
-      if (ev.type === "workload-exit") say(`workload exited with status ${ev.code}`);
-      if (ev.type === "output") say(`output ${ev.output}: ${ev.decision} (${ev.reason})`);
-      if (ev.type === "output-file") say(`  wrote ${path.join(out, ev.output, ev.path)} (${ev.size} bytes)`);
+      if (ev.type === "workload-exit") say(`workload ${describeExit(ev)}`);
+      if (ev.type === "output") say(`output ${ev.output}: ${ev.decision} (${printable(ev.reason)})`);
+      if (ev.type === "outputs-complete") {
+        for (const f of ev.written) say(`  wrote ${printable(path.join(out, f.file))} (${f.bytes} bytes)`);
+        for (const [o, n] of Object.entries(ev.refused)) say(`  output ${o}: ${n} file(s) refused by the host writer (name collision)`);
+      }
     });
     const release = handleSignals((sig) => void pair.stop(`interrupted by ${sig}`));
     try {
       await pair.start();
       const state = await pair.waitEnd();
-      if (state.status !== "completed") {
-        say(`pair ${state.status}: ${state.reason ?? ""}`);
-        setExitCode(state.workloadExitCode ?? 1);
+      const summary = readSummary(out);
+      if (state.status !== "completed" || !summary?.completed) {
+        say(`run did not complete (exit ${RUN_EXIT.incomplete}): ${printable(state.reason ?? "")}; nothing was released; see ${path.join(out, "summary.json")}`);
+        setExitCode(RUN_EXIT.incomplete);
         return;
       }
-      printSummary(out, say);
-      say(`done: workload status ${state.workloadExitCode}; outputs in ${out}`);
-      setExitCode(state.workloadExitCode ?? 1);
+      printViolations(summary, out, say);
+      const w = state.workload;
+      const code = !w ? RUN_EXIT.incomplete : w.succeeded ? 0 : (w.code ?? RUN_EXIT.workloadFailed);
+      say(`done: workload ${w ? describeExit(w) : "status unknown"}; outputs in ${out}`);
+      setExitCode(code);
     } finally {
       release();
       if (!["completed", "stopped", "failed"].includes(pair.current.status)) await pair.stop("airlock run finished");
@@ -80,17 +94,27 @@ function pairLogPath(name: string): string {
   return dir.supervisorLog;
 }
 
-/** Lists the run's violations from summary.json (written from the signed audit trail). */
-function printSummary(out: string, say: (s: string) => void): void {
-  let summary: { violations?: unknown[] };
+function describeExit(w: { succeeded: boolean; code?: number }): string {
+  if (w.code !== undefined) return `exited with status ${w.code}`;
+  return w.succeeded ? "succeeded (exact status sealed in the console output)" : `failed (exit ${RUN_EXIT.workloadFailed}; the exact status is sealed in the console output)`;
+}
+
+/** Control characters and bidi overrides never reach the terminal. */
+function printable(s: string): string {
+  return /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/.test(s) ? JSON.stringify(s) : s;
+}
+
+function readSummary(out: string): RunSummary | undefined {
   try {
-    summary = JSON.parse(readFileSync(path.join(out, "summary.json"), "utf8")) as { violations?: unknown[] };
+    return JSON.parse(readFileSync(path.join(out, "summary.json"), "utf8")) as RunSummary;
   } catch {
-    return;
+    return undefined;
   }
-  const violations = summary.violations ?? [];
-  say(`${violations.length} violation(s) blocked and recorded in ${path.join(out, "audit.log")}`);
-  // JSON.stringify escapes control characters: workload-chosen text cannot drive the terminal.
-  for (const v of violations.slice(0, 50)) say(`  blocked: ${JSON.stringify(v).slice(0, 300)}`);
-  if (violations.length > 50) say(`  ... and ${violations.length - 50} more (see summary.json)`);
+}
+
+/** Lists the run's violations (capped counters from the signed audit trail). */
+function printViolations(summary: RunSummary, out: string, say: (s: string) => void): void {
+  const violations = summary.violations;
+  say(`${violations.length} kind(s) of violation blocked and recorded in ${path.join(out, "audit.log")}`);
+  for (const v of violations) say(`  blocked: ${JSON.stringify(v).slice(0, 300)}`);
 }
