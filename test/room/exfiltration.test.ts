@@ -61,7 +61,7 @@ describe("examples/exfiltration", () => {
 
     // The enforcer's audit trail: verifies, and names what reached the firewall.
     const audit = path.join(out, "audit.log");
-    const v = await airlock(["audit", "verify", audit], room.env);
+    const v = await airlock(["audit", "verify", audit, "--trust-root", path.join(room.state, "psp", "ark.pem")], room.env);
     expect(v.code, v.stdout + v.stderr).toBe(0);
     const records = auditRecords(audit);
     const violations = records.filter((x) => x.kind === "violation").map((x) => String(x.data.what));

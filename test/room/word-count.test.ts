@@ -84,7 +84,7 @@ describe("examples/word-count", () => {
 
     // The audit trail verifies and tells the story in order.
     const audit = path.join(out, "audit.log");
-    const v = await airlock(["audit", "verify", audit], room.env);
+    const v = await airlock(["audit", "verify", audit, "--trust-root", path.join(room.state, "psp", "ark.pem")], room.env);
     expect(v.code, v.stdout + v.stderr).toBe(0);
     const kinds = auditRecords(audit).map((x) => x.kind);
     const order = ["manifest.checked", "manifest.signature", "attestation", "key.released", "consent.asked", "consent.answered", "input.served", "workload.started", "workload.exited", "output.decision", "closed"];
@@ -109,7 +109,7 @@ describe("examples/word-count", () => {
     const records = auditRecords(path.join(out, "audit.log"));
     expect(records.find((x) => x.kind === "consent.answered")!.data).toMatchObject({ granted: false, status: 403 });
     expect(records.some((x) => x.kind === "workload.started" || x.kind === "input.served")).toBe(false);
-    expect((await airlock(["audit", "verify", path.join(out, "audit.log")], room.env)).code).toBe(0);
+    expect((await airlock(["audit", "verify", path.join(out, "audit.log"), "--trust-root", path.join(room.state, "psp", "ark.pem")], room.env)).code).toBe(0);
     expect(readdirSync(out).sort()).toEqual(["audit.log", "summary.json"]);
     expect(existsSync(path.join(out, "counts"))).toBe(false);
   });

@@ -5,6 +5,8 @@ export { AuditLog } from "./writer.ts";
 export type { AuditLogOptions } from "./writer.ts";
 export { verifyAuditLog } from "./verify.ts";
 export type { AuditProblem, AuditVerification, VerifyOptions } from "./verify.ts";
+export { verifyAttestedAuditLog, auditKeyReportData, ATTESTATION_KIND } from "./attested.ts";
+export type { AttestedVerifyOptions, AttestedAuditVerification, AttestationBinding, BindingCheck } from "./attested.ts";
 export { signerFromPrivateKey, recordHash, GENESIS, CHECKPOINT, CLOSED } from "./record.ts";
 export type { AuditRecord, AuditSigner, SealData, SignatureAlg } from "./record.ts";
 export { canonicalJson } from "./canonical.ts";

@@ -4,6 +4,7 @@
 // Truncation shows at the end: a complete log ends with a signed record; records after the last
 // signature are reported as an unsigned tail (they verify as a chain, but cutting them off would
 // leave no trace), and a log ending at a checkpoint is reported as not closed.
+// Who wrote the log (the key bound by the firewall's attestation report) is attested.ts's check.
 import { createPublicKey } from "node:crypto";
 import type { KeyObject } from "node:crypto";
 import { algOf, CHECKPOINT, CLOSED, GENESIS, recordHash, signedBytes, spkiBase64, verifySignature } from "./record.ts";
