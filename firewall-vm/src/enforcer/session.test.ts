@@ -1,7 +1,9 @@
 // serveAgent over real Unix sockets, without guests: the test plays the host (serving an age file
 // when asked, collecting reports and files) and the sandbox agent (placing the input, sending
-// outputs). The age format, the policy and the audit log are the real ones.
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+// outputs, including hostile ones). The age format, the policy, the audit log and GNU tar (to
+// open the sealed archives) are the real ones.
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { generateKeyPairSync } from "node:crypto";
@@ -14,7 +16,10 @@ import { silentLogger } from "../../../proto/src/log.ts";
 import type { RoomPlan } from "../../../proto/src/room.ts";
 import { socketPair } from "../../../proto/src/channel/test-sockets.ts";
 import { HostChannel } from "./host-channel.ts";
-import { serveAgent } from "./session.ts";
+import { serveAgent, type SessionOptions } from "./session.ts";
+import { Violations } from "./violations.ts";
+import { archiveEntryCost } from "../../../proto/src/archive.ts";
+import { AirlockError } from "../../../proto/src/errors.ts";
 
 const dir = mkdtempSync(path.join(tmpdir(), "airlock-session-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -32,24 +37,26 @@ const room: RoomPlan = {
   workload: { command: ["/bin/true"], env: {}, timeoutSeconds: 10 },
   inputs: [{ name: "corpus", mount: "/data/in/corpus", mode: "trusted", scope: "USER_PRIVATE" }],
   outputs: [
-    { name: "counts", mount: "/data/out/counts", mode: "trusted", recipient: analyst.recipient.toString(), maxBytes: 1000, format: "csv" },
-    { name: "leak", mount: "/data/out/leak", mode: "open", maxBytes: 1000, format: "text" },
+    { name: "counts", mount: "/data/out/counts", mode: "trusted", recipient: analyst.recipient.toString(), maxBytes: 100_000, format: "csv" },
+    { name: "leak", mount: "/data/out/leak", mode: "open", maxBytes: 4096, format: "text" },
     { name: "dump", mount: "/data/out/dump", mode: "secure", maxBytes: 10, format: "bytes" },
   ],
   collaborators: [],
   governance: {},
 };
 
-/** The host's side: serves the encrypted input, keeps every message and released file. */
-function playHost(sock: net.Socket, encrypted: Buffer): { messages: Record<string, unknown>[]; files: Map<string, Buffer> } {
+/** The host's side: serves the encrypted input, keeps every message and what each output sent. */
+function playHost(sock: net.Socket, encrypted: Buffer): { messages: Record<string, unknown>[]; files: Map<string, Buffer>; frames: number[] } {
   const messages: Record<string, unknown>[] = [];
   const files = new Map<string, Buffer>();
+  const frames: number[] = [];
   void (async () => {
     let current: string | undefined;
     try {
       for await (const m of readMessages(sock)) {
         if (m.kind === "data") {
           if (current) files.set(current, Buffer.concat([files.get(current) ?? Buffer.alloc(0), m.data]));
+          frames.push(m.data.length);
           continue;
         }
         messages.push(m.value);
@@ -57,17 +64,18 @@ function playHost(sock: net.Socket, encrypted: Buffer): { messages: Record<strin
           await sendMessage(sock, { type: "input-file", name: m.value.name, size: encrypted.length });
           await sendBytes(sock, encrypted, 1000);
         }
-        current = m.value.type === "output-file" ? `${String(m.value.output)}/${String(m.value.path)}` : undefined;
+        const t = m.value.type;
+        current = t === "sealed-data" ? `${String(m.value.output)}.tar.age` : t === "open-file" ? `${String(m.value.output)}/${String(m.value.path)}` : undefined;
       }
     } catch {
       // closed
     }
   })();
-  return { messages, files };
+  return { messages, files, frames };
 }
 
 /** The agent's side, up to the run message; returns the placed input and the run message. */
-async function playAgent(sock: net.Socket): Promise<{ input: Buffer; messages: AsyncGenerator<Incoming>; aborted?: string }> {
+async function playAgent(sock: net.Socket): Promise<{ input: Buffer; messages: AsyncGenerator<Incoming>; run?: Record<string, unknown>; aborted?: string }> {
   const messages = readMessages(sock);
   await sendMessage(sock, { type: "hello", agent: "test" });
   const parts: Buffer[] = [];
@@ -78,7 +86,24 @@ async function playAgent(sock: net.Socket): Promise<{ input: Buffer; messages: A
     if (v.kind === "data") parts.push(v.data);
     else if (v.value.type === "input-end") await sendMessage(sock, { type: "input-placed", name: v.value.name });
     else if (v.value.type === "abort") return { input: Buffer.concat(parts), messages, aborted: String(v.value.reason) };
-    else if (v.value.type === "run") return { input: Buffer.concat(parts), messages };
+    else if (v.value.type === "run") return { input: Buffer.concat(parts), messages, run: v.value };
+  }
+}
+
+interface FakeFile {
+  name: string | Buffer;
+  data: Buffer;
+  mode?: number;
+}
+
+/** Sends one output as the agent does: its account (archive sizing), then each file. */
+async function sendOutput(sock: net.Socket, output: string, files: FakeFile[], extra: Record<string, unknown> = {}): Promise<void> {
+  const names = files.map((f) => (typeof f.name === "string" ? Buffer.from(f.name) : f.name));
+  const bytes = files.reduce((n, f, i) => n + archiveEntryCost(names[i]!, f.data.length), 0);
+  await sendMessage(sock, { type: "output", output, files: files.length, bytes, overLimit: false, refused: {}, ...extra });
+  for (const [i, f] of files.entries()) {
+    await sendMessage(sock, { type: "file", output, name: names[i]!.toString("base64"), mode: f.mode ?? 0o644, size: f.data.length });
+    await sendBytes(sock, f.data);
   }
 }
 
@@ -90,46 +115,188 @@ async function setup(encrypted: Buffer, name: string) {
   return { hostPair, agentPair, audit, host };
 }
 
+const records = (file: string): { kind: string; data: Record<string, unknown> }[] =>
+  readFileSync(file, "utf8")
+    .split("\n")
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as { kind: string; data: Record<string, unknown> });
+
+/** GNU tar's listing of an archive: the recipient's view. */
+function tarList(archive: Buffer): string[] {
+  const f = path.join(dir, `list-${Math.random()}.tar`);
+  writeFileSync(f, archive);
+  return execFileSync("tar", ["-tf", f]).toString().trim().split("\n");
+}
+
+const MARKER = "SIDE-CHANNEL-MARKER-5e1f";
+
 describe("serveAgent", () => {
   const corpusId = X25519Identity.generate();
+  const roomId = X25519Identity.generate();
   const plaintext = Buffer.from("the cat and the dog\n".repeat(5000));
 
-  it("streams the decrypted input to the agent, then releases each output only in the form its mode allows", async () => {
+  async function run(name: string, r: RoomPlan, agentPart: (sock: net.Socket) => Promise<void>, extra: Partial<SessionOptions> = {}) {
     const encrypted = await collect(encrypt([plaintext], [corpusId.recipient]));
-    const { hostPair, agentPair, audit, host } = await setup(encrypted, "ok");
-    const session = serveAgent(agentPair.server, new HostChannel(hostPair.client), room, silentLogger, { identities: new Map([["corpus", [corpusId]]]), audit });
+    const { hostPair, agentPair, audit, host } = await setup(encrypted, name);
+    const violations = new Violations();
+    const session = serveAgent(agentPair.server, new HostChannel(hostPair.client), r, silentLogger, { identities: new Map([["corpus", [corpusId]]]), audit, violations, ...extra });
+    const outcome = session.then(
+      (v) => ({ result: v, error: undefined }),
+      (e: unknown) => ({ result: undefined, error: e as AirlockError }),
+    );
     const agent = await playAgent(agentPair.client);
-    expect(agent.input.equals(plaintext)).toBe(true);
-    const send = async (output: string, p: string, data: Buffer): Promise<void> => {
-      await sendMessage(agentPair.client, { type: "file", output, path: p, size: data.length });
-      await sendBytes(agentPair.client, data);
-    };
-    await send("console", "console.log", Buffer.from("hi"));
-    await send("counts", "counts.csv", Buffer.from("word,count\ncat,5000\n"));
-    await send("leak", "leak.txt", Buffer.from("the cat and the dog\n"));
-    await sendMessage(agentPair.client, { type: "output-note", output: "dump", skipped: [], overLimit: true });
-    await sendMessage(agentPair.client, { type: "stray-files", count: 1, paths: ["/tmp/x"] });
-    await sendMessage(agentPair.client, { type: "exit", code: 0 });
-    const result = await session;
-    expect(result.exitCode).toBe(0);
-    expect(Object.fromEntries(result.decisions.map((d) => [d.output, d.decision.decision]))).toEqual({ console: "withhold", counts: "encrypt", leak: "withhold", dump: "withhold" });
-    // Only the trusted output reached the host, and only the analyst can read it.
-    await new Promise((r) => setTimeout(r, 50));
-    expect([...host.files.keys()]).toEqual(["counts/counts.csv.age"]);
-    expect((await collect(decrypt([host.files.get("counts/counts.csv.age")!], [analyst]))).toString()).toBe("word,count\ncat,5000\n");
+    await agentPart(agentPair.client);
+    const o = await outcome;
+    await new Promise((res) => setTimeout(res, 50));
     await audit.close();
-    const kinds = readFileSync(audit.path, "utf8").split("\n").filter(Boolean).map((l) => (JSON.parse(l) as { kind: string }).kind);
-    expect(kinds.filter((k) => k === "violation")).toHaveLength(2);
-    expect(kinds).toEqual(expect.arrayContaining(["input.served", "workload.started", "workload.exited", "output.decision"]));
     await hostPair.close();
     await agentPair.close();
+    return { ...o, host, agent, trail: records(audit.path), auditText: readFileSync(audit.path, "utf8") };
+  }
+
+  it("streams the decrypted input; each output leaves as its mode allows, sealed ones as one padded archive", async () => {
+    const r = { ...room, console: { mode: "secure" as const, maxBytes: 4096 } };
+    const out = await run("ok", r, async (sock) => {
+      await sendMessage(sock, { type: "console", bytes: 2, truncated: false });
+      await sendBytes(sock, Buffer.from("hi"));
+      await sendOutput(sock, "counts", [{ name: "counts.csv", data: Buffer.from("word,count\ncat,5000\n") }, { name: `dir/${MARKER}.csv`, data: Buffer.from("word,count\n") }]);
+      await sendOutput(sock, "leak", [{ name: "leak.txt", data: Buffer.from("the cat\n") }]);
+      await sendMessage(sock, { type: "output", output: "dump", files: 0, bytes: 0, overLimit: true, refused: { special: 2 } });
+      await sendMessage(sock, { type: "stray", count: 1 });
+      await sendMessage(sock, { type: "exit", code: 7 });
+    }, { roomRecipient: roomId.recipient.toString() });
+    expect(out.error).toBeUndefined();
+    expect(out.agent.input.equals(plaintext)).toBe(true);
+    expect(out.agent.run).toMatchObject({ console: { maxBytes: 4096 }, outputs: [{ name: "counts" }, { name: "leak" }, { name: "dump" }] });
+    expect(out.result!.exitCode).toBe(7);
+    expect(Object.fromEntries(out.result!.decisions.map((d) => [d.output, d.decision]))).toEqual({ counts: "encrypt", leak: "withhold", dump: "withhold", console: "encrypt" });
+    // The host got two sealed objects, named by the manifest; nothing else.
+    expect([...out.host.files.keys()].sort()).toEqual(["console.tar.age", "counts.tar.age"]);
+    const counts = await collect(decrypt([out.host.files.get("counts.tar.age")!], [analyst]));
+    expect(counts.length).toBe(16 * 1024); // the smallest bucket
+    expect(tarList(counts)).toEqual(["counts.csv", `dir/${MARKER}.csv`]);
+    const consoleTar = await collect(decrypt([out.host.files.get("console.tar.age")!], [roomId]));
+    expect(tarList(consoleTar)).toEqual(["console.log", "status.json"]);
+    expect(consoleTar.toString()).toContain('{"exitStatus":7,"consoleTruncated":false}');
+    // USER_PRIVATE: the host hears success or failure, never the status; names never in clear.
+    expect(out.host.messages.find((m) => m.type === "workload-exit")).toEqual({ type: "workload-exit", succeeded: false });
+    expect(JSON.stringify(out.host.messages)).not.toContain(MARKER);
+    expect(out.auditText).not.toContain(MARKER);
+    const exited = out.trail.find((x) => x.kind === "workload.exited")!;
+    expect(exited.data).toEqual({ succeeded: false, sandboxScope: "USER_PRIVATE" });
+    // Withheld outputs report no counts; violations are capped counters, written after the workload.
+    const dump = out.trail.find((x) => x.kind === "output.decision" && x.data.output === "dump")!.data;
+    expect(dump).not.toHaveProperty("files");
+    expect(out.trail.filter((x) => x.kind === "violation").map((x) => x.data)).toEqual([
+      { what: "output over its size limit: withheld", count: 1, cap: 3 },
+      { what: "special files or symlinks in an output folder: not shipped", count: 2, cap: 3 },
+      { what: "files written outside the output folders: not shipped", count: 1, cap: 3 },
+    ]);
+    expect(out.host.messages.at(-1)).toEqual({ type: "outputs-complete" });
+  });
+
+  it("the host sees the same sizes and frames whatever the names, sizes and counts inside a bucket", async () => {
+    const shapes: FakeFile[][] = [
+      [{ name: "a.csv", data: Buffer.from("word,count\n") }],
+      Array.from({ length: 6 }, (_, i) => ({ name: `${MARKER}-${i}-${"x".repeat(120)}.csv`, data: Buffer.alloc(300 + i * 17, 0x41) })),
+    ];
+    const seen: { sizes: number[]; frames: number[] }[] = [];
+    for (const [i, files] of shapes.entries()) {
+      const out = await run(`bucket-${i}`, room, async (sock) => {
+        await sendOutput(sock, "counts", files);
+        await sendOutput(sock, "leak", []);
+        await sendOutput(sock, "dump", []);
+        await sendMessage(sock, { type: "stray", count: 0 });
+        await sendMessage(sock, { type: "exit", code: 0 });
+      });
+      expect(out.error).toBeUndefined();
+      seen.push({ sizes: [...out.host.files.values()].map((b) => b.length), frames: out.host.frames });
+    }
+    expect(seen[0]).toEqual(seen[1]);
+  });
+
+  it("counts violations up to a cap and quotes nothing the workload chose", async () => {
+    const out = await run("capped", room, async (sock) => {
+      await sendOutput(sock, "counts", [], { refused: { badNames: 1000, unreadable: 2 } });
+      await sendOutput(sock, "leak", []);
+      await sendOutput(sock, "dump", []);
+      await sendMessage(sock, { type: "stray", count: 123456 });
+      await sendMessage(sock, { type: "exit", code: 0 });
+    });
+    expect(out.error).toBeUndefined();
+    const v = Object.fromEntries(out.trail.filter((x) => x.kind === "violation").map((x) => [x.data.what, x.data.count]));
+    expect(v).toEqual({ "file names that are not valid UTF-8: not shipped": 3, "files that changed while they were collected: not shipped": 2, "files written outside the output folders: not shipped": 3 });
+    expect(out.auditText).not.toContain("123456");
+  });
+
+  it("open outputs at DOMAIN_OWNED or below: released with safe names only, the exact status shown", async () => {
+    const open: RoomPlan = { ...room, inputs: [{ ...room.inputs[0]!, scope: "PUBLIC" }] };
+    const good = await run("open-good", open, async (sock) => {
+      await sendOutput(sock, "counts", []);
+      await sendOutput(sock, "leak", [{ name: "a.txt", data: Buffer.from("hello\n") }, { name: "sub/b.txt", data: Buffer.from("world\n") }]);
+      await sendOutput(sock, "dump", []);
+      await sendMessage(sock, { type: "stray", count: 0 });
+      await sendMessage(sock, { type: "exit", code: 3 });
+    });
+    expect(good.error).toBeUndefined();
+    expect(good.host.files.get("leak/a.txt")!.toString()).toBe("hello\n");
+    expect(good.host.files.get("leak/sub/b.txt")!.toString()).toBe("world\n");
+    expect(good.host.messages.find((m) => m.type === "workload-exit")).toEqual({ type: "workload-exit", succeeded: false, code: 3 });
+    expect(good.trail.find((x) => x.kind === "output.decision" && x.data.output === "leak")!.data).toMatchObject({ decision: "release", files: 2, bytes: 12 });
+
+    const hostile = await run("open-names", open, async (sock) => {
+      await sendOutput(sock, "counts", []);
+      await sendOutput(sock, "leak", [{ name: `\u001b[2J${MARKER}`, data: Buffer.from("x\n") }]);
+      await sendOutput(sock, "dump", []);
+      await sendMessage(sock, { type: "stray", count: 0 });
+      await sendMessage(sock, { type: "exit", code: 0 });
+    });
+    expect(hostile.error).toBeUndefined();
+    expect([...hostile.host.files.keys()]).toEqual(["counts.tar.age"]); // an empty sealed output still leaves, so emptiness is no signal
+    expect(JSON.stringify(hostile.host.messages)).not.toContain(MARKER);
+    expect(hostile.auditText).not.toContain(MARKER);
+    expect(hostile.trail.find((x) => x.kind === "output.decision" && x.data.output === "leak")!.data).toMatchObject({ decision: "withhold" });
+  });
+
+  it("the owner's scope applies when it is stricter than the manifest's label", async () => {
+    const lying: RoomPlan = { ...room, inputs: [{ ...room.inputs[0]!, scope: "PUBLIC" }] };
+    const out = await run("owner", lying, async (sock) => {
+      await sendOutput(sock, "counts", []);
+      await sendOutput(sock, "leak", [{ name: "leak.txt", data: Buffer.from("the cat\n") }]);
+      await sendOutput(sock, "dump", []);
+      await sendMessage(sock, { type: "stray", count: 0 });
+      await sendMessage(sock, { type: "exit", code: 0 });
+    }, { ownerScopes: new Map([["corpus", "USER_PRIVATE"]]) });
+    expect(out.error).toBeUndefined();
+    expect([...out.host.files.keys()]).toEqual(["counts.tar.age"]);
+    expect(out.trail.find((x) => x.kind === "input.served")!.data).toMatchObject({ scope: "USER_PRIVATE", manifestScope: "PUBLIC", ownerScope: "USER_PRIVATE" });
+  });
+
+  it("a hostile agent that lies about its files stops the run, and the error quotes none of it", async () => {
+    const out = await run("liar", room, async (sock) => {
+      await sendMessage(sock, { type: "output", output: "counts", files: 1, bytes: 1024, overLimit: false, refused: {} });
+      await sendMessage(sock, { type: "file", output: "counts", name: Buffer.from(MARKER).toString("base64"), mode: 0o644, size: 100 });
+      await sendBytes(sock, Buffer.alloc(200, 1));
+    });
+    expect(out.error).toBeInstanceOf(AirlockError);
+    expect(out.error!.code).toBe("GUEST_PROTOCOL");
+    expect(out.error!.message).not.toContain(MARKER);
+  });
+
+  it("a workload that never lets the run end is stopped at the deadline, outside the sandbox", async () => {
+    const short: RoomPlan = { ...room, workload: { ...room.workload, timeoutSeconds: 1 } };
+    const t0 = Date.now();
+    const out = await run("deadline", short, async () => {}, { collectionBoundMs: 500 });
+    expect(out.error?.code).toBe("TIMEOUT");
+    expect(Date.now() - t0).toBeLessThan(10_000);
+    expect(out.host.messages.some((m) => m.type === "outputs-complete")).toBe(false);
   });
 
   it("aborts before the workload starts when the input was tampered with", async () => {
     const encrypted = await collect(encrypt([plaintext], [corpusId.recipient]));
     encrypted[encrypted.length - 100]! ^= 1;
     const { hostPair, agentPair, audit, host } = await setup(encrypted, "bad");
-    const session = serveAgent(agentPair.server, new HostChannel(hostPair.client), room, silentLogger, { identities: new Map([["corpus", [corpusId]]]), audit });
+    const session = serveAgent(agentPair.server, new HostChannel(hostPair.client), room, silentLogger, { identities: new Map([["corpus", [corpusId]]]), audit, violations: new Violations() });
     const failed = session.then(
       () => new Error("the session did not fail"),
       (e: unknown) => e as Error,
