@@ -40,8 +40,31 @@ describe("airlock kbs", () => {
     const bad = await airlock("kbs", "add-key", "--state", state, "--id", "x", "--generate", "--measurement", "1234");
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/96-hex-digit/);
+    // A key bound to no room is refused unless asked for loudly.
+    const anyRoom = ["kbs", "add-key", "--state", state, "--id", "shared", "--generate", "--measurement", launch.measurement.toString("hex"), "--trust-root", path.join(tmp, "ark.pem")];
+    const noHost = await airlock(...anyRoom);
+    expect(noHost.code).toBe(2);
+    expect(noHost.stderr).toMatch(/no host data, so any room whose firewall matches a measurement would receive it; give --host-data DIGEST/);
+    const both = await airlock(...anyRoom, "--any-room", "--host-data", launch.hostData.toString("hex"));
+    expect(both.code).toBe(2);
+    expect(both.stderr).toMatch(/--any-room contradicts the host data/);
+    // A scope below USER_PRIVATE needs its own flag, on add-key as on manifest grant.
+    const low = await airlock(...anyRoom, "--any-room", "--scope", "PUBLIC");
+    expect(low.code).toBe(2);
+    expect(low.stderr).toMatch(/scope PUBLIC is below USER_PRIVATE.*--allow-scope-below-user-private/s);
+    const shared = await airlock(...anyRoom, "--any-room", "--scope", "DOMAIN_OWNED", "--allow-scope-below-user-private");
+    expect(shared.code, shared.stderr).toBe(0);
+    expect(shared.stderr).toMatch(/^WARNING: key "shared" is registered for ANY ROOM/);
+    expect(shared.stdout).toMatch(/ANY ROOM, scope DOMAIN_OWNED/);
+    // ...and a key bound to a room is not re-bound to another digest.
+    const rebind = await airlock("kbs", "add-key", "--state", state, "--id", "corpus", "--generate", "--measurement", launch.measurement.toString("hex"), "--host-data", "00".repeat(32));
+    expect(rebind.code).toBe(2);
+    expect(rebind.stderr).toMatch(new RegExp(`key corpus is bound to room digest ${launch.hostData.toString("hex")}`));
     const list = await airlock("kbs", "list", "--state", state, "--json");
-    expect(JSON.parse(list.stdout)).toEqual([{ id: "corpus", measurements: [launch.measurement.toString("hex")] }]);
+    expect(JSON.parse(list.stdout)).toEqual([
+      { id: "corpus", measurements: [launch.measurement.toString("hex")] },
+      { id: "shared", measurements: [launch.measurement.toString("hex")] },
+    ]);
 
     server = spawn(process.execPath, [...cli, "kbs", "serve", "--state", state, "--listen", "127.0.0.1:0", "--json"], { cwd: repo, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, AIRLOCK_LOG: "warn" } });
     const { endpoint, publicKey } = await new Promise<{ endpoint: string; publicKey: string }>((resolve, reject) => {
@@ -56,7 +79,11 @@ describe("airlock kbs", () => {
       });
     });
     const provider = (l: typeof launch) => ({ kind: "emulated" as const, getReport: async (rd: Buffer) => psp.evidence(l, { reportData: rd, vmpl: 0 }) });
-    expect((await requestKey({ endpoint, keyId: "corpus", provider: provider(launch), brokerPublicKey: publicKey })).equals(secret)).toBe(true);
+    const released = await requestKey({ endpoint, keyId: "corpus", provider: provider(launch), brokerPublicKey: publicKey });
+    expect(released.key.equals(secret)).toBe(true);
+    expect(released.scope).toBe("USER_PRIVATE");
+    // The any-room key goes to a firewall of any room (another host_data), with its owner's scope.
+    expect((await requestKey({ endpoint, keyId: "shared", provider: provider({ ...launch, hostData: randomBytes(32) }), brokerPublicKey: publicKey })).scope).toBe("DOMAIN_OWNED");
     await expect(requestKey({ endpoint, keyId: "corpus", provider: provider({ ...launch, measurement: randomBytes(48) }), brokerPublicKey: publicKey })).rejects.toThrow(/measurement/);
 
     const exited = new Promise<number | null>((resolve) => server!.on("exit", (code) => resolve(code)));

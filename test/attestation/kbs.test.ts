@@ -1,6 +1,7 @@
 // The key broker over real HTTP (127.0.0.1 port 0 and a Unix socket), with the firewall-side client
 // attesting through the emulated PSP served on a real Unix socket.
 import { createPublicKey, generateKeyPairSync, randomBytes } from "node:crypto";
+import http from "node:http";
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import net from "node:net";
@@ -44,6 +45,7 @@ beforeAll(async () => {
   kbs.store.put("other-measurement", datasetKey, policy({ measurements: ["ab".repeat(48)] }));
   kbs.store.put("other-host", datasetKey, policy({ hostData: "00".repeat(32) }));
   kbs.store.put("amd-only", datasetKey, { measurements: [launch.measurement.toString("hex")] });
+  kbs.store.put("sealed", datasetKey, policy({ scope: "SEALED" }));
 });
 afterAll(async () => {
   await kbs?.close();
@@ -78,8 +80,9 @@ async function attempt(keyId: string, alter: { nonce?: string; reportData?: Buff
 
 describe("key broker", () => {
   it("releases the key to an attested VM through the client library, wrapped to its key", async () => {
-    const key = await requestKey({ endpoint: kbs.endpoint, keyId: "corpus", provider: provider(), brokerPublicKey: kbs.publicKey });
+    const { key, scope } = await requestKey({ endpoint: kbs.endpoint, keyId: "corpus", provider: provider(), brokerPublicKey: kbs.publicKey });
     expect(key.equals(datasetKey)).toBe(true);
+    expect(scope).toBe("USER_PRIVATE"); // the policy names none
     const identity = (await (await fetch(`${kbs.endpoint}/v1/identity`)).json()) as { publicKey: string };
     expect(identity.publicKey).toBe(kbs.publicKey);
   });
@@ -92,8 +95,50 @@ describe("key broker", () => {
     const release = res.body as unknown as ReleaseResponse;
     const forged = wrapKey(Buffer.from("attacker's key"), "corpus", Buffer.from(nonce, "base64"), pair.publicRaw);
     const brokerKey = createPublicKey({ key: Buffer.from(kbs.publicKey, "base64"), format: "der", type: "spki" });
-    expect(verifyRelease(brokerKey, releaseTranscript("corpus", Buffer.from(nonce, "base64"), pair.publicRaw, release.wrapped), release.signature)).toBe(true);
-    expect(verifyRelease(brokerKey, releaseTranscript("corpus", Buffer.from(nonce, "base64"), pair.publicRaw, forged), release.signature)).toBe(false);
+    expect(verifyRelease(brokerKey, releaseTranscript("corpus", Buffer.from(nonce, "base64"), pair.publicRaw, release.wrapped, release.scope), release.signature)).toBe(true);
+    expect(verifyRelease(brokerKey, releaseTranscript("corpus", Buffer.from(nonce, "base64"), pair.publicRaw, forged, release.scope), release.signature)).toBe(false);
+  });
+
+  it("signs the owner's scope into the release: it travels with the key, and a lowered scope fails the signature", async () => {
+    const { key, scope } = await requestKey({ endpoint: kbs.endpoint, keyId: "sealed", provider: provider(), brokerPublicKey: kbs.publicKey });
+    expect(key.equals(datasetKey)).toBe(true);
+    expect(scope).toBe("SEALED");
+    const { nonce, pair, res } = await attempt("sealed");
+    const release = res.body as unknown as ReleaseResponse;
+    expect(release.scope).toBe("SEALED");
+    const brokerKey = createPublicKey({ key: Buffer.from(kbs.publicKey, "base64"), format: "der", type: "spki" });
+    const t = (s: ReleaseResponse["scope"]): Buffer => releaseTranscript("sealed", Buffer.from(nonce, "base64"), pair.publicRaw, release.wrapped, s);
+    expect(verifyRelease(brokerKey, t("SEALED"), release.signature)).toBe(true);
+    expect(verifyRelease(brokerKey, t("PUBLIC"), release.signature)).toBe(false);
+
+    // Someone on the path (the host relays the broker) rewrites the scope: the client refuses the release.
+    const tamper = (rewrite: (body: Record<string, unknown>) => void) =>
+      http.createServer((req, res2) => {
+        void (async () => {
+          const chunks: Buffer[] = [];
+          for await (const c of req) chunks.push(c as Buffer);
+          const upstream = await fetch(`${kbs.endpoint}${req.url}`, { method: req.method, body: Buffer.concat(chunks), headers: { "content-type": "application/json" } });
+          const body = (await upstream.json()) as Record<string, unknown>;
+          if (req.url?.endsWith("/release") && upstream.status === 200) rewrite(body);
+          const out = JSON.stringify(body);
+          res2.writeHead(upstream.status, { "content-type": "application/json", "content-length": Buffer.byteLength(out) });
+          res2.end(out);
+        })();
+      });
+    for (const [rewrite, expected] of [
+      [(b: Record<string, unknown>) => void (b.scope = "PUBLIC"), /not signed by the expected key broker/],
+      [(b: Record<string, unknown>) => void delete b.scope, /names no known data scope/],
+    ] as const) {
+      const proxy = tamper(rewrite);
+      await new Promise<void>((r) => proxy.listen(0, "127.0.0.1", r));
+      try {
+        const endpoint = `http://127.0.0.1:${(proxy.address() as net.AddressInfo).port}`;
+        await expect(requestKey({ endpoint, keyId: "sealed", provider: provider(), brokerPublicKey: kbs.publicKey })).rejects.toThrow(expected);
+      } finally {
+        proxy.closeAllConnections();
+        await new Promise((r) => proxy.close(r));
+      }
+    }
   });
 
   it("the wrapped key opens only with the requester's private key", async () => {
@@ -146,6 +191,7 @@ describe("key broker", () => {
     expect(() => new KeyStore(path.join(tmp, "kbs"), randomBytes(32)).open("corpus")).toThrow(/wrong broker master key/);
     const log = readFileSync(kbs.auditPath, "utf8");
     expect(log).toContain("key.released");
+    expect(log).toMatch(/"keyId":"sealed"[^\n]*"ownerScope":"SEALED"/);
     expect(log).toContain("key.refused");
     expect(log).toContain("nonce unknown");
     expect(log).not.toContain(datasetKey.toString("utf8").slice(0, 20));

@@ -4,7 +4,10 @@
 //
 //   GET  /v1/identity             → 200 {publicKey}: the Ed25519 key that signs releases
 //   POST /v1/nonce                → 200 {nonce, expiresAt}
-//   POST /v1/keys/<id>/release    → 200 {keyId, wrapped, signature} | 403 {error: "KEY_RELEASE", reason} | 404 | 400
+//   POST /v1/keys/<id>/release    → 200 {keyId, wrapped, scope, signature} | 403 {error: "KEY_RELEASE", reason} | 404 | 400
+//
+// `scope` is the data owner's scope from the key's policy (USER_PRIVATE when it names none); the
+// signature covers it (releaseTranscript), so the firewall can hold the data to it.
 //
 // Nonces are random, single-use (consumed by the first release attempt, whatever its outcome) and
 // expire after nonceTtlMs. Every release and refusal goes to a signed, hash-chained audit log
@@ -20,7 +23,7 @@ import type { Logger } from "../../../proto/src/log.ts";
 import { silentLogger } from "../../../proto/src/log.ts";
 import { AuditLog, AUDIT_KINDS, signerFromPrivateKey } from "../../../proto/src/audit/index.ts";
 import { parseReport } from "../../../proto/src/attestation/report.ts";
-import { ed25519FromSeed, KBS_NONCE_BYTES, releaseTranscript, reportDataFor, signRelease, wrapKey } from "../../../proto/src/attestation/kbs-wire.ts";
+import { DEFAULT_OWNER_SCOPE, ed25519FromSeed, KBS_NONCE_BYTES, releaseTranscript, reportDataFor, signRelease, wrapKey } from "../../../proto/src/attestation/kbs-wire.ts";
 import type { IdentityResponse, NonceResponse, RefusalResponse, ReleaseRequest, ReleaseResponse } from "../../../proto/src/attestation/kbs-wire.ts";
 import { ReportVerifier } from "../attestation/verify.ts";
 import type { Expectations } from "../attestation/verify.ts";
@@ -209,11 +212,12 @@ export async function startKbs(options: KbsOptions): Promise<KbsHandle> {
       }
       const key = store.open(keyId);
       try {
+        const scope = policy.scope ?? DEFAULT_OWNER_SCOPE;
         const wrapped = wrapKey(key, keyId, nonce, requesterKey);
-        const signature = signRelease(identity, releaseTranscript(keyId, nonce, requesterKey, wrapped));
-        await record(AUDIT_KINDS.keyReleased, { product: result.product ?? "", amdRoot: String(result.amdRoot) });
-        log.info({ keyId, measurement: facts.measurement }, "key released");
-        return { keyId, wrapped, signature };
+        const signature = signRelease(identity, releaseTranscript(keyId, nonce, requesterKey, wrapped, scope));
+        await record(AUDIT_KINDS.keyReleased, { product: result.product ?? "", amdRoot: String(result.amdRoot), ownerScope: scope, hostData: policy.hostData ?? "any room" });
+        log.info({ keyId, measurement: facts.measurement, scope }, "key released");
+        return { keyId, wrapped, scope, signature };
       } finally {
         key.fill(0);
       }

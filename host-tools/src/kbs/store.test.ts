@@ -3,7 +3,7 @@ import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync }
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
-import { checkPolicy, KeyStore, loadMasterKey } from "./store.ts";
+import { checkPolicy, KEY_ID, KeyStore, loadMasterKey } from "./store.ts";
 
 const tmp = mkdtempSync(path.join(tmpdir(), "airlock-kbs-store-"));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -53,6 +53,34 @@ describe("key store", () => {
     expect(store.policy("missing")).toBeUndefined();
   });
 
+  it("never re-binds a key to another room digest; other policy fields may change for the same digest", () => {
+    const store = new KeyStore(path.join(tmp, "bind"), randomBytes(32));
+    const digestA = "aa".repeat(32);
+    const digestB = "bb".repeat(32);
+    const key = Buffer.from("AGE-SECRET-KEY-1OWNER");
+    store.put("hello.corpus.aaaaaaaaaaaaaaaaaaaaaaaa", key, { ...policy, hostData: digestA });
+    // The look-alike's grant: same id, another digest. Refused, and the stored key is untouched.
+    expect(() => store.put("hello.corpus.aaaaaaaaaaaaaaaaaaaaaaaa", Buffer.from("AGE-SECRET-KEY-1ATTACKER"), { ...policy, hostData: digestB })).toThrow(
+      new RegExp(`key hello\\.corpus\\.a{24} is bound to room digest ${digestA}; it is not re-bound to room digest ${digestB}`),
+    );
+    expect(() => store.put("hello.corpus.aaaaaaaaaaaaaaaaaaaaaaaa", key, policy)).toThrow(/is bound to room digest a{64}; it is not re-bound to any room/);
+    expect(store.policy("hello.corpus.aaaaaaaaaaaaaaaaaaaaaaaa")?.hostData).toBe(digestA);
+    expect(store.open("hello.corpus.aaaaaaaaaaaaaaaaaaaaaaaa").equals(key)).toBe(true);
+    // A rebuilt firewall image (new measurement), a scope, upper-case hex: same digest, allowed.
+    store.put("hello.corpus.aaaaaaaaaaaaaaaaaaaaaaaa", key, { measurements: ["ef".repeat(48)], hostData: digestA.toUpperCase(), scope: "SEALED" });
+    expect(store.policy("hello.corpus.aaaaaaaaaaaaaaaaaaaaaaaa")).toMatchObject({ measurements: ["ef".repeat(48)], scope: "SEALED" });
+    // A key registered for any room stays one: it is not narrowed (it may have been released already).
+    store.put("shared", key, policy);
+    expect(() => store.put("shared", key, { ...policy, hostData: digestA })).toThrow(/key shared is bound to any room/);
+    store.put("shared", key, { ...policy, allowDebug: false });
+  });
+
+  it("holds the longest input key id (ROOM.INPUT.DIGEST24 at 63-character names)", () => {
+    const id = `${"r".repeat(63)}.${"i".repeat(63)}.${"0".repeat(24)}`;
+    expect(KEY_ID.test(id)).toBe(true);
+    new KeyStore(path.join(tmp, "long"), randomBytes(32)).put(id, Buffer.from("k"), policy);
+  });
+
   it("checks policies field by field", () => {
     expect(() => checkPolicy({ measurements: [] }, "p")).toThrow(/non-empty list/);
     expect(() => checkPolicy({ ...policy, hostdata: "00" }, "p")).toThrow(/unknown field "hostdata"/);
@@ -60,5 +88,7 @@ describe("key store", () => {
     expect(() => checkPolicy({ ...policy, minTcb: { snp: 300 } }, "p")).toThrow(/minTcb.snp/);
     expect(() => checkPolicy({ ...policy, trustRoots: ["not pem"] }, "p")).toThrow(/PEM/);
     expect(checkPolicy({ ...policy, allowDebug: false, product: "genoa" }, "p")).toMatchObject({ product: "genoa" });
+    expect(() => checkPolicy({ ...policy, scope: "SECRET" }, "p")).toThrow(/scope must be one of PUBLIC, DOMAIN_OWNED, USER_PRIVATE/);
+    expect(checkPolicy({ ...policy, scope: "PUBLIC" }, "p")).toMatchObject({ scope: "PUBLIC" });
   });
 });

@@ -6,14 +6,19 @@
 // hex digits) that must not be readable by group or others. `airlock kbs` defaults to
 // <state>/master.key, created 0600 on first use; keep it on other storage (or in the environment)
 // when the state dir is backed up or shared.
+//
+// A key's hostData (the room manifest digest it serves) is set once: put() refuses to change it,
+// so a grant cannot be re-bound to another manifest that reuses the room's and the input's names.
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from "node:crypto";
 import { mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { AirlockError, isErrnoException } from "../../../proto/src/errors.ts";
 import { PRODUCTS } from "../../../proto/src/attestation/report.ts";
 import type { Product, TcbVersion } from "../../../proto/src/attestation/report.ts";
+import { DATA_SCOPES, type DataScope } from "../../../proto/src/manifest/schema.ts";
 
-export const KEY_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+/** Key ids; long enough for an input's ROOM.INPUT.DIGEST24 (proto/src/room.ts inputKeyId) at the longest names. */
+export const KEY_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,159}$/;
 export const MAX_KEY_BYTES = 16 * 1024;
 
 /** What a requester must prove to get a key. */
@@ -31,6 +36,11 @@ export interface KeyPolicy {
   requireSingleSocket?: boolean;
   /** ARK certificates (PEM) to trust instead of AMD's (e.g. the emulated PSP's test root). */
   trustRoots?: string[];
+  /**
+   * The data owner's scope for this key's data, carried in the signed release; the firewall
+   * applies the stricter of it and the manifest's label. Absent: USER_PRIVATE.
+   */
+  scope?: DataScope;
 }
 
 interface KeyFile {
@@ -49,7 +59,7 @@ function usage(message: string): AirlockError {
 export function checkPolicy(p: unknown, where: string): KeyPolicy {
   if (typeof p !== "object" || p === null) throw usage(`${where}: policy must be a JSON object`);
   const o = p as Record<string, unknown>;
-  const allowed = ["measurements", "hostData", "product", "vmpl", "minTcb", "allowDebug", "forbidSmt", "forbidMigrateMa", "requireSingleSocket", "trustRoots"];
+  const allowed = ["measurements", "hostData", "product", "vmpl", "minTcb", "allowDebug", "forbidSmt", "forbidMigrateMa", "requireSingleSocket", "trustRoots", "scope"];
   for (const k of Object.keys(o)) if (!allowed.includes(k)) throw usage(`${where}: unknown field "${k}" (known: ${allowed.join(", ")})`);
   if (!Array.isArray(o.measurements) || o.measurements.length === 0 || !o.measurements.every((m) => typeof m === "string" && /^[0-9a-f]{96}$/i.test(m))) {
     throw usage(`${where}: measurements must be a non-empty list of 96-hex-digit launch digests`);
@@ -69,6 +79,7 @@ export function checkPolicy(p: unknown, where: string): KeyPolicy {
   if (o.trustRoots !== undefined && !(Array.isArray(o.trustRoots) && o.trustRoots.every((r) => typeof r === "string" && r.includes("BEGIN CERTIFICATE")))) {
     throw usage(`${where}: trustRoots must be a list of PEM certificates`);
   }
+  if (o.scope !== undefined && !(DATA_SCOPES as readonly unknown[]).includes(o.scope)) throw usage(`${where}: scope must be one of ${DATA_SCOPES.join(", ")}`);
   return o as unknown as KeyPolicy;
 }
 
@@ -119,10 +130,20 @@ export class KeyStore {
     return path.join(this.dir, `${id}.json`);
   }
 
-  /** Registers (or replaces) a key with its release policy. */
+  /**
+   * Registers a key with its release policy, or replaces one whose policy names the same hostData
+   * (e.g. a new firewall measurement after an image rebuild). A key is never moved to another
+   * hostData (room digest), nor between one and none.
+   */
   put(id: string, key: Buffer, policy: KeyPolicy): void {
     const file = this.file(id);
     checkPolicy(policy, `policy for key ${id}`);
+    const stored = this.read(id)?.policy;
+    if (stored && stored.hostData?.toLowerCase() !== policy.hostData?.toLowerCase()) {
+      const bound = stored.hostData ? `room digest ${stored.hostData.toLowerCase()}` : "any room (its policy names no host_data)";
+      const asked = policy.hostData ? `room digest ${policy.hostData.toLowerCase()}` : "any room";
+      throw usage(`key ${id} is bound to ${bound}; it is not re-bound to ${asked}. A grant serves the manifest it was made for: grant the other manifest under its own key id (airlock manifest grant does), or register a new key id`);
+    }
     if (key.length === 0 || key.length > MAX_KEY_BYTES) throw usage(`key ${id}: must be 1 to ${MAX_KEY_BYTES} bytes`);
     const nonce = randomBytes(12);
     const c = createCipheriv("chacha20-poly1305", this.kek, nonce, { authTagLength: 16 });

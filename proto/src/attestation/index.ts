@@ -10,5 +10,5 @@ export { ReportVerifier, assertVerified, parseMinTcb } from "./verify.ts";
 export type { Evidence, Expectations, VerifyResult, VerifierOptions, CheckName } from "./verify.ts";
 export { AMD_ROOTS } from "./amd-roots.ts";
 export { requestKey } from "./kbs-client.ts";
-export type { RequestKeyOptions } from "./kbs-client.ts";
+export type { ReleasedKey, RequestKeyOptions } from "./kbs-client.ts";
 export { reportDataFor, newX25519, wrapKey, unwrapKey } from "./kbs-wire.ts";

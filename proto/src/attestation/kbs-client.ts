@@ -2,9 +2,10 @@
 // attest with report_data = SHA-512(nonce ‖ public key), send the evidence, unwrap the key.
 // node:http only (no host-only dependencies); the endpoint is "http://host:port" or "unix:/path".
 // The release must be signed by the broker identity the caller names (brokerPublicKey): the HTTP
-// link itself is not trusted.
+// link itself is not trusted. The signature covers the data owner's scope, returned with the key.
 import http from "node:http";
 import { AirlockError } from "../errors.ts";
+import { DATA_SCOPES, type DataScope } from "../manifest/schema.ts";
 import type { KeyObject } from "node:crypto";
 import { brokerKeyFrom, newX25519, releaseTranscript, reportDataFor, unwrapKey, verifyRelease } from "./kbs-wire.ts";
 import type { NonceResponse, RefusalResponse, ReleaseRequest, ReleaseResponse } from "./kbs-wire.ts";
@@ -61,8 +62,14 @@ export interface RequestKeyOptions {
   timeoutMs?: number;
 }
 
-/** Attests to the broker and returns the released key. Refusals throw KEY_RELEASE with the broker's reason. */
-export async function requestKey(options: RequestKeyOptions): Promise<Buffer> {
+export interface ReleasedKey {
+  key: Buffer;
+  /** The data owner's scope for this key, as the broker signed it (the key policy's; USER_PRIVATE by default). */
+  scope: DataScope;
+}
+
+/** Attests to the broker and returns the released key and its owner's scope. Refusals throw KEY_RELEASE with the broker's reason. */
+export async function requestKey(options: RequestKeyOptions): Promise<ReleasedKey> {
   const timeout = options.timeoutMs ?? 15_000;
   const n = await post(options.endpoint, "/v1/nonce", {}, timeout);
   const nonceBody = n.body as NonceResponse;
@@ -86,11 +93,12 @@ export async function requestKey(options: RequestKeyOptions): Promise<Buffer> {
   if (release?.keyId !== options.keyId || typeof release.wrapped?.ciphertext !== "string" || typeof release.wrapped?.brokerPublicKey !== "string" || typeof release.signature !== "string") {
     throw new AirlockError("KEY_RELEASE", "key broker reply is malformed");
   }
+  if (!(DATA_SCOPES as readonly unknown[]).includes(release.scope)) throw new AirlockError("KEY_RELEASE", "key broker reply names no known data scope (a broker older than the signed scope?)");
   if (options.brokerPublicKey !== null) {
     const brokerKey = typeof options.brokerPublicKey === "string" ? brokerKeyFrom(options.brokerPublicKey) : options.brokerPublicKey;
-    if (!verifyRelease(brokerKey, releaseTranscript(options.keyId, nonce, pair.publicRaw, release.wrapped), release.signature)) {
+    if (!verifyRelease(brokerKey, releaseTranscript(options.keyId, nonce, pair.publicRaw, release.wrapped, release.scope), release.signature)) {
       throw new AirlockError("KEY_RELEASE", "the key release is not signed by the expected key broker (wrong broker, or altered on the way)");
     }
   }
-  return unwrapKey(release.wrapped, options.keyId, nonce, pair);
+  return { key: unwrapKey(release.wrapped, options.keyId, nonce, pair), scope: release.scope };
 }

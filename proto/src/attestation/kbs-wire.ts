@@ -13,11 +13,17 @@
 // Authenticity: anyone who sees the requester's public key could wrap a key of their own choosing
 // to it, so the broker signs each release (Ed25519, its identity key) over releaseTranscript().
 // The client checks it against the broker key it was configured with (from the room manifest).
+// The transcript also covers the data owner's scope from the key's policy (the scope the owner
+// granted the data at; USER_PRIVATE when the policy names none), so neither the host nor anyone on
+// the path can lower it: the firewall applies the stricter of it and the manifest's own label.
 import { createCipheriv, createDecipheriv, createHash, createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, hkdfSync, sign, verify } from "node:crypto";
 import type { KeyObject } from "node:crypto";
 import { AirlockError } from "../errors.ts";
+import type { DataScope } from "../manifest/schema.ts";
 
 export const KBS_NONCE_BYTES = 32;
+/** The owner scope a release carries when the key's policy names none. */
+export const DEFAULT_OWNER_SCOPE: DataScope = "USER_PRIVATE";
 const INFO = "airlock-kbs-v1 wrap";
 const TAG = 16;
 
@@ -85,14 +91,17 @@ export function unwrapKey(wrapped: WrappedKey, keyId: string, nonce: Buffer, req
   }
 }
 
-/** The bytes the broker signs for a release: every field the client relies on. */
-export function releaseTranscript(keyId: string, nonce: Buffer, requesterPubRaw: Buffer, wrapped: WrappedKey): Buffer {
+/**
+ * The bytes the broker signs for a release: every field the client relies on (v2: the owner's
+ * scope follows the key id; v1 had no scope).
+ */
+export function releaseTranscript(keyId: string, nonce: Buffer, requesterPubRaw: Buffer, wrapped: WrappedKey, scope: DataScope): Buffer {
   const field = (b: Buffer): Buffer => {
     const len = Buffer.alloc(4);
     len.writeUInt32BE(b.length);
     return Buffer.concat([len, b]);
   };
-  return Buffer.concat([Buffer.from("airlock-kbs-v1 release\0"), ...[Buffer.from(keyId, "utf8"), nonce, requesterPubRaw, Buffer.from(wrapped.brokerPublicKey, "base64"), Buffer.from(wrapped.ciphertext, "base64")].map(field)]);
+  return Buffer.concat([Buffer.from("airlock-kbs-v2 release\0"), ...[Buffer.from(keyId, "utf8"), Buffer.from(scope, "utf8"), nonce, requesterPubRaw, Buffer.from(wrapped.brokerPublicKey, "base64"), Buffer.from(wrapped.ciphertext, "base64")].map(field)]);
 }
 
 export function signRelease(identity: KeyObject, transcript: Buffer): string {
@@ -142,6 +151,8 @@ export interface ReleaseRequest {
 export interface ReleaseResponse {
   keyId: string;
   wrapped: WrappedKey;
+  /** The data owner's scope from the key's policy (DEFAULT_OWNER_SCOPE when it names none); signed. */
+  scope: DataScope;
   /** Ed25519 signature (base64) by the broker's identity key over releaseTranscript(). */
   signature: string;
 }

@@ -56,8 +56,9 @@ describe("key broker wrap", () => {
     const pub = newX25519().publicRaw;
     expect(reportDataFor(nonce, pub)).toHaveLength(64);
     const w = wrapKey(Buffer.from("k"), "id", nonce, pub);
-    const t = releaseTranscript("id", nonce, pub, w);
-    expect(releaseTranscript("id2", nonce, pub, w).equals(t)).toBe(false);
-    expect(releaseTranscript("id", Buffer.alloc(32, 3), pub, w).equals(t)).toBe(false);
+    const t = releaseTranscript("id", nonce, pub, w, "USER_PRIVATE");
+    expect(releaseTranscript("id2", nonce, pub, w, "USER_PRIVATE").equals(t)).toBe(false);
+    expect(releaseTranscript("id", Buffer.alloc(32, 3), pub, w, "USER_PRIVATE").equals(t)).toBe(false);
+    expect(releaseTranscript("id", nonce, pub, w, "PUBLIC").equals(t)).toBe(false);
   });
 });

@@ -1,6 +1,10 @@
 // `airlock kbs serve|add-key|list`: the key broker on its own (`airlock run` embeds it through
 // startKbs). The master key comes from AIRLOCK_KBS_MASTER_KEY or --master-key FILE (mode 0600);
 // by default <state>/master.key, created on first use.
+//
+// add-key binds a key to one room: --host-data (the manifest digest the launch puts in host_data)
+// is required, and a key any room may receive needs --any-room. A scope below USER_PRIVATE needs
+// the same flag as `airlock manifest grant` (kbs/grant.ts).
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import type { Argv } from "yargs";
@@ -13,6 +17,8 @@ import { startKbs } from "../../kbs/server.ts";
 import type { KbsListen } from "../../kbs/server.ts";
 import { checkPolicy, KeyStore, loadMasterKey } from "../../kbs/store.ts";
 import type { KeyPolicy } from "../../kbs/store.ts";
+import { ALLOW_LOW_SCOPE_FLAG, checkGrantScope } from "../../kbs/grant.ts";
+import { DATA_SCOPES, type DataScope } from "../../../../proto/src/manifest/schema.ts";
 import { randomBytes } from "node:crypto";
 import { printResult } from "../command.ts";
 import type { AirlockCommand } from "../command.ts";
@@ -84,6 +90,9 @@ interface AddArgs {
   policy?: string;
   measurement?: string[];
   "host-data"?: string;
+  "any-room": boolean;
+  scope?: DataScope;
+  "allow-scope-below-user-private": boolean;
   product?: Product;
   vmpl?: number;
   "min-tcb"?: string;
@@ -100,12 +109,15 @@ const addKey: AirlockCommand = {
   builder: (y: Argv) =>
     y
       .option("state", { type: "string", demandOption: true })
-      .option("id", { type: "string", demandOption: true, describe: "key id (the dataset's name)" })
+      .option("id", { type: "string", demandOption: true, describe: "key id; the firewall asks for an input's as ROOM.INPUT.DIGEST24 (the manifest digest's first 24 hex digits)" })
       .option("key-file", { type: "string", describe: "the key bytes (e.g. an age identity file)" })
       .option("generate", { type: "boolean", default: false, describe: "generate 32 random bytes instead of --key-file" })
-      .option("policy", { type: "string", describe: "policy JSON file (fields: measurements, hostData, product, vmpl, minTcb, allowDebug, forbidSmt, forbidMigrateMa, requireSingleSocket, trustRoots)" })
+      .option("policy", { type: "string", describe: "policy JSON file (fields: measurements, hostData, scope, product, vmpl, minTcb, allowDebug, forbidSmt, forbidMigrateMa, requireSingleSocket, trustRoots)" })
       .option("measurement", { type: "string", array: true, describe: "accepted launch measurement (96 hex digits); repeatable" })
-      .option("host-data", { type: "string", describe: "required host_data (64 hex digits)" })
+      .option("host-data", { type: "string", describe: "the room's manifest digest the VM's host_data must hold (64 hex digits; airlock manifest digest); required unless --any-room" })
+      .option("any-room", { type: "boolean", default: false, describe: "no host_data: release to any room whose firewall has an accepted measurement (dangerous)" })
+      .option("scope", { choices: DATA_SCOPES, describe: "the data owner's scope, signed into each release (default USER_PRIVATE)" })
+      .option(ALLOW_LOW_SCOPE_FLAG, { type: "boolean", default: false, describe: "allow a scope below USER_PRIVATE (PUBLIC, DOMAIN_OWNED): open outputs may carry the data in clear" })
       .option("product", { choices: PRODUCTS })
       .option("vmpl", { type: "number" })
       .option("min-tcb", { type: "string", describe: "bootloader=N,tee=N,snp=N,microcode=N[,fmc=N]" })
@@ -117,7 +129,6 @@ const addKey: AirlockCommand = {
   handler: async (argv) => {
     const args = argv as unknown as AddArgs;
     if (!!args["key-file"] === args.generate) throw new AirlockError("USAGE", "give exactly one of --key-file and --generate");
-    const key = args.generate ? randomBytes(32) : read(args["key-file"]!, "key file");
     let policy: Record<string, unknown> = {};
     if (args.policy) {
       try {
@@ -128,6 +139,7 @@ const addKey: AirlockCommand = {
     }
     if (args.measurement) policy.measurements = [...((policy.measurements as string[]) ?? []), ...args.measurement.map((m) => m.replace(/^0x/i, "").toLowerCase())];
     if (args["host-data"]) policy.hostData = args["host-data"].replace(/^0x/i, "").toLowerCase();
+    if (args.scope) policy.scope = args.scope;
     if (args.product) policy.product = args.product;
     if (args.vmpl !== undefined) policy.vmpl = args.vmpl;
     if (args["min-tcb"]) policy.minTcb = parseMinTcb(args["min-tcb"], args.product);
@@ -135,10 +147,27 @@ const addKey: AirlockCommand = {
     if (args["forbid-smt"]) policy.forbidSmt = true;
     if (args["trust-root"]) policy.trustRoots = args["trust-root"].map((f) => read(f, "trust root").toString("latin1"));
     const checked: KeyPolicy = checkPolicy(policy, args.policy ?? "key policy");
+    if (checked.hostData === undefined && !args["any-room"]) {
+      throw new AirlockError("USAGE", `key "${args.id}": no host data, so any room whose firewall matches a measurement would receive it; give --host-data DIGEST (the room's manifest digest: airlock manifest digest room.yaml) or hostData in --policy, or --any-room if the key truly serves every room`);
+    }
+    if (checked.hostData !== undefined && args["any-room"]) {
+      throw new AirlockError("USAGE", `key "${args.id}": --any-room contradicts the host data ${checked.hostData}; give one or the other`);
+    }
+    checkGrantScope(checked.scope ?? "USER_PRIVATE", args[ALLOW_LOW_SCOPE_FLAG], `key "${args.id}"`);
+    if (args["any-room"]) {
+      process.stderr.write(
+        `WARNING: key "${args.id}" is registered for ANY ROOM: the broker releases it to every firewall with an accepted measurement, whatever manifest it runs, ` +
+          `including a look-alike that reuses your room's and input's names and declares the data PUBLIC. Bind it to one manifest digest with --host-data unless that is what you mean.\n`,
+      );
+    }
     const store = new KeyStore(args.state, masterKeyOf(args, true));
-    store.put(args.id, key, checked);
-    key.fill(0);
-    printResult(args.json, { id: args.id, policy: { ...checked, trustRoots: checked.trustRoots?.length } }, () => `registered key "${args.id}" (${checked.measurements.length} accepted measurement(s)${checked.trustRoots ? ", TEST ROOT trusted" : ""})`);
+    const key = args.generate ? randomBytes(32) : read(args["key-file"]!, "key file");
+    try {
+      store.put(args.id, key, checked);
+    } finally {
+      key.fill(0);
+    }
+    printResult(args.json, { id: args.id, policy: { ...checked, trustRoots: checked.trustRoots?.length } }, () => `registered key "${args.id}" (${checked.measurements.length} accepted measurement(s), ${checked.hostData ? `room digest ${checked.hostData.slice(0, 16)}…` : "ANY ROOM"}, scope ${checked.scope ?? "USER_PRIVATE"}${checked.trustRoots ? ", TEST ROOT trusted" : ""})`);
   },
 };
 

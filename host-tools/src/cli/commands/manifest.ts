@@ -9,7 +9,9 @@ import { loadManifest, manifestDigest } from "../../../../proto/src/manifest/ind
 import { addSignature, checkSignatures, readSignatureFile, signatureFileOf, signManifestDigest } from "../../../../proto/src/manifest/sign.ts";
 import { parseIdentityFile } from "../../../../proto/src/age/index.ts";
 import { buildImage } from "../../images/build.ts";
-import { grantInput, imageMeasurement } from "../../launch/host-link.ts";
+import { imageMeasurement } from "../../launch/host-link.ts";
+import { ALLOW_LOW_SCOPE_FLAG, checkGrantScope, grantInput } from "../../kbs/grant.ts";
+import { DATA_SCOPES, type DataScope } from "../../../../proto/src/manifest/schema.ts";
 import { printResult, setExitCode, type AirlockCommand } from "../command.ts";
 import { createHash } from "node:crypto";
 
@@ -85,27 +87,43 @@ const verify: AirlockCommand = {
 
 const grant: AirlockCommand = {
   command: "grant <manifest>",
-  describe: "data owner: register an input's age identity with the embedded key broker (released only to this room's attested firewall), or print the recipient of one the broker keeps",
+  describe: "data owner: register an input's age identity with the embedded key broker (released only to this manifest digest's attested firewall, with your scope), or print the recipient of one the broker keeps",
   builder: (y: Argv) =>
     y
       .positional("manifest", { type: "string", demandOption: true })
       .option("input", { type: "string", demandOption: true, describe: "the input's name in the manifest" })
       .option("identity", { type: "string", describe: "age identity file (age-keygen's AGE-SECRET-KEY-1…); without it the broker keeps an identity of its own and prints its recipient" })
+      .option("scope", { choices: DATA_SCOPES, default: "USER_PRIVATE", describe: "your scope for this data, signed into every key release; the firewall applies the stricter of it and the manifest's" })
+      .option(ALLOW_LOW_SCOPE_FLAG, { type: "boolean", default: false, describe: "allow --scope PUBLIC or DOMAIN_OWNED: open outputs may then carry this data in clear" })
       .option("json", { type: "boolean", default: false }),
   handler: async (argv) => {
     const m = loadManifest(argv.manifest as string);
     const input = argv.input as string;
-    if (!m.inputs.some((i) => i.name === input)) throw new AirlockError("USAGE", `${m.file}: no input named "${input}"`);
+    const declared = m.inputs.find((i) => i.name === input);
+    if (!declared) throw new AirlockError("USAGE", `${m.file}: no input named "${input}"`);
+    const scope = argv.scope as DataScope;
+    const allowLowScope = argv[ALLOW_LOW_SCOPE_FLAG] as boolean;
+    checkGrantScope(scope, allowLowScope, `--scope for input ${input}`); // before the image build
     const file = argv.identity as string | undefined;
     const text = file === undefined ? undefined : readText(file, "identity");
     if (text !== undefined) parseIdentityFile(text, file!); // refuse anything that is not an age identity now
     const image = await buildImage("firewall");
     const measurement = await imageMeasurement(image.dir, m.resources.firewall.vcpus);
-    const { keyId, recipient } = await grantInput(m, input, text, measurement);
-    printResult(argv.json as boolean, { keyId, recipient, measurement: measurement.toString("hex"), hostData: manifestDigest(m).toString("hex") }, () =>
-      file === undefined
-        ? recipient
-        : `input ${input}: identity registered as key "${keyId}" for firewall measurement ${measurement.toString("hex").slice(0, 16)}… and this manifest's digest`,
+    const g = await grantInput(m, input, text, measurement, { scope, allowLowScope });
+    const json = argv.json as boolean;
+    // What the owner binds to, on stderr: stdout stays the recipient alone for `age -r "$(…)"`.
+    const lines = json
+      ? []
+      : [
+          `grant: input ${input} of room ${m.name}`,
+          `  binds to manifest digest ${g.digest} (key "${g.keyId}"), firewall measurement ${measurement.toString("hex").slice(0, 16)}…`,
+          `  scope: the manifest declares ${g.declaredScope}; you grant ${g.scope}`,
+          `  open outputs (released in clear when their rules hold): ${g.openOutputs.length > 0 ? g.openOutputs.join(", ") : "none"}`,
+        ];
+    lines.push(...g.warnings.map((w) => `WARNING: ${w}`));
+    if (lines.length > 0) process.stderr.write(`${lines.join("\n")}\n`);
+    printResult(json, { keyId: g.keyId, recipient: g.recipient, measurement: measurement.toString("hex"), hostData: g.digest, scope: g.scope, declaredScope: g.declaredScope, openOutputs: g.openOutputs, warnings: g.warnings }, () =>
+      file === undefined ? g.recipient : `input ${input}: identity registered as key "${g.keyId}" (scope ${g.scope}), for this manifest digest only`,
     );
   },
 };
