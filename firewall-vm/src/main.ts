@@ -2,6 +2,7 @@
 // the input identities from the key broker, asks governance for consent, serves the sandbox's run,
 // ships the audit trail to the host, and ends (init then powers the VM off). Any refusal before
 // the workload starts ends the run with nothing in clear having left.
+import { createHash } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import type { Duplex } from "node:stream";
 import { AGENT_PORT, HOST_CONTROL_PORT, HOST_SANDBOX_PSP_PORT, SANDBOX_PSP_RELAY_PORT } from "../../proto/src/control.ts";
@@ -37,12 +38,8 @@ async function main(): Promise<number> {
   const first = await host.nextJson("room");
   const room = parseRoom(first.canonical);
   const hold = first.hold === true;
-  // TODO(manifest): pin the broker's identity in the manifest. Today the host names the broker, which
-  // is no stronger than the host itself (true of the embedded broker anyway); it is in the audit.
+  // The host names the broker's key; the room (whose digest the launch bound) pins its hash.
   const brokerPublicKey = typeof first.brokerPublicKey === "string" && first.brokerPublicKey.length < 200 ? first.brokerPublicKey : null;
-  // TODO(manifest): bind the sandbox image's measurement to the signed manifest / key policy.
-  // Today the host names it (recorded in the audit trail), like the broker above.
-  const sandboxMeasurement = typeof first.sandboxMeasurement === "string" && /^[0-9a-f]{96}$/.test(first.sandboxMeasurement) ? first.sandboxMeasurement : null;
   log.info({ room: room.name, digest: room.digest }, "room received");
 
   mkdirSync(RUN_DIR, { recursive: true, mode: 0o700 });
@@ -50,7 +47,7 @@ async function main(): Promise<number> {
   const audit = new ShippedAudit(await AuditLog.create(`${RUN_DIR}/audit.log`, { signer: signerFromPrivateKey(key.privateKey), logger: log }), host);
   let failure: AirlockError | undefined;
   try {
-    await run(host, room, hold, audit, key, brokerPublicKey, sandboxMeasurement);
+    await run(host, room, hold, audit, key, brokerPublicKey);
   } catch (err) {
     failure = AirlockError.from(err);
     log.error({ code: failure.code }, "run refused or failed");
@@ -76,7 +73,7 @@ async function main(): Promise<number> {
   return failure ? 1 : 0;
 }
 
-async function run(host: HostChannel, room: ReturnType<typeof parseRoom>, hold: boolean, audit: ShippedAudit, key: ReturnType<typeof auditKey>, brokerPublicKey: string | null, sandboxMeasurement: string | null): Promise<void> {
+async function run(host: HostChannel, room: ReturnType<typeof parseRoom>, hold: boolean, audit: ShippedAudit, key: ReturnType<typeof auditKey>, brokerPublicKey: string | null): Promise<void> {
   // 0. Listen for the agent (and relay its PSP) at once: the sandbox boots alongside us, and an
   // agent that finds no listener waits a second per try (node-vsock's connect). Its handshake
   // simply waits until step 5 answers it; nothing is sent to it before the checks below pass.
@@ -118,10 +115,14 @@ async function run(host: HostChannel, room: ReturnType<typeof parseRoom>, hold: 
     ...(evidence.chain ? { chain: evidence.chain } : {}),
   });
   if (report.hostData.toString("hex") !== room.digest) throw new AirlockError("REPORT_REJECTED", "this VM's host_data is not the digest of the room it was sent: the host swapped the room");
+  if (report.measurement.toString("hex") !== room.attestation.firewall) throw new AirlockError("REPORT_REJECTED", "this firewall's launch measurement is not the one the signed room pins: the host launched another firewall image");
 
   // 3. Keys: each input's identity, and the room's own identity for secure outputs.
   if (!brokerPublicKey) throw new AirlockError("KEY_RELEASE", "the host named no key broker identity");
-  await audit.append("key.broker", { publicKey: brokerPublicKey, namedBy: "host" });
+  if (createHash("sha256").update(Buffer.from(brokerPublicKey, "base64")).digest("hex") !== room.attestation.broker) {
+    throw new AirlockError("KEY_RELEASE", "the key broker the host named is not the one the signed room pins");
+  }
+  await audit.append("key.broker", { publicKey: brokerPublicKey, pinnedBy: "room digest" });
   const relay = await kbsRelay(`${RUN_DIR}/kbs.sock`);
   const identities = new Map<string, AgeIdentity[]>();
   // Input name → the scope its owner granted (signed by the broker); the session applies the stricter of it and the manifest's.
@@ -170,8 +171,9 @@ async function run(host: HostChannel, room: ReturnType<typeof parseRoom>, hold: 
   // 5. The sandbox: one agent; any other connection to the agent port is recorded and closed. The
   // link crosses the host's vsock fabric, so it is the attested, encrypted channel: the sandbox
   // must prove it runs the expected image for this room before it is sent anything.
-  if (!sandboxMeasurement) throw new AirlockError("REPORT_REJECTED", "the host named no expected sandbox measurement, so the sandbox cannot be verified");
-  await audit.append("channel.expected", { peer: "sandbox", measurement: sandboxMeasurement, namedBy: "host" });
+  // The sandbox must run the image the signed room pins; the host has no say in it.
+  const sandboxMeasurement = room.attestation.sandbox;
+  await audit.append("channel.expected", { peer: "sandbox", measurement: sandboxMeasurement, pinnedBy: "room digest" });
   await host.send({ type: "firewall-ready", digest: room.digest });
   const conn = await agentConn;
   // Closed by main() once the host has heard how the run ended: the sandbox powers off when its

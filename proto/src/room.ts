@@ -17,6 +17,8 @@ export interface RoomPlan {
   /** Collaborators whose signatures over the digest are required (manifest/sign.ts). */
   collaborators: { name: string; publicKeySha256: string }[];
   governance: { consent?: string };
+  /** What the signed digest pins: the images' launch measurements and the broker's key hash. */
+  attestation: { firewall: string; sandbox: string; broker: string };
 }
 
 /**
@@ -79,6 +81,9 @@ export function parseRoom(canonical: unknown): RoomPlan {
       format: oneOf(o.format, OUTPUT_FORMATS, `outputs[${i}].format`),
     };
   });
+  const a = isObj(canonical.attestation) ? canonical.attestation : bad("attestation (the pinned measurements and broker) missing");
+  const hex = (v: unknown, n: number, what: string): string => (typeof v === "string" && new RegExp(`^[0-9a-f]{${n}}$`).test(v) ? v : bad(`${what} must be ${n} hex digits`));
+  const attestation = { firewall: hex(a.firewall, 96, "attestation.firewall"), sandbox: hex(a.sandbox, 96, "attestation.sandbox"), broker: hex(a.broker, 64, "attestation.broker") };
   let consoleOut: RoomPlan["console"];
   if (canonical.console !== undefined) {
     const o = isObj(canonical.console) ? canonical.console : bad("console must be an object");
@@ -101,6 +106,7 @@ export function parseRoom(canonical: unknown): RoomPlan {
     name: str(canonical.name, "name"),
     collaborators,
     governance: consent ? { consent } : {},
+    attestation,
     digest: createHash("sha256").update(canonicalJson(canonical)).digest("hex"),
     workload: { command, env, timeoutSeconds, ...(padToSeconds !== undefined ? { padToSeconds } : {}) },
     inputs,

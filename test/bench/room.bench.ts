@@ -6,9 +6,8 @@ import { execFileSync } from "node:child_process";
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { buildImage } from "../../host-tools/src/images/build.ts";
 import { chooseAccel } from "../../host-tools/src/launch/accel.ts";
-import { imageMeasurement } from "../../host-tools/src/launch/host-link.ts";
+import { roomIdentity } from "../../host-tools/src/launch/room-digest.ts";
 import { grantInput } from "../../host-tools/src/kbs/grant.ts";
 import { Pair } from "../../host-tools/src/launch/pair.ts";
 import { loadManifest } from "../../proto/src/manifest/index.ts";
@@ -35,8 +34,8 @@ export default async function bench(report: Reporter): Promise<void> {
     execFileSync("age", ["-r", execFileSync("age-keygen", ["-y", path.join(dir, "corpus.key")]).toString().trim(), "-o", path.join(dir, "room/data/corpus.txt.age"), path.join(dir, "corpus.txt")]);
     const manifestPath = path.join(dir, "room/room.yaml");
     const manifest = loadManifest(manifestPath);
-    const image = await buildImage("firewall");
-    await grantInput(manifest, "corpus", readFileSync(path.join(dir, "corpus.key"), "utf8"), await imageMeasurement(image.dir, manifest.resources.firewall.vcpus));
+    const room = await roomIdentity(manifest);
+    await grantInput(manifest, "corpus", readFileSync(path.join(dir, "corpus.key"), "utf8"), { digest: room.digest, firewallMeasurement: Buffer.from(room.pins.firewall, "hex") });
 
     const accel = await chooseAccel("auto", silentLogger);
     const at: Record<string, number> = {};

@@ -23,7 +23,7 @@ import type { DataScope } from "../../../proto/src/manifest/schema.ts";
 import type { AuditSink } from "./audit-ship.ts";
 import { decideOutput, inspectOpenOutput, scopeRank, ScopeTracker, stricter, type OutputDecision } from "../policy/index.ts";
 import type { HostChannel } from "./host-channel.ts";
-import { Violations } from "./violations.ts";
+import type { Violations } from "./violations.ts";
 
 /** The name the console output goes by on the host link and in the trail (never an output's name). */
 export const CONSOLE = "console";

@@ -64,6 +64,9 @@ afterAll(() => {
   rmSync(tmp, { recursive: true, force: true });
 });
 
+/** What the CLI binds a grant to (room-digest.ts computes it with the room's pins). */
+const bound = (m: Manifest): { digest: Buffer; firewallMeasurement: Buffer } => ({ digest: manifestDigest(m), firewallMeasurement: measurement });
+
 describe("manifest grant", () => {
   it("binds the key to the manifest digest: a look-alike gets another key id and another broker-kept identity", async () => {
     const digestA = manifestDigest(owners).toString("hex");
@@ -71,12 +74,12 @@ describe("manifest grant", () => {
     expect(lookAlike.name).toBe(owners.name);
     expect(digestB).not.toBe(digestA);
 
-    const a = await grantInput(owners, "records", undefined, measurement);
+    const a = await grantInput(owners, "records", undefined, bound(owners));
     expect(a).toMatchObject({ keyId: `ward.records.${digestA.slice(0, 24)}`, digest: digestA, scope: "USER_PRIVATE", declaredScope: "USER_PRIVATE", openOutputs: [], warnings: [] });
     expect(a.keyId).toBe(inputKeyId("ward", "records", digestA)); // what the owner's firewall asks for
     expect(a.recipient).toMatch(/^age1[0-9a-z]{58}$/);
 
-    const b = await grantInput(lookAlike, "records", undefined, measurement);
+    const b = await grantInput(lookAlike, "records", undefined, bound(lookAlike));
     expect(b.keyId).toBe(inputKeyId("ward", "records", digestB)); // what the look-alike's firewall asks for
     expect(b.keyId).not.toBe(a.keyId);
     expect(b.recipient).not.toBe(a.recipient); // data encrypted to the owner's recipient stays out of its reach
@@ -84,7 +87,7 @@ describe("manifest grant", () => {
     expect(b.warnings.join("\n")).toMatch(/declares input records as PUBLIC, lower than the USER_PRIVATE granted here: the firewall holds the data to USER_PRIVATE \(the stricter\), so open output\(s\) leak are withheld/);
 
     // Granting the owner's manifest again keeps its identity (and its binding).
-    expect((await grantInput(owners, "records", undefined, measurement)).recipient).toBe(a.recipient);
+    expect((await grantInput(owners, "records", undefined, bound(owners))).recipient).toBe(a.recipient);
     const dirs = embeddedBrokerDirs();
     const store = new KeyStore(dirs.kbs, loadMasterKey(path.join(dirs.kbs, "master.key")));
     expect(store.policy(a.keyId)).toMatchObject({ hostData: digestA, scope: "USER_PRIVATE", measurements: [measurement.toString("hex")] });
@@ -113,21 +116,21 @@ describe("manifest grant", () => {
 
   it("registers a given identity under the digest's key id", async () => {
     const id = X25519Identity.generate();
-    const g = await grantInput(owners, "records", formatIdentityFile(id), measurement);
+    const g = await grantInput(owners, "records", formatIdentityFile(id), bound(owners));
     expect(g.recipient).toBe(id.recipient.toString());
-    await expect(grantInput(owners, "nope", undefined, measurement)).rejects.toThrow(/no input named "nope"/);
+    await expect(grantInput(owners, "nope", undefined, bound(owners))).rejects.toThrow(/no input named "nope"/);
   });
 
   it("refuses a scope below USER_PRIVATE unless explicitly allowed, and records the granted scope", async () => {
     for (const scope of ["PUBLIC", "DOMAIN_OWNED"] as const) {
-      await expect(grantInput(lookAlike, "records", undefined, measurement, { scope })).rejects.toThrow(
+      await expect(grantInput(lookAlike, "records", undefined, bound(lookAlike), { scope })).rejects.toThrow(
         new RegExp(`input records: scope ${scope} is below USER_PRIVATE, so the room's open outputs may carry this data.*--allow-scope-below-user-private`),
       );
     }
-    const g = await grantInput(lookAlike, "records", undefined, measurement, { scope: "PUBLIC", allowLowScope: true });
+    const g = await grantInput(lookAlike, "records", undefined, bound(lookAlike), { scope: "PUBLIC", allowLowScope: true });
     expect(g.scope).toBe("PUBLIC");
     expect(g.warnings.join("\n")).toMatch(/you grant PUBLIC and the manifest declares PUBLIC, so the firewall holds the data to PUBLIC only: open output\(s\) leak may carry it in clear/);
-    const sealed = await grantInput(owners, "records", undefined, measurement, { scope: "SEALED" });
+    const sealed = await grantInput(owners, "records", undefined, bound(owners), { scope: "SEALED" });
     expect(sealed.warnings).toEqual(["the manifest declares input records as USER_PRIVATE, lower than the SEALED granted here: the firewall holds the data to SEALED (the stricter); make sure this is the manifest you meant to grant"]);
     const dirs = embeddedBrokerDirs();
     const store = new KeyStore(dirs.kbs, loadMasterKey(path.join(dirs.kbs, "master.key")));

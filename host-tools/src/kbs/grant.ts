@@ -10,7 +10,7 @@
 import path from "node:path";
 import { AirlockError } from "../../../proto/src/errors.ts";
 import { inputKeyId } from "../../../proto/src/room.ts";
-import { manifestDigest, type Manifest } from "../../../proto/src/manifest/index.ts";
+import type { Manifest } from "../../../proto/src/manifest/index.ts";
 import { DATA_SCOPES, type DataScope } from "../../../proto/src/manifest/schema.ts";
 import { X25519Identity, formatIdentityFile, parseIdentityFile } from "../../../proto/src/age/index.ts";
 import { DEFAULT_OWNER_SCOPE } from "../../../proto/src/attestation/kbs-wire.ts";
@@ -76,12 +76,12 @@ export interface Grant {
  * an identity of its own for this digest, which never leaves it: the data owner encrypts to the
  * returned recipient.
  */
-export async function grantInput(manifest: Manifest, input: string, identityText: string | undefined, measurement: Buffer, options: GrantOptions = {}): Promise<Grant> {
+export async function grantInput(manifest: Manifest, input: string, identityText: string | undefined, room: { digest: Buffer; firewallMeasurement: Buffer }, options: GrantOptions = {}): Promise<Grant> {
   const declared = manifest.inputs.find((i) => i.name === input);
   if (!declared) throw new AirlockError("USAGE", `${manifest.file}: no input named "${input}"`);
   const scope = options.scope ?? DEFAULT_OWNER_SCOPE;
   checkGrantScope(scope, options.allowLowScope === true, `input ${input}`);
-  const digest = manifestDigest(manifest);
+  const { digest, firewallMeasurement: measurement } = room;
   const digestHex = digest.toString("hex");
   const dirs = embeddedBrokerDirs();
   const psp = EmulatedPsp.open(dirs.psp);

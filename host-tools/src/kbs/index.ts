@@ -1,5 +1,5 @@
 // The key broker: startKbs embeds it (airlock run), `airlock kbs serve` runs it alone.
-export { startKbs } from "./server.ts";
+export { brokerPublicKey, startKbs } from "./server.ts";
 export type { KbsOptions, KbsHandle, KbsListen } from "./server.ts";
 export { KeyStore, loadMasterKey, checkPolicy } from "./store.ts";
 export type { KeyPolicy } from "./store.ts";

@@ -120,6 +120,22 @@ function socketAnswers(socketPath: string): Promise<boolean> {
   });
 }
 
+/**
+ * The broker's identity key (signs releases and the audit log), derived from the master key: no
+ * second secret to keep, and it stays the same across runs — so a room's manifest can pin it.
+ */
+function brokerIdentity(masterKey: Buffer): ReturnType<typeof ed25519FromSeed> {
+  const seed = Buffer.from(hkdfSync("sha256", masterKey, Buffer.alloc(0), "airlock-kbs-v1 identity", 32));
+  const identity = ed25519FromSeed(seed);
+  seed.fill(0);
+  return identity;
+}
+
+/** The broker's public key (base64 SPKI DER), as GET /v1/identity answers it. */
+export function brokerPublicKey(masterKey: Buffer): string {
+  return createPublicKey(brokerIdentity(masterKey)).export({ type: "spki", format: "der" }).toString("base64");
+}
+
 export async function startKbs(options: KbsOptions): Promise<KbsHandle> {
   const log = (options.log ?? silentLogger).child({ module: "kbs" });
   const store = new KeyStore(options.stateDir, options.masterKey);
@@ -131,11 +147,7 @@ export async function startKbs(options: KbsOptions): Promise<KbsHandle> {
   const auditDir = path.join(options.stateDir, "audit");
   mkdirSync(auditDir, { recursive: true, mode: 0o700 });
   const auditPath = path.join(auditDir, `kbs-${new Date().toISOString().replace(/[:.]/g, "-")}-${randomBytes(3).toString("hex")}.jsonl`);
-  // The broker's identity key (signs releases and the audit log) is derived from the master key:
-  // no second secret to keep, and it stays the same across runs.
-  const seed = Buffer.from(hkdfSync("sha256", options.masterKey, Buffer.alloc(0), "airlock-kbs-v1 identity", 32));
-  const identity = ed25519FromSeed(seed);
-  seed.fill(0);
+  const identity = brokerIdentity(options.masterKey);
   const publicKey = createPublicKey(identity).export({ type: "spki", format: "der" }).toString("base64");
   const audit = await AuditLog.create(auditPath, { signer: signerFromPrivateKey(identity), logger: log });
 

@@ -8,7 +8,7 @@
 // itself never reaches the host; the listener closes once the sandbox has attested). Released
 // outputs go through the OutputWriter (output-writer.ts), which names every file itself. The
 // firewall is measured, but every message is still checked: a bug must not write outside --out.
-import { closeSync, createReadStream, fdatasyncSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeSync } from "node:fs";
+import { closeSync, createReadStream, fdatasyncSync, mkdirSync, openSync, rmSync, statSync, writeSync } from "node:fs";
 import { EventEmitter } from "node:events";
 import net from "node:net";
 import path from "node:path";
@@ -16,14 +16,14 @@ import { AirlockError, ERROR_CODES, type ErrorCode } from "../../../proto/src/er
 import type { Logger } from "../../../proto/src/log.ts";
 import { field, HOST_CONTROL_PORT, HOST_SANDBOX_PSP_PORT, KBS_VSOCK_PORT, readMessages, sendData, sendMessage } from "../../../proto/src/control.ts";
 import { roomKeyId } from "../../../proto/src/room.ts";
-import { manifestDigest, type Manifest } from "../../../proto/src/manifest/index.ts";
+import type { Manifest } from "../../../proto/src/manifest/index.ts";
+import { imageMeasurement, type RoomIdentity } from "./room-digest.ts";
 import { readSignatureFile, signatureFileOf } from "../../../proto/src/manifest/sign.ts";
 import { X25519Identity, formatIdentityFile } from "../../../proto/src/age/index.ts";
 import { PSP_VSOCK_PORT } from "../../../proto/src/attestation/psp-wire.ts";
 import { EmulatedPsp, listenPsp, type PspListener } from "../attestation/index.ts";
 import { startKbs, KeyStore, loadMasterKey, type KbsHandle } from "../kbs/index.ts";
 import { embeddedBrokerDirs, roomKeyPolicy } from "../kbs/grant.ts";
-import { readImageDir, snpLaunchDigest } from "../measure/index.ts";
 import { DEFAULT_SNP_POLICY } from "./snp-plan.ts";
 import { OutputWriter, type WriterReport } from "./output-writer.ts";
 
@@ -48,15 +48,14 @@ export interface HostLinkOptions {
   /** The firewall's vsock uds-path; the host's listeners are `<udsPath>_<port>`. */
   udsPath: string;
   manifest: Manifest;
-  /** The canonical manifest sent as the room. */
-  room: unknown;
+  /** The room as the launch binds it: canonical manifest with its pins, and digest (room-digest.ts). */
+  identity: RoomIdentity;
   outDir: string;
   /** Where the firewall's audit trail is written (default <outDir>/audit.log). */
   auditPath?: string;
-  /** The firewall's image folder: its emulated launch measurement is computed from it. */
+  /** The image folders launched: the emulated PSP reports their measurements, as hardware would. */
   firewallImageDir: string;
   firewallVcpus: number;
-  /** The sandbox's image folder: its emulated launch measurement, which the firewall expects. */
   sandboxImageDir: string;
   sandboxVcpus: number;
   log: Logger;
@@ -67,46 +66,11 @@ export interface HostLinkOptions {
 // The embedded broker's state folders and key policies, and the data owner's grant: ../kbs/grant.ts.
 export { embeddedBrokerDirs };
 
-/**
- * The launch measurement the emulated PSP reports for an image: the SNP launch digest of its
- * declared firmware, kernel, initrd and command line (the measure code, as `airlock measure
- * --image`), so a key policy names exactly this firewall program.
- */
-export async function imageMeasurement(imageDir: string, vcpus: number): Promise<Buffer> {
-  const img = await readImageDir(imageDir);
-  if (!img.ovmfPath) throw new AirlockError("MEASURE", `${imageDir}/image.json declares no firmware, so the emulated launch cannot be measured`, { hint: "rebuild the images (airlock images build)" });
-  const { digest } = await snpLaunchDigest({
-    ovmf: readFileSync(img.ovmfPath),
-    ovmfSource: img.ovmfPath,
-    vcpus,
-    vcpuType: img.vcpuType ?? "EPYC-v4",
-    kernel: img.kernelPath,
-    ...(img.initrdPath ? { initrd: img.initrdPath } : {}),
-    append: img.append,
-    ...(img.guestFeatures !== undefined ? { guestFeatures: img.guestFeatures } : {}),
-  });
-  return digest;
-}
-
-/**
- * AIRLOCK_EXPECT_SANDBOX_MEASUREMENT (96 hex digits): the sandbox measurement the firewall is told
- * to expect, instead of the launch digest of the image being launched — a value reviewed out of
- * band (`airlock measure --image`). A sandbox that does not match is refused and the run ends
- * (tests use this to prove it). Unset: the launched image's digest.
- */
-function expectedSandboxMeasurement(): Buffer | undefined {
-  const v = process.env.AIRLOCK_EXPECT_SANDBOX_MEASUREMENT;
-  if (v === undefined || v === "") return undefined;
-  if (!/^[0-9a-fA-F]{96}$/.test(v)) throw new AirlockError("USAGE", "AIRLOCK_EXPECT_SANDBOX_MEASUREMENT must be 96 hex digits (a 48-byte SNP launch digest)");
-  return Buffer.from(v, "hex");
-}
-
 export class HostLink extends EventEmitter<HostLinkEvents> {
   private server: net.Server | undefined;
   private conn: net.Socket | undefined;
   private psp: PspListener | undefined;
   private sandboxPsp: PspListener | undefined;
-  private sandboxMeasurement: Buffer | undefined;
   private kbs: KbsHandle | undefined;
   private finished = false;
   /** Where released outputs are staged and put in place. */
@@ -126,9 +90,9 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
 
   /** Starts the emulated PSP, the embedded key broker and the control listener. */
   async listen(): Promise<void> {
-    const { manifest, udsPath } = this.options;
+    const { udsPath } = this.options;
     const dirs = embeddedBrokerDirs();
-    const digest = manifestDigest(manifest);
+    const digest = this.options.identity.digest;
     const psp = EmulatedPsp.open(dirs.psp, { log: this.log });
     const measurement = await imageMeasurement(this.options.firewallImageDir, this.options.firewallVcpus);
     this.psp = await listenPsp(`${udsPath}_${PSP_VSOCK_PORT}`, psp, { measurement, hostData: digest, policy: DEFAULT_SNP_POLICY }, { log: this.log });
@@ -136,7 +100,6 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
     // the firewall is the one dialling CID 2).
     const sandboxLaunch = await imageMeasurement(this.options.sandboxImageDir, this.options.sandboxVcpus);
     this.sandboxPsp = await listenPsp(`${udsPath}_${HOST_SANDBOX_PSP_PORT}`, psp, { measurement: sandboxLaunch, hostData: digest, policy: DEFAULT_SNP_POLICY }, { log: this.log });
-    this.sandboxMeasurement = expectedSandboxMeasurement() ?? sandboxLaunch;
 
     // The room's own identity (secure outputs): created once per manifest digest; its policy
     // follows the current firewall image.
@@ -179,7 +142,8 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
   private async serve(c: net.Socket): Promise<void> {
     const { manifest } = this.options;
     c.on("error", () => {});
-    await sendMessage(c, { type: "room", canonical: this.options.room, hold: this.options.hold ?? false, brokerPublicKey: this.kbs?.publicKey, sandboxMeasurement: this.sandboxMeasurement?.toString("hex") });
+    // The broker's key is the host's word, checked inside against the hash the room pins.
+    await sendMessage(c, { type: "room", canonical: this.options.identity.canonical, hold: this.options.hold ?? false, brokerPublicKey: this.kbs?.publicKey });
     await sendMessage(c, { type: "signatures", signatures: readSignatureFile(signatureFileOf(manifest.file)) });
     // Data frames follow a message that announced them: an audit chunk, a sealed piece or an open file.
     let audit: { size: number; parts: Buffer[]; got: number } | undefined;

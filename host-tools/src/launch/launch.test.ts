@@ -91,6 +91,7 @@ describe("pre-launch checks", () => {
 describe("messages from guests", () => {
   it("refuse output paths that leave the output folder", () => {
     for (const p of ["../x", "/etc/passwd", "a/../../b", "", "a//b", "a\0b"]) expect(() => checkRelativePath(p)).toThrow(/not a plain relative path/);
+    expect(() => checkRelativePath("SECRET/../x")).toThrow(/^an output file path/); // never quoted
     expect(checkRelativePath("dir/file.txt")).toBe("dir/file.txt");
   });
 
@@ -101,8 +102,14 @@ describe("messages from guests", () => {
       workload: { bundleTree: "00", command: ["/bin/true"], env: { A: "1" }, timeoutSeconds: 5 },
       inputs: [],
       outputs: [{ name: "o", mount: "/data/out/o", mode: "open", maxBytes: 10, format: "text" }],
+      attestation: { firewall: "ab".repeat(48), sandbox: "cd".repeat(48), broker: "ef".repeat(32) },
     };
     expect(parseRoom(room).digest).toMatch(/^[0-9a-f]{64}$/);
+    expect(parseRoom(room).attestation.sandbox).toBe("cd".repeat(48));
+    expect(() => parseRoom({ ...room, attestation: undefined })).toThrow(/attestation/);
+    expect(() => parseRoom({ ...room, attestation: { ...room.attestation, sandbox: "XY" } })).toThrow(/attestation.sandbox/);
+    expect(() => parseRoom({ ...room, outputs: [{ ...room.outputs[0], name: "console" }] })).toThrow(/console/);
+    expect(() => parseRoom({ ...room, console: { mode: "trusted", maxBytes: 10 } })).toThrow(/recipient/);
     expect(() => parseRoom({ ...room, outputs: [{ ...room.outputs[0], mount: "/etc" }] })).toThrow(/must lie under \/data\/out/);
     expect(() => parseRoom({ ...room, workload: { ...room.workload, env: { A: 1 } } })).toThrow(/workload.env.A/);
     expect(() => parseRoom({ ...room, apiVersion: "v0" })).toThrow(/not an airlock\/v1/);

@@ -3,14 +3,14 @@
 // closed: when either QEMU dies, its QMP link drops or the fabric fails, the other VM is killed at
 // once and the state says what happened.
 import { EventEmitter } from "node:events";
-import { mkdirSync, statSync } from "node:fs";
+import { mkdirSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
 import { AirlockError } from "../../../proto/src/errors.ts";
 import type { Logger } from "../../../proto/src/log.ts";
 import { PSP_VSOCK_PORT } from "../../../proto/src/attestation/psp-wire.ts";
 import { HOST_CONTROL_PORT, HOST_SANDBOX_PSP_PORT, KBS_VSOCK_PORT } from "../../../proto/src/control.ts";
-import { canonicalManifest, loadManifest, manifestDigest, type Manifest } from "../../../proto/src/manifest/index.ts";
-import { buildPairImages } from "../images/build.ts";
+import { loadManifest, type Manifest } from "../../../proto/src/manifest/index.ts";
+import { roomIdentity } from "./room-digest.ts";
 import { startFabric, type Fabric } from "../fabric/index.ts";
 import { chooseAccel, type AccelChoice } from "./accel.ts";
 import { PairDir, type PairState } from "./pair-state.ts";
@@ -83,7 +83,7 @@ export class Pair extends EventEmitter<PairEvents> {
     this.state = {
       name: options.name,
       manifest: this.manifest.file,
-      manifestDigest: manifestDigest(this.manifest).toString("hex"),
+      manifestDigest: "",
       tee: "emulated",
       debug: options.debug,
       status: "starting",
@@ -127,7 +127,14 @@ export class Pair extends EventEmitter<PairEvents> {
   private async launch(): Promise<void> {
     const { log } = this.options;
     this.progress("building or reusing images");
-    const images = await buildPairImages({ workloadDir: this.manifest.workload.bundle });
+    const identity = await roomIdentity(this.manifest);
+    const images = { ...identity.images };
+    // A host that launches another sandbox than the room pins (AIRLOCK_LAUNCH_SANDBOX_IMAGE, for the
+    // tests that prove it is refused): the emulated PSP then reports that image's measurement.
+    const other = process.env.AIRLOCK_LAUNCH_SANDBOX_IMAGE;
+    if (other) images.sandbox = { ...images.sandbox, dir: other, info: { ...images.sandbox.info, ...(JSON.parse(readFileSync(path.join(other, "image.json"), "utf8")) as object) } };
+    this.state.manifestDigest = identity.digest.toString("hex");
+    this.state.measurements = { firewall: identity.pins.firewall, sandbox: identity.pins.sandbox };
     this.checkNotEnding();
     const accel = await chooseAccel(this.options.accel, log);
     this.state.accel = accel;
@@ -154,7 +161,7 @@ export class Pair extends EventEmitter<PairEvents> {
     this.hostLink = new HostLink({
       udsPath: vsock("firewall").udsPath,
       manifest: this.manifest,
-      room: canonicalManifest(this.manifest),
+      identity,
       outDir: this.outDir,
       firewallImageDir: images.firewall.dir,
       firewallVcpus: this.manifest.resources.firewall.vcpus,

@@ -2,8 +2,8 @@
 // which is built and checked up to the command line: this launcher runs SNP guests only on a host
 // whose QEMU can (≥ 9.1, an SEV-SNP kernel), and refuses clearly everywhere else.
 import path from "node:path";
-import { buildPairImages, DECLARED_VCPU_TYPE, type PairImages } from "../images/build.ts";
-import { manifestDigest, type Manifest } from "../../../proto/src/manifest/index.ts";
+import { DECLARED_VCPU_TYPE, type PairImages } from "../images/build.ts";
+import type { Manifest } from "../../../proto/src/manifest/index.ts";
 import { AirlockError } from "../../../proto/src/errors.ts";
 import { checkQemuSupports, localQemuVersion, snpLaunchPlan, type QemuPlan } from "./snp-plan.ts";
 import { qemuArgs, QEMU_BINARY } from "./qemu-args.ts";
@@ -14,15 +14,13 @@ export const SNP_OVMF_ENV = "AIRLOCK_SNP_OVMF";
 
 export type Role = "firewall" | "sandbox";
 
-export function pairImages(manifest: Manifest): Promise<PairImages> {
-  return buildPairImages({ workloadDir: manifest.workload.bundle });
-}
 
 function vsockDevice(dir: PairDir, role: Role): string[][] {
   return [["-chardev", `socket,id=vsock0,path=${dir.vhostSocket(role)}`], ["-device", "vhost-user-vsock-pci,chardev=vsock0,id=vsock0"]];
 }
 
-export function snpPairPlans(manifest: Manifest, images: PairImages, dir: PairDir): Record<Role, QemuPlan> {
+/** `hostData`: the room's digest with its pins (room-digest.ts), as the emulated launch binds it. */
+export function snpPairPlans(manifest: Manifest, images: PairImages, dir: PairDir, hostData: Buffer): Record<Role, QemuPlan> {
   const ovmf = process.env[SNP_OVMF_ENV] ?? "/usr/share/ovmf/AMDSEV.fd";
   const plan = (role: Role): QemuPlan =>
     snpLaunchPlan({
@@ -34,7 +32,7 @@ export function snpPairPlans(manifest: Manifest, images: PairImages, dir: PairDi
       kernelPath: path.join(images[role].dir, "vmlinuz"),
       initrdPath: path.join(images[role].dir, "initrd.img"),
       append: images[role].info.cmdline,
-      hostData: manifestDigest(manifest),
+      hostData,
       qmpSocket: dir.qmpSocket(role),
       extraDevices: vsockDevice(dir, role),
       console: role === "firewall" ? "stdio" : "none",

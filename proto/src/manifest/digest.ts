@@ -6,7 +6,7 @@ import { createHash } from "node:crypto";
 import { lstatSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
 import path from "node:path";
 import { AirlockError } from "../errors.ts";
-import type { Manifest } from "./schema.ts";
+import type { Manifest, RoomPins } from "./schema.ts";
 
 /** JSON with sorted object keys and no whitespace (RFC 8785's shape for the values used here). */
 export function canonicalJson(value: unknown): string {
@@ -64,9 +64,10 @@ export function treeDigest(dir: string): string {
   return sha256Hex(Buffer.from(canonicalJson(listTree(dir))));
 }
 
-/** The manifest in the canonical form that is hashed. */
-export function canonicalManifest(m: Manifest): unknown {
+/** The manifest in the canonical form that is hashed; `pins` (schema.ts RoomPins) as `attestation`. */
+export function canonicalManifest(m: Manifest, pins?: RoomPins): unknown {
   return {
+    attestation: pins,
     apiVersion: m.apiVersion,
     name: m.name,
     workload: { bundleTree: treeDigest(m.workload.bundle), command: m.workload.command, env: m.workload.env, timeoutSeconds: m.workload.timeoutSeconds, padTo: m.workload.padToSeconds },
@@ -81,8 +82,8 @@ export function canonicalManifest(m: Manifest): unknown {
 }
 
 /** SHA-256 of the canonical manifest: 32 bytes, the size of SNP host_data. */
-export function manifestDigest(m: Manifest): Buffer {
-  return createHash("sha256").update(canonicalJson(canonicalManifest(m))).digest();
+export function manifestDigest(m: Manifest, pins?: RoomPins): Buffer {
+  return createHash("sha256").update(canonicalJson(canonicalManifest(m, pins))).digest();
 }
 
 function sha256Hex(data: Buffer): string {

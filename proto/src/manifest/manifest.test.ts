@@ -38,6 +38,35 @@ describe("room manifest", () => {
     expect(m.resources.sandbox.vcpus).toBe(1);
   });
 
+  it("side channels: the console is declared on its own, padTo fits the timeout, reserved names, bounded open outputs, memory that boots", () => {
+    const ok = loadManifest(
+      roomWith(`apiVersion: airlock/v1
+name: r
+workload: {bundle: ./workload, command: [/bin/sh, run.sh], timeoutSeconds: 60, padTo: 60}
+console: {mode: secure, maxBytes: 2048}
+`),
+    );
+    expect(ok.console).toEqual({ mode: "secure", maxBytes: 2048 });
+    expect(ok.workload.padToSeconds).toBe(60);
+    expect(loadManifest(hello).console).toBeUndefined();
+    const msg = problems(
+      roomWith(`apiVersion: airlock/v1
+name: r
+workload: {bundle: ./workload, command: [/bin/sh, run.sh], timeoutSeconds: 60, padTo: 61}
+console: {mode: open}
+outputs:
+  - {name: console, mount: /data/out/c, mode: secure}
+  - {name: o, mount: /data/out/o, mode: open, maxBytes: 1073741824}
+resources: {firewall: {memoryMiB: 256}}
+`),
+    );
+    expect(msg).toContain("workload.padTo: expected an integer from 1 to 60");
+    expect(msg).toContain("console.mode: expected one of secure | trusted");
+    expect(msg).toContain("outputs[0].name: expected a name other than console");
+    expect(msg).toContain("outputs[1].maxBytes: expected an integer from 0 to 16777216");
+    expect(msg).toContain("resources.firewall.memoryMiB: expected an integer from 512");
+  });
+
   it("names the file, the field and what was expected", () => {
     const file = roomWith(`apiVersion: airlock/v1
 name: Bad_Name

@@ -79,6 +79,19 @@ export interface Governance {
   consent?: string;
 }
 
+/**
+ * Who a room trusts, pinned in its canonical form and so in the digest collaborators sign and the
+ * launch binds as host_data: the firewall and sandbox images' launch measurements (hex SNP launch
+ * digests of airlock's reproducible images) and the key broker's identity (SHA-256 of its SPKI).
+ * The host computes them; anyone can recompute them (`airlock manifest digest --explain`), and a
+ * host that launches other images or names another broker is refused inside the VMs.
+ */
+export interface RoomPins {
+  firewall: string;
+  sandbox: string;
+  broker: string;
+}
+
 export interface Manifest {
   apiVersion: "airlock/v1";
   name: string;

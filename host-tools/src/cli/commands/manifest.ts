@@ -5,11 +5,10 @@
 import { readFileSync } from "node:fs";
 import type { Argv } from "yargs";
 import { AirlockError, isErrnoException } from "../../../../proto/src/errors.ts";
-import { loadManifest, manifestDigest } from "../../../../proto/src/manifest/index.ts";
+import { loadManifest } from "../../../../proto/src/manifest/index.ts";
 import { addSignature, checkSignatures, readSignatureFile, signatureFileOf, signManifestDigest } from "../../../../proto/src/manifest/sign.ts";
 import { parseIdentityFile } from "../../../../proto/src/age/index.ts";
-import { buildImage } from "../../images/build.ts";
-import { imageMeasurement } from "../../launch/host-link.ts";
+import { roomIdentity } from "../../launch/room-digest.ts";
 import { ALLOW_LOW_SCOPE_FLAG, checkGrantScope, grantInput } from "../../kbs/grant.ts";
 import { DATA_SCOPES, type DataScope } from "../../../../proto/src/manifest/schema.ts";
 import { printResult, setExitCode, type AirlockCommand } from "../command.ts";
@@ -25,12 +24,13 @@ function readText(file: string, what: string): string {
 
 const digest: AirlockCommand = {
   command: "digest <manifest>",
-  describe: "print the manifest's canonical digest (SHA-256, hex): what collaborators sign and host_data holds",
+  describe: "print the manifest's canonical digest (SHA-256, hex): what collaborators sign and host_data holds; it pins the images' measurements and the key broker (--json shows them)",
   builder: (y: Argv) => y.positional("manifest", { type: "string", demandOption: true }).option("json", { type: "boolean", default: false }),
-  handler: (argv) => {
+  handler: async (argv) => {
     const m = loadManifest(argv.manifest as string);
-    const d = manifestDigest(m).toString("hex");
-    printResult(argv.json as boolean, { manifest: m.file, digest: d }, () => d);
+    const room = await roomIdentity(m);
+    const d = room.digest.toString("hex");
+    printResult(argv.json as boolean, { manifest: m.file, digest: d, attestation: room.pins }, () => d);
   },
 };
 
@@ -44,12 +44,12 @@ const sign: AirlockCommand = {
       .option("name", { type: "string", demandOption: true, describe: "your name as the manifest's collaborators list it" })
       .option("out", { type: "string", describe: "signature file (default MANIFEST.sig.json)" })
       .option("json", { type: "boolean", default: false }),
-  handler: (argv) => {
+  handler: async (argv) => {
     const m = loadManifest(argv.manifest as string);
     const name = argv.name as string;
     const who = m.collaborators.find((c) => c.name === name);
     if (!who) throw new AirlockError("USAGE", `${m.file}: no collaborator named "${name}" (collaborators: ${m.collaborators.map((c) => c.name).join(", ") || "none"})`);
-    const d = manifestDigest(m);
+    const d = (await roomIdentity(m)).digest;
     const s = signManifestDigest(d, name, readText(argv.key as string, "key"), argv.key as string);
     if (createHash("sha256").update(s.publicKeyPem).digest("hex") !== createHash("sha256").update(who.publicKeyPem).digest("hex")) {
       // Same key, different PEM text would still fail in the enforcer: it compares the PEM's hash.
@@ -71,9 +71,9 @@ const verify: AirlockCommand = {
       .positional("manifest", { type: "string", demandOption: true })
       .option("signatures", { type: "string", describe: "signature file (default MANIFEST.sig.json)" })
       .option("json", { type: "boolean", default: false }),
-  handler: (argv) => {
+  handler: async (argv) => {
     const m = loadManifest(argv.manifest as string);
-    const d = manifestDigest(m);
+    const d = (await roomIdentity(m)).digest;
     const sigs = readSignatureFile((argv.signatures as string | undefined) ?? signatureFileOf(m.file));
     const required = m.collaborators.map((c) => ({ name: c.name, publicKeySha256: createHash("sha256").update(c.publicKeyPem).digest("hex") }));
     const checks = checkSignatures(d, required, sigs);
@@ -107,9 +107,9 @@ const grant: AirlockCommand = {
     const file = argv.identity as string | undefined;
     const text = file === undefined ? undefined : readText(file, "identity");
     if (text !== undefined) parseIdentityFile(text, file!); // refuse anything that is not an age identity now
-    const image = await buildImage("firewall");
-    const measurement = await imageMeasurement(image.dir, m.resources.firewall.vcpus);
-    const g = await grantInput(m, input, text, measurement, { scope, allowLowScope });
+    const room = await roomIdentity(m);
+    const measurement = Buffer.from(room.pins.firewall, "hex");
+    const g = await grantInput(m, input, text, { digest: room.digest, firewallMeasurement: measurement }, { scope, allowLowScope });
     const json = argv.json as boolean;
     // What the owner binds to, on stderr: stdout stays the recipient alone for `age -r "$(…)"`.
     const lines = json

@@ -8,7 +8,8 @@ import type { Argv } from "yargs";
 import { AirlockError } from "../../../../proto/src/errors.ts";
 import { createRootLogger } from "../../../../proto/src/log.ts";
 import { loadManifest, type Manifest } from "../../../../proto/src/manifest/index.ts";
-import { checkSnpHost, emulatedPairArgv, pairImages, snpPairPlans } from "../../launch/tee-plans.ts";
+import { checkSnpHost, emulatedPairArgv, snpPairPlans } from "../../launch/tee-plans.ts";
+import { roomIdentity } from "../../launch/room-digest.ts";
 import { QEMU_BINARY } from "../../launch/qemu-args.ts";
 import { Pair } from "../../launch/pair.ts";
 import { projectRoot } from "../../paths.ts";
@@ -46,9 +47,10 @@ const pairOptions = (y: Argv): Argv =>
 export async function handlePlanAndTee(args: { tee: "emulated" | "snp"; accel: "auto" | "kvm" | "tcg"; "print-plan"?: boolean }, manifest: Manifest, name: string): Promise<boolean> {
   if (args.tee === "emulated" && !args["print-plan"]) return false;
   const dir = new PairDir(name);
-  const images = await pairImages(manifest);
+  const room = await roomIdentity(manifest);
+  const images = room.images;
   if (args.tee === "snp") {
-    const plans = snpPairPlans(manifest, images, dir);
+    const plans = snpPairPlans(manifest, images, dir, room.digest);
     if (args["print-plan"]) {
       for (const [role, plan] of Object.entries(plans)) process.stdout.write(`# ${role} (SNP, needs QEMU ≥ ${plan.requires.minQemu})\n${[QEMU_BINARY, ...plan.argv].map(shellQuote).join(" ")}\n`);
       return true;

@@ -101,6 +101,7 @@ function describeExit(w: { succeeded: boolean; code?: number }): string {
 
 /** Control characters and bidi overrides never reach the terminal. */
 function printable(s: string): string {
+  // eslint-disable-next-line no-control-regex -- matching control characters is the point
   return /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/.test(s) ? JSON.stringify(s) : s;
 }
 

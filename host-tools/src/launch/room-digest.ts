@@ -1,0 +1,64 @@
+// A room's identity as the launch binds it: the canonical manifest with its pins (the firewall and
+// sandbox images' launch measurements, the key broker's key hash), and its SHA-256 digest — what
+// collaborators sign, what grants bind keys to, and the SNP host_data of both VMs. Computing it
+// builds (or reuses) the reproducible images, so every command that names a room's digest
+// (`manifest digest|sign|verify|grant`, `up`, `run`) agrees on it.
+import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { AirlockError } from "../../../proto/src/errors.ts";
+import { canonicalManifest, manifestDigest, type Manifest, type RoomPins } from "../../../proto/src/manifest/index.ts";
+import { buildPairImages, type PairImages } from "../images/build.ts";
+import { brokerPublicKey, loadMasterKey } from "../kbs/index.ts";
+import { embeddedBrokerDirs } from "../kbs/grant.ts";
+import { readImageDir, snpLaunchDigest } from "../measure/index.ts";
+
+export interface RoomIdentity {
+  pins: RoomPins;
+  /** The canonical manifest the firewall receives (pins included). */
+  canonical: unknown;
+  digest: Buffer;
+  images: PairImages;
+  /** The embedded broker's public key (base64 SPKI DER), whose hash is pinned. */
+  brokerPublicKey: string;
+}
+
+/**
+ * The launch measurement the emulated PSP reports for an image: the SNP launch digest of its
+ * declared firmware, kernel, initrd and command line (the measure code, as `airlock measure
+ * --image`), so a key policy names exactly this program.
+ */
+export async function imageMeasurement(imageDir: string, vcpus: number): Promise<Buffer> {
+  const img = await readImageDir(imageDir);
+  if (!img.ovmfPath) throw new AirlockError("MEASURE", `${imageDir}/image.json declares no firmware, so the emulated launch cannot be measured`, { hint: "rebuild the images (airlock images build)" });
+  const { digest } = await snpLaunchDigest({
+    ovmf: readFileSync(img.ovmfPath),
+    ovmfSource: img.ovmfPath,
+    vcpus,
+    vcpuType: img.vcpuType ?? "EPYC-v4",
+    kernel: img.kernelPath,
+    ...(img.initrdPath ? { initrd: img.initrdPath } : {}),
+    append: img.append,
+    ...(img.guestFeatures !== undefined ? { guestFeatures: img.guestFeatures } : {}),
+  });
+  return digest;
+}
+
+/** The embedded key broker's public key (its identity follows from its master key). */
+export function embeddedBrokerKey(): string {
+  const dirs = embeddedBrokerDirs();
+  return brokerPublicKey(loadMasterKey(path.join(dirs.kbs, "master.key"), { create: true }));
+}
+
+export const brokerKeyHash = (spkiBase64: string): string => createHash("sha256").update(Buffer.from(spkiBase64, "base64")).digest("hex");
+
+export async function roomIdentity(manifest: Manifest): Promise<RoomIdentity> {
+  const images = await buildPairImages({ workloadDir: manifest.workload.bundle });
+  const broker = embeddedBrokerKey();
+  const pins: RoomPins = {
+    firewall: (await imageMeasurement(images.firewall.dir, manifest.resources.firewall.vcpus)).toString("hex"),
+    sandbox: (await imageMeasurement(images.sandbox.dir, manifest.resources.sandbox.vcpus)).toString("hex"),
+    broker: brokerKeyHash(broker),
+  };
+  return { pins, canonical: canonicalManifest(manifest, pins), digest: manifestDigest(manifest, pins), images, brokerPublicKey: broker };
+}
