@@ -3,11 +3,13 @@
 // sent (read-only, tmpfs), receives what to run, runs the workload, ships its outputs and exit
 // status, and ends (init then powers the VM off).
 import { connectVsock } from "../../proto/src/vsock-stream.ts";
-import { AGENT_PORT, FIREWALL_CID, SANDBOX_PSP_RELAY_PORT, field, readMessages, sendBytes, sendMessage } from "../../proto/src/control.ts";
+import { readFileSync, writeFileSync } from "node:fs";
+import { AGENT_PORT, FIREWALL_CID, SANDBOX_PSP_RELAY_PORT, field, readMessages, sendMessage } from "../../proto/src/control.ts";
 import { EmulatedPspProvider } from "../../proto/src/attestation/index.ts";
 import { secureClient } from "../../proto/src/channel/index.ts";
 import { roomChannelOptions } from "../../proto/src/agent-link.ts";
-import { collectOutput, InputFile, runWorkload, strayFiles } from "./agent/workload.ts";
+import { InputFile, runWorkload } from "./agent/workload.ts";
+import { parseRun, sendResults } from "./agent/protocol.ts";
 
 const CONNECT_DEADLINE_MS = 180_000;
 const AGENT_HANDSHAKE_TIMEOUT_MS = 180_000;
@@ -30,7 +32,18 @@ function inputMount(p: string): string {
   return p;
 }
 
+/** Out of the OOM killer's reach (init sets it already; this checks, and sets it if not). */
+function protectFromOom(): void {
+  const file = "/proc/self/oom_score_adj";
+  try {
+    if (readFileSync(file, "utf8").trim() !== "-1000") writeFileSync(file, "-1000");
+  } catch (err) {
+    console.error(`airlock-agent: cannot protect the agent from the OOM killer: ${(err as Error).message}`);
+  }
+}
+
 async function main(): Promise<number> {
+  protectFromOom();
   const raw = await connectFirewall();
   // The firewall must show a report from this room's launch (same root, same host_data as ours);
   // its measurement is not pinned here (README, "The agent link"); the firewall records its own.
@@ -74,32 +87,24 @@ async function main(): Promise<number> {
       throw new Error(`unexpected message ${String(v.value.type).slice(0, 40)}`);
     }
   }
-  const command = (run.command as unknown[]).map((c) => String(c));
-  const env = run.env as Record<string, string>;
-  const outputs = (run.outputs as { name: string; mount: string; maxBytes: number }[]) ?? [];
-  const timeoutSeconds = field.int(run, "timeoutSeconds", 1, 7 * 24 * 3600);
-
-  const result = await runWorkload({ command, env, outputMounts: outputs.map((o) => o.mount), timeoutSeconds });
-
-  await sendMessage(link, { type: "file", output: "console", path: "console.log", size: result.console.length, truncated: result.consoleTruncated });
-  await sendBytes(link, result.console);
-  for (const o of outputs) {
-    const { files, skipped, overLimit } = collectOutput(o.mount, o.maxBytes);
-    for (const f of files) {
-      await sendMessage(link, { type: "file", output: o.name, path: f.path, size: f.data.length });
-      await sendBytes(link, f.data);
-    }
-    if (skipped.length || overLimit) await sendMessage(link, { type: "output-note", output: o.name, skipped, overLimit });
-  }
-  const stray = strayFiles(["/"], outputs.map((o) => o.mount));
-  if (stray.count) await sendMessage(link, { type: "stray-files", count: stray.count, paths: stray.paths });
-  await sendMessage(link, { type: "exit", code: result.code });
-  // Wait for the firewall to acknowledge before the VM powers off.
+  const spec = parseRun(run);
+  const result = await runWorkload({
+    command: spec.command,
+    env: spec.env,
+    outputMounts: spec.outputs.map((o) => o.mount),
+    timeoutSeconds: spec.timeoutSeconds,
+    consoleMaxBytes: spec.console ? spec.console.maxBytes : null,
+  });
+  // Throws (no output read, the run fails) if a process of the workload user survived.
+  await sendResults(link, spec, result);
+  // Wait for the firewall's bye before the VM powers off. Not bounded: a held pair (airlock up)
+  // stays up until it is stopped, which closes the link.
   const bye = await messages.next();
+  const ok = !bye.done && bye.value.kind === "json" && bye.value.value.type === "bye";
   link.end();
   await new Promise((r) => setTimeout(r, 100));
   link.destroy();
-  return bye.done ? 1 : 0;
+  return ok ? 0 : 1;
 }
 
 main().then(

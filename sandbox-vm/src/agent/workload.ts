@@ -1,19 +1,31 @@
 // Runs the workload unmodified: as the unprivileged `workload` user, with the manifest's command
 // and environment only, its output folders created and owned by that user. Its stdout and stderr
-// are data (an output like any other), never the console.
-import { spawn } from "node:child_process";
-import { chmodSync, chownSync, closeSync, mkdirSync, openSync, readdirSync, lstatSync, readFileSync, renameSync, writeSync } from "node:fs";
+// are data (the console output), never the VM's console. The run ends when its main process
+// ends (or at its time limit): then every process of the workload user is killed, and only once
+// none is left may its outputs be read (outputs.ts), so nothing it started can still write,
+// signal or time anything after the fact.
+import { spawn, spawnSync } from "node:child_process";
+import { chmodSync, chownSync, closeSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, writeFileSync, writeSync } from "node:fs";
+import { constants as osConstants } from "node:os";
 import path from "node:path";
 
 export const WORKLOAD_UID = 1000;
 export const WORKLOAD_GID = 1000;
-/** Bound on captured stdout+stderr; the rest is dropped and said so. */
-export const MAX_CONSOLE_BYTES = 8 * 1024 * 1024;
+/** How long the agent keeps killing the workload user's processes before it gives up (fail closed). */
+export const SWEEP_BOUND_MS = 5_000;
+/**
+ * Processes and threads the workload user may have at once (RLIMIT_NPROC): a fork bomb stops
+ * there, leaving the VM's process table room for the agent and its sweep.
+ */
+export const WORKLOAD_MAX_TASKS = 4096;
 
 export interface WorkloadResult {
   code: number;
+  /** stdout and stderr together, at most consoleMaxBytes (empty when the console is not captured). */
   console: Buffer;
   consoleTruncated: boolean;
+  /** Processes of the workload user still alive after the sweep: outputs must not be read if any. */
+  survivors: number;
 }
 
 export interface WorkloadSpec {
@@ -21,10 +33,14 @@ export interface WorkloadSpec {
   env: Record<string, string>;
   outputMounts: string[];
   timeoutSeconds: number;
+  /** Bound on the captured stdout+stderr; null: not captured at all (they go to /dev/null). */
+  consoleMaxBytes: number | null;
   /** Run as this uid/gid (default the workload user); tests on a host run as themselves. */
   uid?: number;
   gid?: number;
   cwd?: string;
+  /** RLIMIT_NPROC of the workload user (default WORKLOAD_MAX_TASKS); tests use a small one. */
+  maxTasks?: number;
 }
 
 export function prepareOutputs(mounts: string[], uid: number, gid: number): void {
@@ -34,99 +50,189 @@ export function prepareOutputs(mounts: string[], uid: number, gid: number): void
   }
 }
 
+/** Shell convention: death by signal N is status 128+N. */
+function exitStatus(code: number | null, signal: NodeJS.Signals | null): number {
+  if (code !== null) return code;
+  return 128 + (signal ? (osConstants.signals[signal] ?? 0) : 0);
+}
+
+/**
+ * Processes whose real, effective or saved uid is `uid` (from /proc/<pid>/status). `live` leaves
+ * out zombies, unless a zombie leader still has other threads running (a way to hide from ps);
+ * `running` leaves out the stopped ones too.
+ */
+export function processesOf(uid: number): { all: number[]; live: number[]; running: number[] } {
+  const all: number[] = [];
+  const live: number[] = [];
+  const running: number[] = [];
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    let status: string;
+    try {
+      status = readFileSync(`/proc/${name}/status`, "utf8");
+    } catch {
+      continue; // gone meanwhile
+    }
+    const uids = /^Uid:\s+(\d+)\s+(\d+)\s+(\d+)/m.exec(status);
+    if (!uids || !uids.slice(1, 4).some((u) => Number(u) === uid)) continue;
+    const pid = Number(name);
+    const state = /^State:\s+(\S)/m.exec(status)?.[1] ?? "?";
+    all.push(pid);
+    let isLive = state !== "Z" && state !== "X";
+    if (!isLive) {
+      try {
+        isLive = readdirSync(`/proc/${name}/task`).length > 1;
+      } catch {
+        // gone meanwhile
+      }
+    }
+    if (isLive) live.push(pid);
+    if (isLive && state !== "T" && state !== "t") running.push(pid);
+  }
+  return { all, live, running };
+}
+
+function signal(pids: number[], sig: NodeJS.Signals): void {
+  for (const pid of pids) {
+    try {
+      process.kill(pid, sig);
+    } catch {
+      // gone meanwhile
+    }
+  }
+}
+
+/**
+ * Kills every process of `uid` and returns how many are still alive after `boundMs` (0: none).
+ * 1. Freeze: SIGSTOP whatever of the uid still runs, scan after scan, until nothing runs (or half
+ *    the bound has passed). A stopped process cannot fork; killing first would free process slots
+ *    that a fork bomb refills as fast as a scan empties them.
+ * 2. Kill: SIGKILL every process of the uid, scan after scan, until none is left. The first round
+ *    also runs `kill -9 -1` AS the uid: the kernel signals all that uid may signal in one pass
+ *    under the lock fork takes, so nothing forked meanwhile escapes (best effort: it cannot start
+ *    when the uid is at its process limit, and then the scans do the work).
+ * The workload's process limit (RLIMIT_NPROC, runWorkload) keeps the slots for the agent's own.
+ */
+export async function killAllOf(uid: number, gid: number, boundMs = SWEEP_BOUND_MS): Promise<number> {
+  if (uid === 0 || uid === process.getuid?.()) throw new Error(`refusing to kill every process of uid ${uid} (ours or root's)`);
+  const start = Date.now();
+  for (;;) {
+    const { running } = processesOf(uid);
+    if (running.length === 0 || Date.now() - start > boundMs / 2) break;
+    signal(running, "SIGSTOP");
+    await new Promise((r) => setImmediate(r));
+  }
+  for (let round = 0; ; round++) {
+    if (round % 10 === 0) spawnSync("/bin/sh", ["-c", "kill -9 -1"], { uid, gid, stdio: "ignore", timeout: 2_000, env: {} });
+    const { all, live } = processesOf(uid);
+    signal(all, "SIGKILL");
+    if (live.length === 0) return 0;
+    if (Date.now() - start > boundMs) return live.length;
+    await new Promise((r) => setTimeout(r, round < 5 ? 1 : 10));
+  }
+}
+
+/**
+ * Runs fn (a spawn) with our OOM score at its most killable, so the child inherits it: the agent
+ * runs at -1000 (init), and a workload left at -1000 could never be chosen by the OOM killer. Set
+ * by root, the value is also the child's floor: the workload cannot lower it again.
+ */
+function spawnOomFirst<T>(fn: () => T): T {
+  const file = "/proc/self/oom_score_adj";
+  let previous: string | undefined;
+  if (process.getuid?.() === 0) {
+    try {
+      previous = readFileSync(file, "utf8").trim();
+      writeFileSync(file, "1000");
+    } catch {
+      previous = undefined;
+    }
+  }
+  try {
+    return fn();
+  } finally {
+    try {
+      if (previous !== undefined) writeFileSync(file, previous);
+    } catch {
+      // stays at 1000: the agent is then killable, nothing else changes
+    }
+  }
+}
+
 export function runWorkload(spec: WorkloadSpec): Promise<WorkloadResult> {
   const uid = spec.uid ?? WORKLOAD_UID;
   const gid = spec.gid ?? WORKLOAD_GID;
+  const root = process.getuid?.() === 0;
+  // Killing "every process of the uid" is only for a uid that is neither ours nor root's.
+  const sweep = root && uid !== 0;
   prepareOutputs(spec.outputMounts, uid, gid);
+  const bound = spec.consoleMaxBytes;
   const chunks: Buffer[] = [];
   let size = 0;
   let truncated = false;
-  return new Promise((resolve) => {
-    // Its own process group, so a timeout or a leftover child (holding stdout open) is killed whole.
-    const child = spawn(spec.command[0]!, spec.command.slice(1), {
+  const take = (d: Buffer): void => {
+    if (bound === null) return;
+    if (size + d.length > bound) {
+      truncated = true;
+      d = d.subarray(0, Math.max(0, bound - size));
+    }
+    size += d.length;
+    if (d.length) chunks.push(d);
+  };
+  // With the sweep, a shell sets the user's process limit, then execs the command as given (busybox
+  // spells the option -u, dash -p). Its own process group: without the sweep (a test as an
+  // ordinary user) the group is what is killed.
+  const maxTasks = Math.floor(spec.maxTasks ?? WORKLOAD_MAX_TASKS);
+  const argv = sweep ? ["/bin/sh", "-c", `ulimit -u ${maxTasks} 2>/dev/null || ulimit -p ${maxTasks} || exit 126; exec "$@"`, "airlock-workload", ...spec.command] : spec.command;
+  const child = spawnOomFirst(() =>
+    spawn(argv[0]!, argv.slice(1), {
       env: { PATH: "/bin:/usr/bin", HOME: "/tmp", ...spec.env },
       cwd: spec.cwd ?? "/workload",
-      stdio: ["ignore", "pipe", "pipe"],
+      stdio: ["ignore", bound === null ? "ignore" : "pipe", bound === null ? "ignore" : "pipe"],
       detached: true,
-      ...(process.getuid?.() === 0 ? { uid, gid } : {}),
-    });
-    const killGroup = (): void => {
-      try {
-        if (child.pid) process.kill(-child.pid, "SIGKILL");
-      } catch {
-        // the group is gone already
-      }
-    };
-    const take = (d: Buffer): void => {
-      if (size + d.length > MAX_CONSOLE_BYTES) {
-        truncated = true;
-        d = d.subarray(0, Math.max(0, MAX_CONSOLE_BYTES - size));
-      }
-      size += d.length;
-      if (d.length) chunks.push(d);
-    };
-    child.stdout.on("data", take);
-    child.stderr.on("data", take);
-    let status: number | undefined;
-    const finish = (): void => {
-      if (status === undefined) return;
-      clearTimeout(timer);
-      clearTimeout(grace);
-      resolve({ code: status, console: Buffer.concat(chunks), consoleTruncated: truncated });
-      status = undefined;
-    };
-    const timer = setTimeout(killGroup, spec.timeoutSeconds * 1000);
-    let grace: NodeJS.Timeout | undefined;
-    child.on("error", (err) => {
-      take(Buffer.from(`airlock: cannot start the workload: ${err.message}\n`));
-      status ??= 127;
-      finish();
-    });
-    child.on("exit", (code, signal) => {
-      // Shell convention: death by signal N is status 128+N.
-      const sig = signal ? (({ SIGKILL: 9, SIGTERM: 15, SIGSEGV: 11, SIGABRT: 6, SIGINT: 2 }) as Record<string, number>)[signal] ?? 1 : 0;
-      status = code ?? 128 + sig;
-      // Whatever it left running goes with it; its output pipes then close.
-      grace = setTimeout(() => {
-        killGroup();
-        finish();
-      }, 2000);
-      killGroup();
-    });
-    child.on("close", () => finish());
-  });
-}
-
-export interface OutputFile {
-  path: string;
-  data: Buffer;
-}
-
-/** Lists the regular files under an output folder (symlinks and special files are skipped). */
-export function collectOutput(mount: string, maxBytes: number): { files: OutputFile[]; skipped: string[]; overLimit: boolean } {
-  const files: OutputFile[] = [];
-  const skipped: string[] = [];
-  let total = 0;
-  let overLimit = false;
-  const walk = (rel: string): void => {
-    for (const name of readdirSync(path.join(mount, rel)).sort()) {
-      const r = rel ? `${rel}/${name}` : name;
-      const st = lstatSync(path.join(mount, r));
-      if (st.isDirectory()) walk(r);
-      else if (!st.isFile()) skipped.push(r);
-      else if (total + st.size > maxBytes) overLimit = true;
-      else {
-        total += st.size;
-        files.push({ path: r, data: readFileSync(path.join(mount, r)) });
-      }
+      ...(root ? { uid, gid } : {}),
+    }),
+  );
+  const killGroup = (): void => {
+    try {
+      if (child.pid) process.kill(-child.pid, "SIGKILL");
+    } catch {
+      // the group is gone already
     }
   };
-  try {
-    walk("");
-  } catch {
-    // the workload removed its own output folder: nothing to ship
-  }
-  return { files, skipped, overLimit };
+  const killAll = async (): Promise<number> => {
+    killGroup();
+    return sweep ? killAllOf(uid, gid) : 0;
+  };
+  child.stdout?.on("data", take);
+  child.stderr?.on("data", take);
+  const pipesClosed = Promise.all(
+    [child.stdout, child.stderr].map((s) => (s ? new Promise<void>((resolve) => (s.once("close", resolve), s.once("error", () => resolve()))) : undefined)),
+  );
+  const ended = new Promise<number>((resolve) => {
+    let started = false;
+    child.on("spawn", () => (started = true));
+    child.on("error", (err) => {
+      if (started) return; // a later error (a failed kill) changes nothing
+      take(Buffer.from(`airlock: cannot start the workload: ${err.message}\n`));
+      resolve(127);
+    });
+    child.on("exit", (code, signal) => resolve(exitStatus(code, signal)));
+  });
+  // At the time limit; the sweep after the exit below checks none is left.
+  const timer = setTimeout(() => void killAll().catch(() => undefined), spec.timeoutSeconds * 1000);
+  return ended.then(async (code) => {
+    clearTimeout(timer);
+    // Whatever it left running goes with it, before anything of it is read.
+    const survivors = await killAll();
+    // Its output pipes close once the last holder is dead; bounded all the same.
+    let grace: NodeJS.Timeout | undefined;
+    await Promise.race([pipesClosed, new Promise((r) => (grace = setTimeout(r, 2_000)))]);
+    clearTimeout(grace);
+    child.stdout?.destroy();
+    child.stderr?.destroy();
+    return { code, console: Buffer.concat(chunks), consoleTruncated: truncated, survivors };
+  });
 }
 
 /**
@@ -157,38 +263,39 @@ export class InputFile {
   }
 }
 
-/**
- * Files the workload user owns outside its output folders (it may write /tmp and nowhere else
- * that is shipped): listed for the audit trail, never shipped.
- */
 const SKIP = new Set(["/proc", "/sys", "/dev"]);
+const STRAY_MAX_DEPTH = 64;
+const STRAY_MAX_ENTRIES = 1_000_000;
 
-export function strayFiles(roots: string[], outputMounts: string[], uid = WORKLOAD_UID): { paths: string[]; count: number } {
-  const paths: string[] = [];
+/**
+ * How many entries (files, folders, symlinks, anything) the workload user owns outside its output
+ * folders (it may write /tmp). Only the count is reported: names are data. Names are handled as
+ * bytes, so one that is not UTF-8 is counted too; nothing is followed.
+ */
+export function strayCount(roots: string[], outputMounts: string[], uid = WORKLOAD_UID): number {
+  // Paths compared as their bytes (latin1 maps each byte to one character).
+  const key = (b: Buffer): string => b.toString("latin1");
+  const outputs = new Set(outputMounts.map((m) => key(Buffer.from(m.replace(/\/+$/, "")))));
   let count = 0;
-  const walk = (dir: string, depth: number): void => {
-    if (depth > 8 || SKIP.has(dir) || outputMounts.some((m) => dir === m || dir.startsWith(`${m}/`))) return;
-    let names: string[];
+  let seen = 0;
+  const walk = (dir: Buffer, depth: number): void => {
+    let names: Buffer[];
     try {
-      names = readdirSync(dir);
+      names = readdirSync(dir, { encoding: "buffer" });
     } catch {
       return;
     }
     for (const name of names) {
-      const p = path.join(dir, name);
-      let st;
-      try {
-        st = lstatSync(p);
-      } catch {
-        continue;
-      }
-      if (st.isDirectory()) walk(p, depth + 1);
-      else if (st.uid === uid && !outputMounts.some((m) => p.startsWith(`${m}/`))) {
-        count++;
-        if (paths.length < 50) paths.push(p);
-      }
+      if (++seen > STRAY_MAX_ENTRIES) return;
+      const p = Buffer.concat([dir, dir[dir.length - 1] === 0x2f ? Buffer.alloc(0) : Buffer.from("/"), name]);
+      const ps = key(p);
+      if (SKIP.has(ps) || outputs.has(ps)) continue;
+      const st = lstatSync(p, { throwIfNoEntry: false });
+      if (!st) continue;
+      if (st.uid === uid) count++;
+      if (st.isDirectory() && depth < STRAY_MAX_DEPTH) walk(p, depth + 1);
     }
   };
-  for (const r of roots) walk(r, 0);
-  return { paths, count };
+  for (const r of roots) walk(Buffer.from(r), 0);
+  return count;
 }
