@@ -17,6 +17,8 @@ export interface RoomPlan {
   /** Collaborators whose signatures over the digest are required (manifest/sign.ts). */
   collaborators: { name: string; publicKeySha256: string }[];
   governance: { consent?: string };
+  /** The canonical manifest as received (its digest is `digest`): the agent checks it too. */
+  canonical: Record<string, unknown>;
   /** What the signed digest pins: the images' launch measurements and the broker's key hash. */
   attestation: { firewall: string; sandbox: string; broker: string };
 }
@@ -107,6 +109,7 @@ export function parseRoom(canonical: unknown): RoomPlan {
     collaborators,
     governance: consent ? { consent } : {},
     attestation,
+    canonical,
     digest: createHash("sha256").update(canonicalJson(canonical)).digest("hex"),
     workload: { command, env, timeoutSeconds, ...(padToSeconds !== undefined ? { padToSeconds } : {}) },
     inputs,

@@ -3,7 +3,9 @@
 // sent (read-only, tmpfs), receives what to run, runs the workload, ships its outputs and exit
 // status, and ends (init then powers the VM off).
 import { connectVsock } from "../../proto/src/vsock-stream.ts";
+import { createHash } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
+import { canonicalJson } from "../../proto/src/manifest/digest.ts";
 import { AGENT_PORT, FIREWALL_CID, SANDBOX_PSP_RELAY_PORT, field, readMessages, sendMessage } from "../../proto/src/control.ts";
 import { EmulatedPspProvider } from "../../proto/src/attestation/index.ts";
 import { secureClient } from "../../proto/src/channel/index.ts";
@@ -42,15 +44,27 @@ function protectFromOom(): void {
   }
 }
 
+/**
+ * The room the firewall says it serves must be the one this sandbox was launched for (its digest
+ * is our host_data, which the handshake proved the firewall shares), and the firewall must run the
+ * image that room pins. Otherwise nothing runs: the host launched a firewall of its own making.
+ */
+function checkFirewall(room: Record<string, unknown>, peer: { measurement: string; hostData: string }): void {
+  const digest = createHash("sha256").update(canonicalJson(room)).digest("hex");
+  if (digest !== peer.hostData) throw new Error("the room the firewall sent is not the room this sandbox was launched for");
+  const pins = room.attestation as { firewall?: unknown } | undefined;
+  if (typeof pins?.firewall !== "string" || pins.firewall !== peer.measurement) throw new Error("the firewall's launch measurement is not the one the room pins");
+}
+
 async function main(): Promise<number> {
   protectFromOom();
   const raw = await connectFirewall();
   // The firewall must show a report from this room's launch (same root, same host_data as ours);
-  // its measurement is not pinned here (README, "The agent link"); the firewall records its own.
+  // its measurement is checked against the room's pin once the room arrives (below).
   const provider = new EmulatedPspProvider({ connect: () => connectVsock(FIREWALL_CID, SANDBOX_PSP_RELAY_PORT, 10_000), timeoutMs: 20_000 });
   // The firewall accepts us as soon as it boots but answers the handshake only after its own checks
   // (attestation, key release, consent): give it time.
-  const { stream: link } = await secureClient(raw, roomChannelOptions(provider, { peer: "firewall", timeoutMs: AGENT_HANDSHAKE_TIMEOUT_MS }));
+  const { stream: link, peer } = await secureClient(raw, roomChannelOptions(provider, { peer: "firewall", timeoutMs: AGENT_HANDSHAKE_TIMEOUT_MS }));
   link.on("error", () => {}); // reported by the reads below
   await sendMessage(link, { type: "hello", agent: "airlock-sandbox/1" });
   const messages = readMessages(link);
@@ -88,6 +102,8 @@ async function main(): Promise<number> {
     }
   }
   const spec = parseRun(run);
+  checkFirewall(spec.room, peer);
+  const startedAt = Date.now();
   const result = await runWorkload({
     command: spec.command,
     env: spec.env,
@@ -95,6 +111,9 @@ async function main(): Promise<number> {
     timeoutSeconds: spec.timeoutSeconds,
     consoleMaxBytes: spec.console ? spec.console.maxBytes : null,
   });
+  // With padTo, nothing crosses the fabric before the padded time: the run's duration stays inside.
+  const padUntil = startedAt + (spec.padToSeconds ?? 0) * 1000;
+  if (Date.now() < padUntil) await new Promise((r) => setTimeout(r, padUntil - Date.now()));
   // Throws (no output read, the run fails) if a process of the workload user survived.
   await sendResults(link, spec, result);
   // Wait for the firewall's bye before the VM powers off. Not bounded: a held pair (airlock up)

@@ -60,15 +60,13 @@ export function isSafeOpenName(name: string): boolean {
 }
 
 /**
- * Step 2, open outputs: every name from the safe set, no file that is also a folder, every file
- * in the declared format. Returns the reason to withhold, or null to release.
+ * Step 2, open outputs: every name from the safe set, every file in the declared format. Returns
+ * the reason to withhold, or null to release. (A name that collides with another on the host —
+ * a file where a folder is needed — is refused there, that file alone: host-tools' OutputWriter.)
  */
 export function inspectOpenOutput(name: string, format: OutputFormat, files: { path: string; content: Buffer }[], schema?: Schema): string | null {
-  const paths = new Set(files.map((f) => f.path));
   for (const f of files) {
     if (!isSafeOpenName(f.path)) return `output ${name}: a file name is outside the safe set (letters, digits, '.', '_', '-'; at most ${MAX_OPEN_DEPTH} levels)`;
-    const parts = f.path.split("/");
-    for (let i = 1; i < parts.length; i++) if (paths.has(parts.slice(0, i).join("/"))) return `output ${name}: a file name is also a folder name`;
   }
   for (const f of files) {
     if (checkFormat(f.content, format, schema)) return `output ${name}: a file is not valid ${format}${schema ? " for its schema" : ""}`;

@@ -6,6 +6,7 @@
 // read in pieces up to the size its descriptor reported, never more. What is refused is counted,
 // never dropped silently. Sizes are summed before a byte leaves, so an output over its bound
 // sends nothing at all.
+import { archiveEntryCost } from "../../../proto/src/archive.ts";
 import { closeSync, constants, fstatSync, lstatSync, openSync, readdirSync, readSync } from "node:fs";
 import type { Writable } from "node:stream";
 import { sendData, sendMessage } from "../../../proto/src/control.ts";
@@ -134,7 +135,7 @@ export function scanOutput(mount: string, maxBytes: number, maxEntries = MAX_ENT
         else {
           closeSync(o.fd);
           files.push({ abs, rel: r, size: o.size, mode: o.mode, dev: o.dev, ino: o.ino });
-          bytes += o.size;
+          bytes += archiveEntryCost(r, o.size); // sized as the firewall sizes it: in a tar archive
         }
       }
     }
@@ -162,7 +163,7 @@ export function scanOutput(mount: string, maxBytes: number, maxEntries = MAX_ENT
       closeSync(o.fd);
     }
   });
-  return { files: readable, bytes: readable.reduce((n, f) => n + f.size, 0), overLimit, refused };
+  return { files: readable, bytes: readable.reduce((n, f) => n + archiveEntryCost(f.rel, f.size), 0), overLimit, refused };
 }
 
 /**

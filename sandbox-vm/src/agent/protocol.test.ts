@@ -19,11 +19,15 @@ const good = () => ({
     { name: "counts", mount: "/data/out/counts", maxBytes: 0 },
   ],
   console: { maxBytes: 1024 },
+  room: { apiVersion: "airlock/v1", name: "hello" },
 });
 
 describe("parseRun", () => {
   it("accepts the firewall's run message", () => {
-    expect(parseRun(good())).toEqual({ command: good().command, env: good().env, timeoutSeconds: 60, outputs: good().outputs, console: { maxBytes: 1024 } });
+    expect(parseRun(good())).toEqual({ command: good().command, env: good().env, timeoutSeconds: 60, room: good().room, outputs: good().outputs, console: { maxBytes: 1024 } });
+    expect(parseRun({ ...good(), padToSeconds: 60 }).padToSeconds).toBe(60);
+    expect(() => parseRun({ ...good(), padToSeconds: 61 })).toThrow(/padToSeconds/);
+    expect(() => parseRun({ ...good(), room: "x" })).toThrow(/room/);
     expect(parseRun({ ...good(), console: null, outputs: [] }).console).toBeNull();
   });
 
@@ -75,28 +79,28 @@ describe("sendResults", () => {
   writeFileSync(path.join(a, "one.txt"), "one");
   writeFileSync(path.join(b, "big"), "0123456789");
   const outputs = [
-    { name: "a", mount: a, maxBytes: 100 },
-    { name: "b", mount: b, maxBytes: 5 },
+    { name: "a", mount: a, maxBytes: 1024 },
+    { name: "b", mount: b, maxBytes: 1023 },
   ];
   const result = { code: 3, console: Buffer.from("hello world"), consoleTruncated: false, survivors: 0 };
   const none = { special: 0, symlinks: 0, badNames: 0, unreadable: 0 };
 
   it("sends the console, each output, the stray count and the exit status, in that order", async () => {
-    const ms = await capture((link) => sendResults(link, { command: ["x"], env: {}, timeoutSeconds: 1, outputs, console: { maxBytes: 5 } }, result, [path.join(dir, "empty")]));
+    const ms = await capture((link) => sendResults(link, { command: ["x"], env: {}, timeoutSeconds: 1, room: {}, outputs, console: { maxBytes: 5 } }, result, [path.join(dir, "empty")]));
     expect(shape(ms)).toEqual([
       { type: "console", bytes: 5, truncated: true },
       { data: "hello" },
-      { type: "output", output: "a", files: 1, bytes: 3, overLimit: false, refused: none },
+      { type: "output", output: "a", files: 1, bytes: 1024, overLimit: false, refused: none }, // as in a tar archive
       { type: "file", output: "a", name: Buffer.from("one.txt").toString("base64"), mode: 0o644, size: 3 },
       { data: "one" },
-      { type: "output", output: "b", files: 1, bytes: 10, overLimit: true, refused: none },
+      { type: "output", output: "b", files: 1, bytes: 1024, overLimit: true, refused: none },
       { type: "stray", count: 0 },
       { type: "exit", code: 3 },
     ]);
   });
 
   it("sends no console message when the room has no console", async () => {
-    const ms = await capture((link) => sendResults(link, { command: ["x"], env: {}, timeoutSeconds: 1, outputs: [], console: null }, result, [path.join(dir, "empty")]));
+    const ms = await capture((link) => sendResults(link, { command: ["x"], env: {}, timeoutSeconds: 1, room: {}, outputs: [], console: null }, result, [path.join(dir, "empty")]));
     expect(shape(ms)).toEqual([
       { type: "stray", count: 0 },
       { type: "exit", code: 3 },
@@ -104,6 +108,6 @@ describe("sendResults", () => {
   });
 
   it("reads nothing while a workload process survives", async () => {
-    await expect(capture((link) => sendResults(link, { command: ["x"], env: {}, timeoutSeconds: 1, outputs, console: null }, { ...result, survivors: 2 }))).rejects.toThrow(/survived/);
+    await expect(capture((link) => sendResults(link, { command: ["x"], env: {}, timeoutSeconds: 1, room: {}, outputs, console: null }, { ...result, survivors: 2 }))).rejects.toThrow(/survived/);
   });
 });

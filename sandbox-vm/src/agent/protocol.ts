@@ -28,6 +28,10 @@ export interface RunSpec {
   command: string[];
   env: Record<string, string>;
   timeoutSeconds: number;
+  /** Nothing is sent before this many seconds after the start (hides the run's duration). */
+  padToSeconds?: number;
+  /** The canonical room: its digest must be our host_data, its pins name the firewall we accept. */
+  room: Record<string, unknown>;
   outputs: RunOutput[];
   console: { maxBytes: number } | null;
 }
@@ -63,7 +67,7 @@ export function outputMount(v: unknown, at: string): string {
 /** Checks every field of the firewall's run message; unknown fields are refused too. */
 export function parseRun(m: Record<string, unknown>): RunSpec {
   if (m.type !== "run") bad("not a run message");
-  onlyKeys(m, ["type", "command", "env", "timeoutSeconds", "outputs", "console"], "run");
+  onlyKeys(m, ["type", "command", "env", "timeoutSeconds", "padToSeconds", "room", "outputs", "console"], "run");
   const command = Array.isArray(m.command) && m.command.length > 0 && m.command.length <= 4096 ? m.command.map((c, i) => text(c, `command[${i}]`, 65_536)) : bad("command must be a list of 1 to 4096 strings");
   if (command[0] === "") bad("command[0] is empty");
   if (!isObj(m.env)) bad("env must be an object");
@@ -71,6 +75,8 @@ export function parseRun(m: Record<string, unknown>): RunSpec {
   if (entries.length > 1024) bad("env has more than 1024 variables");
   const env = Object.fromEntries(entries.map(([k, v]) => [ENV_NAME_RE.test(k) ? k : bad(`env: ${JSON.stringify(k.slice(0, 40))} is not a variable name`), text(v, `env.${k}`, 65_536)]));
   const timeoutSeconds = int(m.timeoutSeconds, "timeoutSeconds", 1, 7 * 24 * 3600);
+  const padToSeconds = m.padToSeconds === undefined ? undefined : int(m.padToSeconds, "padToSeconds", 1, timeoutSeconds);
+  const room = isObj(m.room) ? m.room : bad("room must be the canonical manifest");
   if (!Array.isArray(m.outputs) || m.outputs.length > 256) bad("outputs must be a list of at most 256");
   const outputs = m.outputs.map((x: unknown, i): RunOutput => {
     const o = isObj(x) ? x : bad(`outputs[${i}] must be an object`);
@@ -89,7 +95,7 @@ export function parseRun(m: Record<string, unknown>): RunSpec {
     onlyKeys(m.console, ["maxBytes"], "console");
     consoleSpec = { maxBytes: int(m.console.maxBytes, "console.maxBytes", 0, MAX_CONSOLE_BYTES) };
   } else bad("console must be null or {maxBytes}");
-  return { command, env, timeoutSeconds, outputs, console: consoleSpec };
+  return { command, env, timeoutSeconds, ...(padToSeconds !== undefined ? { padToSeconds } : {}), room, outputs, console: consoleSpec };
 }
 
 /** Sends the run's results (console, outputs, stray count, exit status), in that order. */

@@ -178,8 +178,9 @@ describe("collecting an output", () => {
     const out = fresh("big");
     writeFileSync(path.join(out, "a"), Buffer.alloc(600));
     writeFileSync(path.join(out, "b"), Buffer.alloc(500));
-    const ms = await capture((link) => sendOutput(link, "o", scanOutput(out, 1000)));
-    expect(ms).toEqual([{ kind: "json", value: { type: "output", output: "o", files: 2, bytes: 1100, overLimit: true, refused: { special: 0, symlinks: 0, badNames: 0, unreadable: 0 } } }]);
+    // Sized as in the sealed archive: a 512-byte header per file, content rounded up to 512.
+    const ms = await capture((link) => sendOutput(link, "o", scanOutput(out, 2047)));
+    expect(ms).toEqual([{ kind: "json", value: { type: "output", output: "o", files: 2, bytes: 512 + 1024 + 512 + 512, overLimit: true, refused: { special: 0, symlinks: 0, badNames: 0, unreadable: 0 } } }]);
     const many = fresh("many");
     for (let i = 0; i <= 10; i++) writeFileSync(path.join(many, `f${i}`), "");
     expect(scanOutput(many, 1 << 20, 11).overLimit).toBe(false);
@@ -196,7 +197,7 @@ describe("collecting an output", () => {
     writeFileSync(path.join(out, "small.txt"), "hi");
     const ms = await capture((link) => sendOutput(link, "o", scanOutput(out, 10 << 20)));
     expect(json(ms)).toEqual([
-      { type: "output", output: "o", files: 2, bytes: big.length + 2, overLimit: false, refused: { special: 0, symlinks: 0, badNames: 0, unreadable: 0 } },
+      { type: "output", output: "o", files: 2, bytes: 512 + big.length + 512 + 512, overLimit: false, refused: { special: 0, symlinks: 0, badNames: 0, unreadable: 0 } },
       { type: "file", output: "o", name: Buffer.from("small.txt").toString("base64"), mode: 0o644, size: 2 },
       { type: "file", output: "o", name: Buffer.from("sub/big.bin").toString("base64"), mode: 0o755, size: big.length },
     ]);
@@ -244,7 +245,7 @@ describe("inputs and stray files", () => {
     mine(path.join(out, "fine.txt"));
     expect(strayCount([top], [out], UID)).toBe(4); // hidden/, stash.txt, the 0xff file, link
     const ms = await capture((link) =>
-      sendResults(link, { command: ["x"], env: {}, timeoutSeconds: 1, outputs: [], console: null }, { code: 0, console: Buffer.alloc(0), consoleTruncated: false, survivors: 0 }, [path.join(top, "tmp")]),
+      sendResults(link, { command: ["x"], env: {}, timeoutSeconds: 1, room: {}, outputs: [], console: null }, { code: 0, console: Buffer.alloc(0), consoleTruncated: false, survivors: 0 }, [path.join(top, "tmp")]),
     );
     expect(json(ms)).toEqual([
       { type: "stray", count: 4 },
