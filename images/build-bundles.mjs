@@ -9,7 +9,7 @@ import path from "node:path";
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 
 // The .node binary of node-vsock and our own native addon cannot be bundled: images copy them.
-const external = ["node-vsock-linux-x64-gnu", "*.node", "cpu-features"];
+const external = ["node-vsock-linux-x64-gnu", "airlock-native", "*.node", "cpu-features"];
 
 const programs = [
   { entry: "host-tools/src/main.ts", out: "dist/airlock.mjs" },

@@ -144,15 +144,37 @@ export function connectVsock(cid: number, port: number, timeoutMs = 10_000): Pro
   });
 }
 
-/** Listens on `port` (any CID); each accepted connection is handed over as a stream. */
+interface ListenShim {
+  listenVsock(port: number, backlog: number): number;
+  acceptBlocking(fd: number): number;
+  close(fd: number): void;
+  Poller: new (fd: number, callback: (err: string | null, events: number) => void) => { start(readable: boolean): void; close(): void };
+}
+
+/**
+ * Listens on `port` (any CID); each accepted connection is handed over as a stream. The listening
+ * socket is airlock's own (the guest image's `airlock-native` shim, polled on Node's loop), not
+ * node-vsock's: that one blocks a thread in accept(), so its close() did not stop the kernel from
+ * accepting. close() here closes the socket: later connections are refused by the guest's kernel.
+ */
 export function listenVsock(port: number, onConnection: (s: VsockStream) => void): { close(): void } {
-  const Ctor = native();
-  const server = new Ctor((err, name, ...args) => {
-    if (err || name !== "_connection") return;
-    const s = wrap(args[0] as number);
-    onConnection(s);
-    s.startReceiving();
+  const shim = createRequire(import.meta.url)("airlock-native") as ListenShim;
+  const fd = shim.listenVsock(port, 16);
+  let open = true;
+  const poller = new shim.Poller(fd, () => {
+    for (let c = shim.acceptBlocking(fd); open && c >= 0; c = shim.acceptBlocking(fd)) {
+      const s = wrap(c);
+      onConnection(s);
+      s.startReceiving();
+    }
   });
-  server.listen(port);
-  return { close: () => server.close() };
+  poller.start(true);
+  return {
+    close: () => {
+      if (!open) return;
+      open = false;
+      poller.close();
+      shim.close(fd);
+    },
+  };
 }

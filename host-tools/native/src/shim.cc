@@ -12,6 +12,11 @@
 //   eventfdWrite(fd)                        adds 1
 //   new Poller(fd, cb(err, events)); start(readable, writable); stop(); close()
 //                                           uv_poll on Node's own loop, so nothing blocks it
+//   listenVsock(port, backlog) -> fd        (guests) a non-blocking listening AF_VSOCK socket
+//   acceptBlocking(fd) -> fd | -1           (guests) an accepted socket in blocking mode, for
+//                                           node-vsock's reader thread; -1 when none is pending
+// In the guests, listening goes through here rather than node-vsock: its listener blocks a thread
+// in accept(), so closing it does not stop the kernel from accepting (a closed port stayed open).
 #include <napi.h>
 #include <uv.h>
 
@@ -26,6 +31,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <linux/vm_sockets.h>
 #include <unistd.h>
 
 namespace {
@@ -84,6 +90,40 @@ Napi::Value Accept(const Napi::CallbackInfo& info) {
   int fd;
   if (!ArgFd(info, 0, &fd)) return env.Undefined();
   int c = accept4(fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  if (c < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED) return Napi::Number::New(env, -1);
+    return ThrowErrno(env, "accept", errno);
+  }
+  return Napi::Number::New(env, c);
+}
+
+Napi::Value ListenVsock(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber()) {
+    Napi::TypeError::New(env, "listenVsock(port, backlog)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  struct sockaddr_vm addr;
+  memset(&addr, 0, sizeof addr);
+  addr.svm_family = AF_VSOCK;
+  addr.svm_cid = VMADDR_CID_ANY;
+  addr.svm_port = info[0].As<Napi::Number>().Uint32Value();
+  int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return ThrowErrno(env, "socket(AF_VSOCK)", errno);
+  if (bind(fd, reinterpret_cast<struct sockaddr*>(&addr), sizeof addr) < 0 ||
+      listen(fd, info[1].As<Napi::Number>().Int32Value()) < 0) {
+    int err = errno;
+    close(fd);
+    return ThrowErrno(env, "bind/listen", err);
+  }
+  return Napi::Number::New(env, fd);
+}
+
+Napi::Value AcceptBlocking(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!ArgFd(info, 0, &fd)) return env.Undefined();
+  int c = accept4(fd, nullptr, nullptr, SOCK_CLOEXEC);
   if (c < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED) return Napi::Number::New(env, -1);
     return ThrowErrno(env, "accept", errno);
@@ -354,6 +394,8 @@ class Poller : public Napi::ObjectWrap<Poller> {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("listenUnix", Napi::Function::New(env, ListenUnix));
   exports.Set("accept", Napi::Function::New(env, Accept));
+  exports.Set("listenVsock", Napi::Function::New(env, ListenVsock));
+  exports.Set("acceptBlocking", Napi::Function::New(env, AcceptBlocking));
   exports.Set("recvMsg", Napi::Function::New(env, RecvMsg));
   exports.Set("send", Napi::Function::New(env, Send));
   exports.Set("close", Napi::Function::New(env, Close));

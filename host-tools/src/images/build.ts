@@ -137,6 +137,13 @@ async function gather(recipe: ImageRecipe, options: BuildOptions): Promise<Gathe
       await addHost("opt/airlock/node_modules/node-vsock-linux-x64-gnu/node-vsock.linux-x64-gnu.node", addon, 0o755);
       files.push({ path: "opt/airlock/node_modules/node-vsock-linux-x64-gnu/package.json", type: "file", data: Buffer.from('{"name":"node-vsock-linux-x64-gnu","main":"node-vsock.linux-x64-gnu.node"}\n') });
       binaries.push(addon);
+      // airlock's own shim: the guests listen on vsock through it (proto/src/vsock-stream.ts).
+      const shim = path.join(root, "host-tools/native/build/Release/airlock_fabric.node");
+      if (!existsSync(shim)) throw new AirlockError("IMAGE_MISSING", `${shim} is not built`, { hint: "run `npm run build` in the airlock checkout" });
+      const shimFile = await addHost("opt/airlock/node_modules/airlock-native/airlock_fabric.node", shim, 0o755);
+      files.push({ path: "opt/airlock/node_modules/airlock-native/package.json", type: "file", data: Buffer.from('{"name":"airlock-native","main":"airlock_fabric.node"}\n') });
+      binaries.push(shim);
+      inputs.nativeShim = shimFile.sha256;
     }
     for (const lib of [...new Set(binaries.flatMap(sharedLibraries))].sort()) {
       libs[lib] = (await addHost(lib.slice(1), lib, 0o755)).sha256;

@@ -179,11 +179,12 @@ export function runWorkload(spec: WorkloadSpec): Promise<WorkloadResult> {
     size += d.length;
     if (d.length) chunks.push(d);
   };
-  // With the sweep, a shell sets the user's process limit, then execs the command as given (busybox
-  // spells the option -u, dash -p). Its own process group: without the sweep (a test as an
-  // ordinary user) the group is what is killed.
+  // With the sweep, a shell sets the user's process limit (never above the hard limit the kernel
+  // gave: an unprivileged process cannot raise it), then execs the command as given (busybox spells
+  // the option -u, dash -p). Its own process group: without the sweep (a test as an ordinary user)
+  // the group is what is killed.
   const maxTasks = Math.floor(spec.maxTasks ?? WORKLOAD_MAX_TASKS);
-  const argv = sweep ? ["/bin/sh", "-c", `ulimit -u ${maxTasks} 2>/dev/null || ulimit -p ${maxTasks} || exit 126; exec "$@"`, "airlock-workload", ...spec.command] : spec.command;
+  const argv = sweep ? ["/bin/sh", "-c", `n=${maxTasks}; h=$(ulimit -H -u 2>/dev/null || ulimit -H -p); [ "$h" != unlimited ] && [ "$h" -lt "$n" ] && n=$h; ulimit -u "$n" 2>/dev/null || ulimit -p "$n" || exit 126; exec "$@"`, "airlock-workload", ...spec.command] : spec.command;
   const child = spawnOomFirst(() =>
     spawn(argv[0]!, argv.slice(1), {
       env: { PATH: "/bin:/usr/bin", HOME: "/tmp", ...spec.env },
