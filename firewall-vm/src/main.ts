@@ -79,8 +79,11 @@ async function run(host: HostChannel, room: ReturnType<typeof parseRoom>, hold: 
   // simply waits until step 5 answers it; nothing is sent to it before the checks below pass.
   const sandboxPsp = pspRelay();
   let agent: VsockStream | undefined;
+  // The first connection is the agent's (the workload starts only once its channel is open); the
+  // listener then closes, so the sandbox can reach no firewall port at all while the workload runs
+  // and no byte of a second connection crosses the fabric. One that races in is counted and closed.
   const agentConn = new Promise<VsockStream>((resolve) => {
-    listenVsock(AGENT_PORT, (s) => {
+    const listener = listenVsock(AGENT_PORT, (s) => {
       if (agent) {
         // Closed on the next turn: listenVsock starts receiving on it after this callback returns.
         // Counted, not recorded now: a record per connection, or at its time, would be a channel.
@@ -89,6 +92,7 @@ async function run(host: HostChannel, room: ReturnType<typeof parseRoom>, hold: 
         return;
       }
       agent = s;
+      listener.close();
       resolve(s);
     });
   });

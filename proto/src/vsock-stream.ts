@@ -162,7 +162,9 @@ export function listenVsock(port: number, onConnection: (s: VsockStream) => void
   const fd = shim.listenVsock(port, 16);
   let open = true;
   const poller = new shim.Poller(fd, () => {
-    for (let c = shim.acceptBlocking(fd); open && c >= 0; c = shim.acceptBlocking(fd)) {
+    while (open) {
+      const c = shim.acceptBlocking(fd);
+      if (c < 0) return;
       const s = wrap(c);
       onConnection(s);
       s.startReceiving();

@@ -8,7 +8,7 @@ import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { airlock, killQemus } from "../helpers.ts";
-import { ageKeygen, auditRecords, copyExample, filesContaining, removeRoom, runRoom } from "./room-setup.ts";
+import { ageKeygen, auditRecords, copyExample, filesContaining, openSealed, removeRoom, runRoom } from "./room-setup.ts";
 
 const MARKER = "EXFIL-MARKER-9c1e77d2";
 const room = copyExample("exfiltration");
@@ -48,7 +48,7 @@ describe("examples/exfiltration", () => {
     expect(r.code, r.stderr).toBe(0);
 
     // The workload's own account (released to the investigator only): no channel carried the secret.
-    const report = JSON.parse(execFileSync("age", ["-d", "-i", path.join(room.keys, "investigator.key"), path.join(out, "attempts/attempts.json.age")]).toString()) as { attempts: Attempt[] };
+    const report = JSON.parse(openSealed(path.join(out, "attempts.tar.age"), path.join(room.keys, "investigator.key")).get("attempts.json")!.toString()) as { attempts: Attempt[] };
     const attempts = report.attempts;
     expect(attempts.filter((a) => a.escaped)).toEqual([]);
     const ways = new Set(attempts.map((a) => a.way));
@@ -67,8 +67,7 @@ describe("examples/exfiltration", () => {
     const violations = records.filter((x) => x.kind === "violation").map((x) => String(x.data.what));
     expect(violations).toEqual(
       expect.arrayContaining([
-        "a second connection to the agent port: closed",
-        "output over its size limit: files left inside",
+        "output over its size limit: withheld",
         "special files or symlinks in an output folder: not shipped",
         "files written outside the output folders: not shipped",
       ]),
@@ -76,12 +75,12 @@ describe("examples/exfiltration", () => {
     const decisions = Object.fromEntries(records.filter((x) => x.kind === "output.decision").map((x) => [x.data.output, x.data]));
     expect(decisions.leak).toMatchObject({ decision: "withhold", mode: "open", sandboxScope: "USER_PRIVATE" });
     expect(String(decisions.leak!.reason)).toMatch(/USER_PRIVATE/);
-    expect(decisions.console).toMatchObject({ decision: "encrypt", mode: "secure" });
+    expect(decisions.console).toBeUndefined(); // the room declares no console: stdout and stderr stay inside
     expect(decisions.dump).toMatchObject({ decision: "withhold", reason: "output dump exceeded its size limit of 1048576 bytes" });
-    // /tmp is writable (and scanned); the root directory is not writable by the workload at all.
-    expect(records.find((x) => x.kind === "violation" && x.data.what === "files written outside the output folders: not shipped")!.data.files).toMatch(/\/tmp\/stash\.txt/);
+    // /tmp is writable (and scanned: a capped count, never names); the root directory is not writable.
+    expect(records.find((x) => x.kind === "violation" && x.data.what === "files written outside the output folders: not shipped")!.data).toMatchObject({ count: expect.any(Number), cap: 3 });
     expect(attempts.find((a) => a.target === "/stash.txt")!.outcome).toMatch(/EACCES/);
-    expect(records.find((x) => x.kind === "workload.exited")!.data.code).toBe(0);
+    expect(records.find((x) => x.kind === "workload.exited")!.data).toEqual({ succeeded: true, sandboxScope: "USER_PRIVATE" });
 
     // The run's summary lists them too.
     const summary = JSON.parse(readFileSync(path.join(out, "summary.json"), "utf8")) as { violations: { what: string }[]; outputs: { output: string; decision: string }[] };
@@ -89,8 +88,8 @@ describe("examples/exfiltration", () => {
     expect(summary.outputs.find((o) => o.output === "leak")!.decision).toBe("withhold");
     expect(r.stderr).toMatch(/output leak: withhold/);
 
-    // What the host holds: the trail, the summary, the investigator's file, the encrypted console.
-    expect(readdirSync(out).sort()).toEqual(["attempts", "audit.log", "console", "summary.json"]);
+    // What the host holds: the trail, the summary, the investigator's sealed archive.
+    expect(readdirSync(out).sort()).toEqual(["attempts.tar.age", "audit.log", "summary.json"]);
     expect(filesContaining([out, room.state], MARKER)).toEqual([]);
   });
 });

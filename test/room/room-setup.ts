@@ -17,8 +17,13 @@ export interface RoomCopy {
 
 /** Copies examples/<name> to a fresh folder with a fresh airlock state (pairs, key broker, PSP). */
 export function copyExample(name: string): RoomCopy {
-  const dir = mkdtempSync(path.join(tmpdir(), `airlock-room-${name}-`));
-  cpSync(path.join(repoRoot, "examples", name), path.join(dir, "room"), { recursive: true });
+  return copyRoom(path.join(repoRoot, "examples", name));
+}
+
+/** Copies a room folder (room.yaml and what it names) to a fresh folder with a fresh airlock state. */
+export function copyRoom(source: string): RoomCopy {
+  const dir = mkdtempSync(path.join(tmpdir(), `airlock-room-${path.basename(source)}-`));
+  cpSync(source, path.join(dir, "room"), { recursive: true });
   const keys = path.join(dir, "owner-keys");
   mkdirSync(keys);
   const state = testStateDir();
@@ -52,8 +57,36 @@ export async function grant(room: RoomCopy, input: string, identity: string): Pr
   if (r.code !== 0) throw new Error(`grant failed: ${r.stderr}`);
 }
 
-export function runRoom(room: RoomCopy, out: string): Promise<CliResult> {
-  return airlock(["run", room.manifest, "--out", out, "--accel", "tcg"], room.env, 280_000);
+export function runRoom(room: RoomCopy, out: string, extra: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
+  return airlock(["run", room.manifest, "--out", out, "--accel", "tcg", ...extra], { ...room.env, ...env }, 280_000);
+}
+
+/** The marker as a leak might carry it: verbatim, hex (either case), base64 and base64url. */
+export function markerForms(marker: string): string[] {
+  const b = Buffer.from(marker);
+  return [marker, b.toString("hex"), b.toString("hex").toUpperCase(), b.toString("base64").replace(/=+$/, ""), b.toString("base64url")];
+}
+
+/** Every file under `dirs` whose name or bytes contain any form of `marker` (markerForms). */
+export function leaksOf(dirs: string[], marker: string): string[] {
+  const forms = markerForms(marker).map((f) => Buffer.from(f));
+  const hits: string[] = [];
+  const walk = (p: string): void => {
+    let st;
+    try {
+      st = lstatSync(p);
+    } catch {
+      return;
+    }
+    if (forms.some((f) => Buffer.from(path.basename(p)).includes(f))) hits.push(`${p} (name)`);
+    if (st.isDirectory()) for (const n of readdirSync(p)) walk(path.join(p, n));
+    else if (st.isFile()) {
+      const data = readFileSync(p);
+      if (forms.some((f) => data.includes(f))) hits.push(p);
+    }
+  };
+  for (const d of dirs) walk(d);
+  return hits;
 }
 
 /** Every regular file under `dirs` whose bytes contain `marker`. */
@@ -72,6 +105,30 @@ export function filesContaining(dirs: string[], marker: string): string[] {
   };
   for (const d of dirs) walk(d);
   return hits;
+}
+
+/**
+ * Opens a sealed output as its recipient would: `age -d` with the identity, then GNU tar. Returns
+ * each file's bytes by its path inside the archive.
+ */
+export function openSealed(file: string, identity: string): Map<string, Buffer> {
+  const dir = mkdtempSync(path.join(tmpdir(), "airlock-sealed-"));
+  try {
+    const tar = execFileSync("age", ["-d", "-i", identity, file], { maxBuffer: 1 << 30 });
+    execFileSync("tar", ["-x", "-C", dir], { input: tar });
+    const files = new Map<string, Buffer>();
+    const walk = (rel: string): void => {
+      for (const n of readdirSync(path.join(dir, rel))) {
+        const r = rel ? `${rel}/${n}` : n;
+        if (lstatSync(path.join(dir, r)).isDirectory()) walk(r);
+        else files.set(r, readFileSync(path.join(dir, r)));
+      }
+    };
+    walk("");
+    return files;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 export interface AuditLine {

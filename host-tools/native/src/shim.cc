@@ -15,6 +15,9 @@
 //   listenVsock(port, backlog) -> fd        (guests) a non-blocking listening AF_VSOCK socket
 //   acceptBlocking(fd) -> fd | -1           (guests) an accepted socket in blocking mode, for
 //                                           node-vsock's reader thread; -1 when none is pending
+//   connectVsock(cid, port) -> fd           (guests) a non-blocking connect under way (poll for
+//                                           writable, then socketError)
+//   socketError(fd) -> errno                SO_ERROR: 0 once a connect succeeded
 // In the guests, listening goes through here rather than node-vsock: its listener blocks a thread
 // in accept(), so closing it does not stop the kernel from accepting (a closed port stayed open).
 #include <napi.h>
@@ -117,6 +120,37 @@ Napi::Value ListenVsock(const Napi::CallbackInfo& info) {
     return ThrowErrno(env, "bind/listen", err);
   }
   return Napi::Number::New(env, fd);
+}
+
+Napi::Value ConnectVsock(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber()) {
+    Napi::TypeError::New(env, "connectVsock(cid, port)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  struct sockaddr_vm addr;
+  memset(&addr, 0, sizeof addr);
+  addr.svm_family = AF_VSOCK;
+  addr.svm_cid = info[0].As<Napi::Number>().Uint32Value();
+  addr.svm_port = info[1].As<Napi::Number>().Uint32Value();
+  int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return ThrowErrno(env, "socket(AF_VSOCK)", errno);
+  if (connect(fd, reinterpret_cast<struct sockaddr*>(&addr), sizeof addr) < 0 && errno != EINPROGRESS) {
+    int err = errno;
+    close(fd);
+    return ThrowErrno(env, "connect", err);
+  }
+  return Napi::Number::New(env, fd);
+}
+
+Napi::Value SocketError(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!ArgFd(info, 0, &fd)) return env.Undefined();
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) return ThrowErrno(env, "getsockopt", errno);
+  return Napi::Number::New(env, err);
 }
 
 Napi::Value AcceptBlocking(const Napi::CallbackInfo& info) {
@@ -396,6 +430,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("accept", Napi::Function::New(env, Accept));
   exports.Set("listenVsock", Napi::Function::New(env, ListenVsock));
   exports.Set("acceptBlocking", Napi::Function::New(env, AcceptBlocking));
+  exports.Set("connectVsock", Napi::Function::New(env, ConnectVsock));
+  exports.Set("socketError", Napi::Function::New(env, SocketError));
   exports.Set("recvMsg", Napi::Function::New(env, RecvMsg));
   exports.Set("send", Napi::Function::New(env, Send));
   exports.Set("close", Napi::Function::New(env, Close));

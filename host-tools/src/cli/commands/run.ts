@@ -6,7 +6,7 @@ import { checkPairName, PairDir } from "../../launch/pair-state.ts";
 import { mkdirSync, readFileSync } from "node:fs";
 import { loadManifest } from "../../../../proto/src/manifest/index.ts";
 import { setExitCode, type AirlockCommand } from "../command.ts";
-import { RUN_EXIT } from "../../../../proto/src/errors.ts";
+import { AirlockError, RUN_EXIT } from "../../../../proto/src/errors.ts";
 import { prepareOutDir } from "../../launch/output-writer.ts";
 import type { RunSummary } from "../../launch/run-summary.ts";
 import { handleSignals } from "../signals.ts";
@@ -21,6 +21,7 @@ interface RunArgs {
   debug: boolean;
   "print-plan"?: boolean;
   force: boolean;
+  keep: boolean;
 }
 
 export const runCommand: AirlockCommand = {
@@ -35,6 +36,7 @@ export const runCommand: AirlockCommand = {
       .option("tee", { choices: ["emulated", "snp"] as const, default: "emulated" as const })
       .option("debug", { type: "boolean", default: false, describe: "capture the sandbox console in the state folder (never done otherwise)" })
       .option("print-plan", { type: "boolean", default: false, describe: "print the QEMU command lines for --tee and stop" })
+      .option("keep", { type: "boolean", default: false, describe: "keep the pair's state folder (state.json, logs) after a completed run too, for review" })
       .option("force", { type: "boolean", default: false, describe: "replace what an earlier run of this room left in --out (which must otherwise be new or empty)" }),
   handler: async (argv) => {
     const args = argv as unknown as RunArgs;
@@ -65,7 +67,12 @@ export const runCommand: AirlockCommand = {
     });
     const release = handleSignals((sig) => void pair.stop(`interrupted by ${sig}`));
     try {
-      await pair.start();
+      try {
+        await pair.start();
+      } catch (err) {
+        // A refusal or failure while starting ends the pair too: reported below like any other end.
+        if (!(err instanceof AirlockError)) throw err;
+      }
       const state = await pair.waitEnd();
       const summary = readSummary(out);
       if (state.status !== "completed" || !summary?.completed) {
@@ -82,7 +89,7 @@ export const runCommand: AirlockCommand = {
       release();
       if (!["completed", "stopped", "failed"].includes(pair.current.status)) await pair.stop("airlock run finished");
       // Keep the pair's folder (logs, state) when something went wrong, for `airlock logs`.
-      if (pair.current.status === "completed") pair.dir.remove();
+      if (pair.current.status === "completed" && !args.keep) pair.dir.remove();
       else say(`logs kept in ${pair.dir.dir} (airlock logs ${name}; remove with airlock down ${name})`);
     }
   },
