@@ -3,12 +3,11 @@
 // clear. The fabric's test tap (AIRLOCK_FABRIC_TAP, host-tools/src/fabric/router.ts) copies every
 // payload byte it routes to a file; the test scans it. The run itself must succeed (the counts
 // decrypt right, the marker word among them), so the plaintext really went through the fabric.
-import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { killQemus } from "../helpers.ts";
-import { ageEncryptInput, ageKeygen, auditRecords, copyExample, grant, removeRoom, runRoom } from "../room/room-setup.ts";
+import { ageEncryptInput, ageKeygen, auditRecords, copyExample, grant, openSealed, removeRoom, runRoom } from "../room/room-setup.ts";
 
 const MARKER = "Quokka-Marker-9d41b7";
 const room = copyExample("word-count");
@@ -37,7 +36,7 @@ describe("agent↔enforcer channel through the fabric", () => {
     expect(r.code, r.stderr).toBe(0);
 
     // The workload saw the plaintext: the marker's words are counted.
-    const csv = execFileSync("age", ["-d", "-i", path.join(room.keys, "analyst.key"), path.join(out, "counts/counts.csv.age")]).toString();
+    const csv = openSealed(path.join(out, "counts.tar.age"), path.join(room.keys, "analyst.key")).get("counts.csv")!.toString();
     expect(csv).toContain(`quokka,${LINES / 500}\n`);
 
     // The tap saw the traffic: more than the input, and the control link's clear JSON (so the

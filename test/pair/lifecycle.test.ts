@@ -95,9 +95,9 @@ describe("airlock run", () => {
     const r = await airlock(["run", hello, "--out", out, "--name", "lc-run"], env);
     expect(r.code, r.stderr).toBe(0);
     expect(readFileSync(path.join(out, "greeting/greeting.txt"), "utf8")).toMatch(/^hello from the sandbox\nLinux 6\.1/);
-    // The workload's stdout/stderr are data: secure mode, encrypted to the room, never in clear.
+    // The workload's stdout/stderr are data: the room declares a secure console, sealed to the room.
     expect(r.stderr).toContain("output console: encrypt (secure");
-    expect(readFileSync(path.join(out, "console/console.log.age")).subarray(0, 21).toString()).toBe("age-encryption.org/v1");
+    expect(readFileSync(path.join(out, "console.tar.age")).subarray(0, 21).toString()).toBe("age-encryption.org/v1");
     expect(qemuPids("lc-run")).toEqual([]);
     expect(existsSync(path.join(state, "pairs/lc-run"))).toBe(false);
   });

@@ -67,9 +67,8 @@ export function markerForms(marker: string): string[] {
   return [marker, b.toString("hex"), b.toString("hex").toUpperCase(), b.toString("base64").replace(/=+$/, ""), b.toString("base64url")];
 }
 
-/** Every file under `dirs` whose name or bytes contain any form of `marker` (markerForms). */
-export function leaksOf(dirs: string[], marker: string): string[] {
-  const forms = markerForms(marker).map((f) => Buffer.from(f));
+/** Every path under `dirs` whose name (when `names`) or bytes contain one of `needles`. */
+function pathsContaining(dirs: string[], needles: Buffer[], names: boolean): string[] {
   const hits: string[] = [];
   const walk = (p: string): void => {
     let st;
@@ -78,33 +77,25 @@ export function leaksOf(dirs: string[], marker: string): string[] {
     } catch {
       return;
     }
-    if (forms.some((f) => Buffer.from(path.basename(p)).includes(f))) hits.push(`${p} (name)`);
+    if (names && needles.some((f) => Buffer.from(path.basename(p)).includes(f))) hits.push(`${p} (name)`);
     if (st.isDirectory()) for (const n of readdirSync(p)) walk(path.join(p, n));
     else if (st.isFile()) {
       const data = readFileSync(p);
-      if (forms.some((f) => data.includes(f))) hits.push(p);
+      if (needles.some((f) => data.includes(f))) hits.push(p);
     }
   };
   for (const d of dirs) walk(d);
   return hits;
 }
 
+/** Every file under `dirs` whose name or bytes contain any form of `marker` (markerForms). */
+export function leaksOf(dirs: string[], marker: string): string[] {
+  return pathsContaining(dirs, markerForms(marker).map((f) => Buffer.from(f)), true);
+}
+
 /** Every regular file under `dirs` whose bytes contain `marker`. */
 export function filesContaining(dirs: string[], marker: string): string[] {
-  const needle = Buffer.from(marker);
-  const hits: string[] = [];
-  const walk = (p: string): void => {
-    let st;
-    try {
-      st = lstatSync(p);
-    } catch {
-      return;
-    }
-    if (st.isDirectory()) for (const n of readdirSync(p)) walk(path.join(p, n));
-    else if (st.isFile() && readFileSync(p).includes(needle)) hits.push(p);
-  };
-  for (const d of dirs) walk(d);
-  return hits;
+  return pathsContaining(dirs, [Buffer.from(marker)], false);
 }
 
 /**

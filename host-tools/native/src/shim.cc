@@ -62,6 +62,18 @@ bool ArgFd(const Napi::CallbackInfo& info, size_t i, int* fd) {
   return true;
 }
 
+// A non-blocking listening stream socket of `family` bound to `addr`.
+Napi::Value ListenOn(Napi::Env env, int family, const struct sockaddr* addr, socklen_t len, int backlog) {
+  int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return ThrowErrno(env, "socket", errno);
+  if (bind(fd, addr, len) < 0 || listen(fd, backlog) < 0) {
+    int err = errno;
+    close(fd);
+    return ThrowErrno(env, "bind/listen", err);
+  }
+  return Napi::Number::New(env, fd);
+}
+
 Napi::Value ListenUnix(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[0].IsString() || !info[1].IsNumber()) {
@@ -77,27 +89,24 @@ Napi::Value ListenUnix(const Napi::CallbackInfo& info) {
   }
   addr.sun_family = AF_UNIX;
   memcpy(addr.sun_path, path.data(), path.size());
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return ThrowErrno(env, "socket", errno);
-  if (bind(fd, reinterpret_cast<struct sockaddr*>(&addr), sizeof addr) < 0 ||
-      listen(fd, info[1].As<Napi::Number>().Int32Value()) < 0) {
-    int err = errno;
-    close(fd);
-    return ThrowErrno(env, "bind/listen", err);
-  }
-  return Napi::Number::New(env, fd);
+  return ListenOn(env, AF_UNIX, reinterpret_cast<struct sockaddr*>(&addr), sizeof addr, info[1].As<Napi::Number>().Int32Value());
 }
 
-Napi::Value Accept(const Napi::CallbackInfo& info) {
+// accept4 with `flags`; -1 when no connection is pending.
+Napi::Value AcceptWith(const Napi::CallbackInfo& info, int flags) {
   Napi::Env env = info.Env();
   int fd;
   if (!ArgFd(info, 0, &fd)) return env.Undefined();
-  int c = accept4(fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  int c = accept4(fd, nullptr, nullptr, flags);
   if (c < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED) return Napi::Number::New(env, -1);
     return ThrowErrno(env, "accept", errno);
   }
   return Napi::Number::New(env, c);
+}
+
+Napi::Value Accept(const Napi::CallbackInfo& info) {
+  return AcceptWith(info, SOCK_NONBLOCK | SOCK_CLOEXEC);
 }
 
 Napi::Value ListenVsock(const Napi::CallbackInfo& info) {
@@ -111,15 +120,7 @@ Napi::Value ListenVsock(const Napi::CallbackInfo& info) {
   addr.svm_family = AF_VSOCK;
   addr.svm_cid = VMADDR_CID_ANY;
   addr.svm_port = info[0].As<Napi::Number>().Uint32Value();
-  int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return ThrowErrno(env, "socket(AF_VSOCK)", errno);
-  if (bind(fd, reinterpret_cast<struct sockaddr*>(&addr), sizeof addr) < 0 ||
-      listen(fd, info[1].As<Napi::Number>().Int32Value()) < 0) {
-    int err = errno;
-    close(fd);
-    return ThrowErrno(env, "bind/listen", err);
-  }
-  return Napi::Number::New(env, fd);
+  return ListenOn(env, AF_VSOCK, reinterpret_cast<struct sockaddr*>(&addr), sizeof addr, info[1].As<Napi::Number>().Int32Value());
 }
 
 Napi::Value ConnectVsock(const Napi::CallbackInfo& info) {
@@ -154,15 +155,7 @@ Napi::Value SocketError(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value AcceptBlocking(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int fd;
-  if (!ArgFd(info, 0, &fd)) return env.Undefined();
-  int c = accept4(fd, nullptr, nullptr, SOCK_CLOEXEC);
-  if (c < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED) return Napi::Number::New(env, -1);
-    return ThrowErrno(env, "accept", errno);
-  }
-  return Napi::Number::New(env, c);
+  return AcceptWith(info, SOCK_CLOEXEC);
 }
 
 Napi::Value RecvMsg(const Napi::CallbackInfo& info) {
