@@ -168,11 +168,15 @@ export function scanOutput(mount: string, maxBytes: number, maxEntries = MAX_ENT
 
 /**
  * Sends one output: {type:"output"} with its totals and what was refused, then, unless it is over
- * its bound, each file as {type:"file"} followed by data frames totalling exactly its size. A file
- * that no longer matches what was listed cannot be sent as announced: that ends the run (throws).
+ * its bound, each file as {type:"file"} followed by data frames totalling exactly its size. An
+ * output over its bound is announced with no files and no bytes (what the enforcer requires: it is
+ * withheld, and nothing of it crosses). A file that no longer matches what was listed cannot be
+ * sent as announced: that ends the run (throws).
  */
 export async function sendOutput(link: Writable, name: string, scan: OutputScan): Promise<void> {
-  await sendMessage(link, { type: "output", output: name, files: scan.files.length, bytes: scan.bytes, overLimit: scan.overLimit, refused: scan.refused });
+  const files = scan.overLimit ? 0 : scan.files.length;
+  const bytes = scan.overLimit ? 0 : scan.bytes;
+  await sendMessage(link, { type: "output", output: name, files, bytes, overLimit: scan.overLimit, refused: scan.refused });
   if (scan.overLimit) return;
   for (const f of scan.files) {
     await sendMessage(link, { type: "file", output: name, name: f.rel.toString("base64"), mode: f.mode, size: f.size });

@@ -93,7 +93,7 @@ describe("sendResults", () => {
       { type: "output", output: "a", files: 1, bytes: 1024, overLimit: false, refused: none }, // as in a tar archive
       { type: "file", output: "a", name: Buffer.from("one.txt").toString("base64"), mode: 0o644, size: 3 },
       { data: "one" },
-      { type: "output", output: "b", files: 1, bytes: 1024, overLimit: true, refused: none },
+      { type: "output", output: "b", files: 0, bytes: 0, overLimit: true, refused: none }, // nothing of it crosses
       { type: "stray", count: 0 },
       { type: "exit", code: 3 },
     ]);

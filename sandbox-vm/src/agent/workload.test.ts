@@ -179,8 +179,11 @@ describe("collecting an output", () => {
     writeFileSync(path.join(out, "a"), Buffer.alloc(600));
     writeFileSync(path.join(out, "b"), Buffer.alloc(500));
     // Sized as in the sealed archive: a 512-byte header per file, content rounded up to 512.
+    expect(scanOutput(out, 2560)).toMatchObject({ bytes: 512 + 1024 + 512 + 512, overLimit: false });
+    expect(scanOutput(out, 2559)).toMatchObject({ bytes: 512 + 1024 + 512 + 512, overLimit: true });
+    // Over its bound: announced with no files and no bytes, as the enforcer requires.
     const ms = await capture((link) => sendOutput(link, "o", scanOutput(out, 2047)));
-    expect(ms).toEqual([{ kind: "json", value: { type: "output", output: "o", files: 2, bytes: 512 + 1024 + 512 + 512, overLimit: true, refused: { special: 0, symlinks: 0, badNames: 0, unreadable: 0 } } }]);
+    expect(ms).toEqual([{ kind: "json", value: { type: "output", output: "o", files: 0, bytes: 0, overLimit: true, refused: { special: 0, symlinks: 0, badNames: 0, unreadable: 0 } } }]);
     const many = fresh("many");
     for (let i = 0; i <= 10; i++) writeFileSync(path.join(many, `f${i}`), "");
     expect(scanOutput(many, 1 << 20, 11).overLimit).toBe(false);
