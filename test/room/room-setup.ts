@@ -105,8 +105,11 @@ export function filesContaining(dirs: string[], marker: string): string[] {
 export function openSealed(file: string, identity: string): Map<string, Buffer> {
   const dir = mkdtempSync(path.join(tmpdir(), "airlock-sealed-"));
   try {
-    const tar = execFileSync("age", ["-d", "-i", identity, file], { maxBuffer: 1 << 30 });
-    execFileSync("tar", ["-x", "-C", dir], { input: tar });
+    // From a file: GNU tar stops reading at the end-of-archive marker, before the bucket's padding.
+    const tar = path.join(dir, ".archive.tar");
+    execFileSync("age", ["-d", "-i", identity, "-o", tar, file]);
+    execFileSync("tar", ["-x", "-f", tar, "-C", dir]);
+    rmSync(tar);
     const files = new Map<string, Buffer>();
     const walk = (rel: string): void => {
       for (const n of readdirSync(path.join(dir, rel))) {
