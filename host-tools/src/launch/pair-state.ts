@@ -34,6 +34,8 @@ export interface PairState {
   status: PairStatus;
   /** Why the pair stopped or failed. */
   reason?: string;
+  /** The error code of a refusal or failure, when one named it (errors.ts). */
+  code?: string;
   supervisorPid: number;
   startedAt: string;
   updatedAt: string;

@@ -171,7 +171,11 @@ export class Pair extends EventEmitter<PairEvents> {
       hold: this.options.hold ?? false,
     });
     this.hostLink.on("event", (ev) => this.onControl(ev));
-    this.hostLink.on("lost", (err) => void this.fail(`firewall control link: ${err.message}`));
+    this.hostLink.on("lost", (err) => {
+      // The firewall's own code ([KEY_RELEASE], [CONSENT], …) travels with the reason.
+      if (err instanceof AirlockError && !this.ending) this.state.code = err.code;
+      void this.fail(`firewall control link: ${err.message}`);
+    });
     await this.hostLink.listen();
 
     this.startedAt = Date.now();

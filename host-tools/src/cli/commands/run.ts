@@ -76,7 +76,7 @@ export const runCommand: AirlockCommand = {
       const state = await pair.waitEnd();
       const summary = readSummary(out);
       if (state.status !== "completed" || !summary?.completed) {
-        say(`run did not complete (exit ${RUN_EXIT.incomplete}): ${printable(state.reason ?? "")}; nothing was released; see ${path.join(out, "summary.json")}`);
+        say(`run did not complete (exit ${RUN_EXIT.incomplete}): ${state.code ? `[${state.code}] ` : ""}${printable(state.reason ?? "")}; nothing was released; see ${path.join(out, "summary.json")}`);
         setExitCode(RUN_EXIT.incomplete);
         return;
       }
