@@ -137,9 +137,10 @@ describe("serveAgent", () => {
   const roomId = X25519Identity.generate();
   const plaintext = Buffer.from("the cat and the dog\n".repeat(5000));
 
-  async function run(name: string, r: RoomPlan, agentPart: (sock: net.Socket) => Promise<void>, extra: Partial<SessionOptions> = {}) {
+  async function run(name: string, r: RoomPlan, agentPart: (sock: net.Socket) => Promise<void>, extra: Partial<SessionOptions> = {}, onHost?: (h: ReturnType<typeof playHost>) => void) {
     const encrypted = await collect(encrypt([plaintext], [corpusId.recipient]));
     const { hostPair, agentPair, audit, host } = await setup(encrypted, name);
+    onHost?.(host);
     const violations = new Violations();
     const session = serveAgent(agentPair.server, new HostChannel(hostPair.client), r, silentLogger, { identities: new Map([["corpus", [corpusId]]]), audit, violations, ...extra });
     const outcome = session.then(
@@ -283,6 +284,28 @@ describe("serveAgent", () => {
     expect(out.error).toBeInstanceOf(AirlockError);
     expect(out.error!.code).toBe("GUEST_PROTOCOL");
     expect(out.error!.message).not.toContain(MARKER);
+  });
+
+  it("with padTo, the host hears nothing after the start until the padded time", async () => {
+    const padded: RoomPlan = { ...room, workload: { ...room.workload, padToSeconds: 2 } };
+    let quietAfterOneSecond: Record<string, unknown>[] = [];
+    let host: { messages: Record<string, unknown>[] } | undefined;
+    const t0 = Date.now();
+    const out = await run("padto", padded, async (sock) => {
+      await sendOutput(sock, "counts", []);
+      await sendOutput(sock, "leak", []);
+      await sendOutput(sock, "dump", []);
+      await sendMessage(sock, { type: "stray", count: 0 });
+      await sendMessage(sock, { type: "exit", code: 0 });
+      await new Promise((r) => setTimeout(r, 1000));
+      quietAfterOneSecond = host ? [...host.messages] : [];
+    }, {}, (h) => (host = h));
+    expect(out.error).toBeUndefined();
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(2000);
+    const started = quietAfterOneSecond.findIndex((m) => m.type === "workload-started");
+    expect(started).toBeGreaterThanOrEqual(0);
+    expect(quietAfterOneSecond.slice(started + 1).filter((m) => m.type !== "audit-lines")).toEqual([]);
+    expect(out.agent.run).toMatchObject({ padToSeconds: 2 });
   });
 
   it("a workload that never lets the run end is stopped at the deadline, outside the sandbox", async () => {
