@@ -64,6 +64,16 @@ describe("test/rooms/side-channels", () => {
     const audit = path.join(out, "audit.log");
     const v = await airlock(["audit", "verify", audit, "--trust-root", path.join(room.state, "psp", "ark.pem")], room.env);
     expect(v.code, v.stdout + v.stderr).toBe(0);
+    // A trail cut after its first checkpoint, or with a decision edited, does not verify.
+    const lines = readFileSync(audit, "utf8").split("\n").filter(Boolean);
+    const cut = path.join(room.dir, "cut.log");
+    writeFileSync(cut, `${lines.slice(0, lines.findIndex((l) => l.includes('"kind":"checkpoint"')) + 1).join("\n")}\n`);
+    const edited = path.join(room.dir, "edited.log");
+    writeFileSync(edited, readFileSync(audit, "utf8").replace('"decision":"withhold"', '"decision":"release"'));
+    for (const bad of [cut, edited]) {
+      const b = await airlock(["audit", "verify", bad, "--trust-root", path.join(room.state, "psp", "ark.pem")], room.env);
+      expect(b.code, `${bad}: ${b.stdout}${b.stderr}`).toBe(1);
+    }
     const records = auditRecords(audit);
     const violations = Object.fromEntries(records.filter((x) => x.kind === "violation").map((x) => [x.data.what, x.data.count]));
     expect(violations).toMatchObject({
