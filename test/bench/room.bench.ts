@@ -64,9 +64,10 @@ export default async function bench(report: Reporter): Promise<void> {
     report.figure("    key release (input + room identity)", s(guest("attestation"), guest("key.released", true)), "s", "guest clock, audit trail");
     report.figure("  sandbox agent connected", s(at["firewall-ready"]!, at["sandbox-ready"]!), "s");
     report.figure("  inputs in (host → firewall decrypt → sandbox tmpfs)", s(at["sandbox-ready"]!, at["workload-started"]!), "s");
-    report.figure("  workload", s(at["workload-started"]!, at["workload-exit"]!), "s");
-    report.figure("  outputs out (decide, encrypt, to --out)", s(at["workload-exit"]!, at.done!), "s");
-    report.figure("  teardown", s(at.done!, at.end!), "s");
+    // The host hears of the workload's end only with its first output decision (issue 8).
+    report.figure("  workload (to the first output decision)", s(at["workload-started"]!, at.output!), "s");
+    report.figure("  outputs out (collect, seal and pad, to --out)", s(at.output!, at["outputs-complete"]!), "s");
+    report.figure("  teardown", s(at["outputs-complete"]!, at.end!), "s");
     report.figure("inputs in, throughput", CORPUS_MIB / s(at["sandbox-ready"]!, at["workload-started"]!), "MiB/s");
   } finally {
     if (savedState === undefined) delete process.env.AIRLOCK_STATE;
