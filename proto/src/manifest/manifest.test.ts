@@ -48,7 +48,7 @@ console: {mode: secure, maxBytes: 2048}
     );
     expect(ok.console).toEqual({ mode: "secure", maxBytes: 2048 });
     expect(ok.workload.padToSeconds).toBe(60);
-    expect(loadManifest(hello).console).toBeUndefined();
+    expect(loadManifest(roomWith("apiVersion: airlock/v1\nname: r\nworkload: {bundle: ./workload, command: [/bin/sh, run.sh]}\n")).console).toBeUndefined();
     const msg = problems(
       roomWith(`apiVersion: airlock/v1
 name: r
@@ -102,6 +102,26 @@ outputs:
       ),
     ).toContain("mount /data/out/a/b: overlaps another input or output mount");
     expect(problems(path.join(tmpdir(), "no-such-room.yaml"))).toContain("cannot read the room manifest (ENOENT)");
+  });
+
+  it("refuses YAML aliases without their anchor or that expand too far as MANIFEST_INVALID (found by npm run fuzz)", () => {
+    // yaml's toJS throws a ReferenceError for these after a parse that reported no error.
+    expect(problems(roomWith("apiVersion: airlock/v1\nname: a\nworkload: {bundle: ./workload, command: [x]}\noutputs:\n  - {name: a, mount: /data/out/a, mode: *open}\n"))).toMatch(
+      /not valid YAML: Unresolved alias/,
+    );
+    const bomb = `a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [${Array(10).fill("*a").join(", ")}]\nc: &c [${Array(10).fill("*b").join(", ")}]\nd: [${Array(10).fill("*c").join(", ")}]\n`;
+    expect(problems(roomWith(bomb))).toMatch(/not valid YAML: Excessive alias count/);
+  });
+
+  it("lists a garbled file's first YAML errors in linear time and refuses files over the size bound (found by npm run fuzz)", () => {
+    // Thousands of errors: prettyErrors placed each one by scanning the text (50 s for 256 KiB).
+    const garbled = `{"name":"out",.na${"&b [*a, *a, *a]".repeat(12_000)}`.slice(0, 200 * 1024);
+    const started = Date.now();
+    const msg = problems(roomWith(garbled));
+    expect(Date.now() - started).toBeLessThan(10_000);
+    expect(msg).toMatch(/not valid YAML:\n {2}- line 1, column \d+: [\s\S]* {2}- and \d+ more$/);
+    expect(msg.split("\n")).toHaveLength(22);
+    expect(problems(roomWith(`# ${"x".repeat(300 * 1024)}\n`))).toMatch(/more than the limit of 262144/);
   });
 
   it("digests what changes the room, not where it sits on the host", () => {
