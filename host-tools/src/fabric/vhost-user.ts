@@ -180,6 +180,9 @@ export class VhostUserSession {
   }
 
   private reply(request: number, body: Uint8Array): void {
+    // A request can end the session while it is handled (the device faults when a ring starts):
+    // its fd is closed then, and its number may already belong to another file.
+    if (this.closed) return;
     const out = new Uint8Array(HDR_SIZE + body.length);
     const dv = new DataView(out.buffer);
     dv.setUint32(0, request, true);
