@@ -51,7 +51,13 @@ export function x25519PublicFromRaw(raw: Buffer): KeyObject {
 }
 
 function derive(privateKey: KeyObject, peer: KeyObject, nonce: Buffer, keyId: string, requesterPub: Buffer, brokerPub: Buffer): Buffer {
-  const shared = diffieHellman({ privateKey, publicKey: peer });
+  let shared: Buffer;
+  try {
+    shared = diffieHellman({ privateKey, publicKey: peer });
+  } catch (err) {
+    // OpenSSL refuses low-order points itself ("failed during derivation").
+    throw new AirlockError("KEY_RELEASE", `X25519 public key is unusable (low order): ${(err as Error).message}`, { cause: err });
+  }
   if (shared.every((b) => b === 0)) throw new AirlockError("KEY_RELEASE", "X25519 shared secret is zero (low-order public key)");
   const info = Buffer.concat([Buffer.from(INFO), Buffer.from([0]), Buffer.from(keyId, "utf8"), Buffer.from([0]), requesterPub, brokerPub]);
   return Buffer.from(hkdfSync("sha256", shared, nonce, info, 32));

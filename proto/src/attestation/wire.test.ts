@@ -51,6 +51,18 @@ describe("key broker wrap", () => {
     expect(() => unwrapKey({ ...w, ciphertext: "AAAA" }, "corpus", nonce, requester)).toThrow(/truncated/);
   });
 
+  it("refuses low-order broker and requester keys with KEY_RELEASE, whatever OpenSSL says (found by npm run fuzz)", () => {
+    // OpenSSL fails the derivation itself for these points; that error used to escape as a plain Error.
+    const lowOrder = ["00".repeat(32), `01${"00".repeat(31)}`, "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800", "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157"];
+    const requester = newX25519();
+    const w = wrapKey(Buffer.from("k"), "id", nonce, requester.publicRaw);
+    for (const hex of lowOrder) {
+      const point = Buffer.from(hex, "hex");
+      expect(() => unwrapKey({ ...w, brokerPublicKey: point.toString("base64") }, "id", nonce, requester)).toThrow(expect.objectContaining({ name: "AirlockError", code: "KEY_RELEASE" }));
+      expect(() => wrapKey(Buffer.from("k"), "id", nonce, point)).toThrow(expect.objectContaining({ name: "AirlockError", code: "KEY_RELEASE" }));
+    }
+  });
+
   it("refuses a low-order public key and binds every release field", () => {
     expect(() => wrapKey(Buffer.from("k"), "id", nonce, Buffer.alloc(32))).toThrow();
     const pub = newX25519().publicRaw;
