@@ -152,6 +152,20 @@ describe("audit verify detects", () => {
   });
 });
 
+describe("audit verify never throws", () => {
+  it("on data with no canonical form: 1e999 (Infinity) or nesting deeper than the stack (found by npm run fuzz)", async () => {
+    const { lines } = await writeLog(2);
+    for (const data of ["1e999", "[-1e999]", `${"[".repeat(20000)}${"]".repeat(20000)}`]) {
+      const edited = [...lines];
+      edited[1] = edited[1]!.replace(/"data":\{[^}]*\}/, `"data":${data}`);
+      expect(edited[1]).toContain(data.slice(0, 8));
+      const v = verifyAuditLog(text(edited));
+      expect(v).toMatchObject({ valid: false, firstBad: { line: 2, seq: 1 } });
+      expect(v.firstBad!.reason).toMatch(/no canonical JSON form/);
+    }
+  });
+});
+
 describe("durability", () => {
   it("keeps every acknowledged record after the writer is killed with SIGKILL", async () => {
     const file = fresh();

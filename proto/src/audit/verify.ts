@@ -101,7 +101,14 @@ export function verifyAuditLog(text: string, options: VerifyOptions = {}): Audit
       return fail(n, r.seq, `line ${n} holds seq ${r.seq}, expected ${i}: records were ${r.seq > i ? "deleted" : "duplicated or reordered"}`);
     }
     if (r.prev !== prev) return fail(n, r.seq, `record seq ${r.seq}: prev does not match the hash of seq ${i - 1}: a record was removed, inserted or reordered here`);
-    if (recordHash(r) !== r.hash) return fail(n, r.seq, `record seq ${r.seq} was edited: its hash does not match its content`);
+    let hash: string;
+    try {
+      hash = recordHash(r);
+    } catch {
+      // canonicalJson refuses numbers JSON cannot carry (1e999 parses to Infinity) and the stack runs out on deep nesting.
+      return fail(n, r.seq, `record seq ${r.seq} holds data with no canonical JSON form (a number out of range, or nesting too deep): the file was edited`);
+    }
+    if (hash !== r.hash) return fail(n, r.seq, `record seq ${r.seq} was edited: its hash does not match its content`);
 
     if (r.kind === CHECKPOINT || r.kind === CLOSED) {
       const d = r.data as Record<string, unknown>;
