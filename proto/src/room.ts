@@ -58,6 +58,15 @@ const guestPath = (v: unknown, under: string, what: string): string => {
   return p.startsWith(`${under}/`) && !p.split("/").includes("..") ? p : bad(`${what} must lie under ${under}/`);
 };
 
+/** canonicalJson, refusing what has no canonical form (1e999 parses to Infinity; deep nesting runs out of stack). */
+function canonicalText(v: unknown): string {
+  try {
+    return canonicalJson(v);
+  } catch (err) {
+    return bad(`it has no canonical JSON form (${(err as Error).message})`);
+  }
+}
+
 /** Checks a canonical manifest received from the host and returns what the enforcer needs. */
 export function parseRoom(canonical: unknown): RoomPlan {
   if (!isObj(canonical) || canonical.apiVersion !== "airlock/v1") bad("not an airlock/v1 canonical manifest");
@@ -110,7 +119,7 @@ export function parseRoom(canonical: unknown): RoomPlan {
     governance: consent ? { consent } : {},
     attestation,
     canonical,
-    digest: createHash("sha256").update(canonicalJson(canonical)).digest("hex"),
+    digest: createHash("sha256").update(canonicalText(canonical)).digest("hex"),
     workload: { command, env, timeoutSeconds, ...(padToSeconds !== undefined ? { padToSeconds } : {}) },
     inputs,
     outputs,
