@@ -13,6 +13,7 @@ import { emulatedLaunch, EmulatedPsp, listenPsp, servePspStream } from "../../ho
 import { snpLaunchDigest } from "../../host-tools/src/measure/index.ts";
 import type { GuestLaunch } from "../../host-tools/src/attestation/emulated-psp.ts";
 import { ReportVerifier } from "../../host-tools/src/attestation/verify.ts";
+import { OVMF_AMDSEV_SUFFIX } from "../fixtures/index.ts";
 
 // Reused across runs on purpose: persisting the test chain is what spares RSA-4096 key generation.
 const pspState = path.join(tmpdir(), "airlock-test-emulated-psp");
@@ -54,7 +55,7 @@ describe("EmulatedPspProvider over a Unix socket", () => {
 
   it("reports the launch digest of what was launched (measure code), served by listenPsp", async () => {
     const inputs = {
-      ovmf: readFileSync(path.resolve(import.meta.dirname, "../../../shared/fixtures/ovmf/ovmf_AmdSev_suffix.bin")),
+      ovmf: readFileSync(OVMF_AMDSEV_SUFFIX),
       vcpus: 2,
       vcpuType: "EPYC-v4",
       kernel: Buffer.from("a kernel"),

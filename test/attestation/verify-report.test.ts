@@ -6,9 +6,9 @@ import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { encodePolicy } from "../../proto/src/attestation/report.ts";
 import { EmulatedPsp } from "../../host-tools/src/attestation/emulated-psp.ts";
+import { amdCertFixture, MILAN_CHAIN, MILAN_REPORT, MILAN_VCEK } from "../fixtures/index.ts";
 
 const repo = path.resolve(import.meta.dirname, "../..");
-const snp = path.resolve(repo, "../shared/fixtures/snp");
 const tmp = mkdtempSync(path.join(tmpdir(), "airlock-verify-report-"));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
@@ -20,8 +20,8 @@ function airlock(...args: string[]): Promise<{ code: number; stdout: string; std
   });
 }
 
-const report = path.join(snp, "report_milan.bin");
-const certs = ["--vcek", path.join(snp, "vcek_milan.der"), "--chain", path.join(snp, "cert_chain_milan.pem"), "--at", "2026-06-01T00:00:00Z"];
+const report = MILAN_REPORT;
+const certs = ["--vcek", MILAN_VCEK, "--chain", MILAN_CHAIN, "--at", "2026-06-01T00:00:00Z"];
 const measurement = readFileSync(report).subarray(0x90, 0xc0).toString("hex");
 
 describe("airlock verify-report", () => {
@@ -65,8 +65,8 @@ describe("airlock verify-report", () => {
   it("takes snpguest's certificate directory layout", async () => {
     const dir = path.join(tmp, "certs");
     mkdirSync(dir);
-    writeFileSync(path.join(dir, "vcek.der"), readFileSync(path.join(snp, "vcek_milan.der")));
-    for (const c of ["ask", "ark"]) writeFileSync(path.join(dir, `${c}.pem`), readFileSync(path.resolve(snp, "../amd/milan", `${c}.pem`)));
+    writeFileSync(path.join(dir, "vcek.der"), readFileSync(MILAN_VCEK));
+    for (const c of ["ask", "ark"] as const) writeFileSync(path.join(dir, `${c}.pem`), readFileSync(amdCertFixture("milan", c)));
     const r = await airlock("verify-report", report, "--certs", dir, "--at", "2026-06-01T00:00:00Z");
     expect(r.stderr).toBe("");
     expect(r.code).toBe(0);

@@ -6,23 +6,21 @@ import { randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { requestKey } from "../../proto/src/attestation/kbs-client.ts";
 import { encodePolicy } from "../../proto/src/attestation/report.ts";
 import { EmulatedPsp } from "../../host-tools/src/attestation/emulated-psp.ts";
 import { ReportVerifier } from "../../host-tools/src/attestation/verify.ts";
 import { startKbs } from "../../host-tools/src/kbs/server.ts";
 import { medianMs } from "./harness.ts";
+import { MILAN_CHAIN, MILAN_REPORT, MILAN_VCEK } from "../fixtures/index.ts";
 import type { Reporter } from "./harness.ts";
 
-const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const snp = path.resolve(repo, "../shared/fixtures/snp");
 
 export default async function (report: Reporter): Promise<void> {
   const evidence = {
-    report: readFileSync(path.join(snp, "report_milan.bin")),
-    vcek: readFileSync(path.join(snp, "vcek_milan.der")),
-    chain: readFileSync(path.join(snp, "cert_chain_milan.pem"), "utf8"),
+    report: readFileSync(MILAN_REPORT),
+    vcek: readFileSync(MILAN_VCEK),
+    chain: readFileSync(MILAN_CHAIN, "utf8"),
   };
   const at = new Date("2026-06-01T00:00:00Z");
   const check = (v: ReportVerifier): void => {

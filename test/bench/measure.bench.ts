@@ -9,9 +9,10 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { snpLaunchDigest } from "../../host-tools/src/measure/index.ts";
 import { medianMs, throughput, type Reporter } from "./harness.ts";
+import { OVMF_AMDSEV_SUFFIX } from "../fixtures/index.ts";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const ovmfPath = path.resolve(repoRoot, "../shared/fixtures/ovmf/ovmf_AmdSev_suffix.bin");
+const ovmfPath = OVMF_AMDSEV_SUFFIX;
 const MB = 1_000_000;
 
 function writeRandom(file: string, bytes: number): void {

@@ -7,6 +7,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { AirlockError } from "../../../proto/src/errors.ts";
+import { OVMF_AMDSEV_SUFFIX } from "../../../test/fixtures/index.ts";
 import {
   buildIdBlock,
   checkQemuSupports,
@@ -102,11 +103,10 @@ describe("SNP launch plans (golden)", () => {
 
 describe("plan and measurement agree", () => {
   it("measures exactly what the plan launches", async () => {
-    const repoRoot = path.resolve(testdata, "../../../..");
     const spec: SnpVmSpec = {
       ...firewall,
       vcpus: 1,
-      ovmfPath: path.resolve(repoRoot, "../shared/fixtures/ovmf/ovmf_AmdSev_suffix.bin"),
+      ovmfPath: OVMF_AMDSEV_SUFFIX,
       kernelPath: "/dev/null",
       initrdPath: "/dev/null",
       append: "console=ttyS0 loglevel=7",

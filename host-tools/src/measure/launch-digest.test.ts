@@ -1,17 +1,14 @@
 // Known-answer vectors from the reference implementations' own test suites (virtee/sev
 // tests/measurement.rs, mirroring sev-snp-measure tests/test_guest.py), which use the same
-// ovmf_*_suffix.bin fixtures as ../shared/fixtures/ovmf/. Kernel and initrd are /dev/null there.
+// ovmf_*_suffix.bin fixtures as test/fixtures/ovmf/. Kernel and initrd are /dev/null there.
 import { readFileSync } from "node:fs";
-import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { AirlockError } from "../../../proto/src/errors.ts";
+import { OVMF_AMDSEV_SUFFIX, OVMF_X64_SUFFIX } from "../../../test/fixtures/index.ts";
 import { hashKernelInputs, snpLaunchDigest, snpOvmfHash, type SnpLaunchInputs } from "./index.ts";
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
-const fixtures = path.resolve(repoRoot, "../shared/fixtures/ovmf");
-const amdSev = readFileSync(path.join(fixtures, "ovmf_AmdSev_suffix.bin"));
-const ovmfX64 = readFileSync(path.join(fixtures, "ovmf_OvmfX64_suffix.bin"));
+const amdSev = readFileSync(OVMF_AMDSEV_SUFFIX);
+const ovmfX64 = readFileSync(OVMF_X64_SUFFIX);
 const AMDSEV_OVMF_HASH = "086e2e9149ebf45abdc3445fba5b2da8270bdbb04094d7a2c37faaa4b24af3aa16aff8c374c2a55c467a50da6d466b74";
 
 const base = { vcpus: 1, vcpuType: "EPYC-v4", kernel: "/dev/null", initrd: "/dev/null" };

@@ -1,12 +1,10 @@
 import { readFileSync } from "node:fs";
-import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { guidFromBytes, guidToBytes, ovmfInfo, OVMF_GUIDS } from "./ovmf.ts";
 import { buildSyntheticOvmf } from "./testdata/synthetic-ovmf.ts";
+import { OVMF_AMDSEV_SUFFIX } from "../../../test/fixtures/index.ts";
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
-const amdSev = readFileSync(path.resolve(repoRoot, "../shared/fixtures/ovmf/ovmf_AmdSev_suffix.bin"));
+const amdSev = readFileSync(OVMF_AMDSEV_SUFFIX);
 
 describe("ovmfInfo", () => {
   it("reads the AmdSev fixture's table and SEV metadata", () => {

@@ -1,13 +1,12 @@
 import { readFileSync } from "node:fs";
-import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { AirlockError } from "../errors.ts";
 import { AMD_ROOTS } from "./amd-roots.ts";
+import { MILAN_REPORT, MILAN_VCEK } from "../../../test/fixtures/index.ts";
 import { extHwId, extInteger, extString, isAmdPss, KDS_OID, parseCert, pemToDers, verifyPssSignature } from "./certs.ts";
 
-const fixtures = path.resolve(import.meta.dirname, "../../../../shared/fixtures");
-const vcekDer = readFileSync(path.join(fixtures, "snp/vcek_milan.der"));
-const report = readFileSync(path.join(fixtures, "snp/report_milan.bin"));
+const vcekDer = readFileSync(MILAN_VCEK);
+const report = readFileSync(MILAN_REPORT);
 const arkDer = pemToDers(AMD_ROOTS.milan.ark, "ark")[0]!;
 
 function replaceAll(buf: Buffer, from: string, to: string): Buffer {

@@ -1,11 +1,10 @@
 import { readFileSync } from "node:fs";
-import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { AirlockError } from "../errors.ts";
+import { MILAN_REPORT } from "../../../test/fixtures/index.ts";
 import { decodePolicy, decodeTcb, encodePolicy, encodeTcb, parseReport, productFromCpuid, REPORT_SIZE, serializeReport, tcbReservedBytesSet } from "./report.ts";
 
-const fixtures = path.resolve(import.meta.dirname, "../../../../shared/fixtures");
-const milan = readFileSync(path.join(fixtures, "snp/report_milan.bin"));
+const milan = readFileSync(MILAN_REPORT);
 
 function reasonOf(fn: () => unknown): string {
   try {

@@ -1,16 +1,15 @@
 import { readFileSync } from "node:fs";
-import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { AirlockError } from "../errors.ts";
 import { AMD_ROOTS } from "./amd-roots.ts";
 import { assertVerified, parseMinTcb, ReportVerifier } from "./verify.ts";
 import type { Evidence } from "./verify.ts";
 import { pemToDers } from "./certs.ts";
+import { amdCertFixture, MILAN_CHAIN, MILAN_REPORT, MILAN_VCEK } from "../../../test/fixtures/index.ts";
 
-const fixtures = path.resolve(import.meta.dirname, "../../../../shared/fixtures");
-const report = readFileSync(path.join(fixtures, "snp/report_milan.bin"));
-const vcek = readFileSync(path.join(fixtures, "snp/vcek_milan.der"));
-const chain = readFileSync(path.join(fixtures, "snp/cert_chain_milan.pem"), "utf8");
+const report = readFileSync(MILAN_REPORT);
+const vcek = readFileSync(MILAN_VCEK);
+const chain = readFileSync(MILAN_CHAIN, "utf8");
 const at = new Date("2026-01-01T00:00:00Z");
 const evidence: Evidence = { report, vcek, chain };
 const verifier = new ReportVerifier();
@@ -19,7 +18,7 @@ describe("AMD roots shipped in the project", () => {
   it("equal AMD's published fixtures", () => {
     for (const product of ["milan", "genoa", "turin"] as const) {
       for (const c of ["ark", "ask"] as const) {
-        const fixture = pemToDers(readFileSync(path.join(fixtures, "amd", product, `${c}.pem`), "utf8"), "fixture")[0]!;
+        const fixture = pemToDers(readFileSync(amdCertFixture(product, c), "utf8"), "fixture")[0]!;
         expect(pemToDers(AMD_ROOTS[product][c], "shipped")[0]!.equals(fixture), `${product} ${c}`).toBe(true);
       }
     }

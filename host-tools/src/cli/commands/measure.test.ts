@@ -3,13 +3,12 @@ import { createHash } from "node:crypto";
 import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { afterAll, afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { runCli } from "../run-cli.ts";
+import { OVMF_AMDSEV_SUFFIX, OVMF_X64_SUFFIX } from "../../../../test/fixtures/index.ts";
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../..");
-const ovmf = path.resolve(repoRoot, "../shared/fixtures/ovmf/ovmf_AmdSev_suffix.bin");
-const x64 = path.resolve(repoRoot, "../shared/fixtures/ovmf/ovmf_OvmfX64_suffix.bin");
+const ovmf = OVMF_AMDSEV_SUFFIX;
+const x64 = OVMF_X64_SUFFIX;
 const dir = mkdtempSync(path.join(tmpdir(), "airlock-measure-cli-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
