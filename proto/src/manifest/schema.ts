@@ -25,7 +25,7 @@ export interface Workload {
   timeoutSeconds: number;
   /**
    * Hide the run's duration: the firewall reports the workload's end no earlier than this many
-   * seconds after it started (README § Leakage budget). At most timeoutSeconds.
+   * seconds after it started (firewall-vm/README.md, the leakage budget). At most timeoutSeconds.
    */
   padToSeconds?: number;
 }
@@ -83,7 +83,7 @@ export interface Governance {
  * Who a room trusts, pinned in its canonical form and so in the digest collaborators sign and the
  * launch binds as host_data: the firewall and sandbox images' launch measurements (hex SNP launch
  * digests of airlock's reproducible images) and the key broker's identity (SHA-256 of its SPKI).
- * The host computes them; anyone can recompute them (`airlock manifest digest --explain`), and a
+ * The host computes them; anyone can recompute them (`airlock manifest digest --json` shows them), and a
  * host that launches other images or names another broker is refused inside the VMs.
  */
 export interface RoomPins {
