@@ -90,7 +90,12 @@ function printFailure(f: CaseFailure): void {
   mkdirSync(failureDir, { recursive: true });
   const file = path.join(failureDir, `${f.target}-seed${f.seed}-case${f.index}.bin`);
   writeFileSync(file, f.input);
-  const replay = f.target === RING_TARGET ? `npm run fuzz -- --only ring --seed ${f.seed} --ring-cases ${f.index + 1}` : `npm run fuzz -- --only ${f.target} --seed ${f.seed} --replay ${f.index}`;
+  const replay =
+    f.index < 0
+      ? `npm run fuzz -- --only ${f.target} --seed ${f.seed} (it failed before its first case)`
+      : f.target === RING_TARGET
+        ? `npm run fuzz -- --only ring --seed ${f.seed} --ring-cases ${f.index + 1}`
+        : `npm run fuzz -- --only ${f.target} --seed ${f.seed} --replay ${f.index}`;
   console.log(`\nFAILURE  target ${f.target}  seed ${f.seed}  case ${f.index}  (${f.kind})`);
   console.log(f.message.split("\n").map((l) => `  ${l}`).join("\n"));
   console.log(`  input (${f.target === RING_TARGET ? `the hostile guest's rings: ${ringSnapshotLayout()}` : "the bytes the decoder got"}), saved to ${file}:`);
@@ -148,6 +153,8 @@ async function fuzz(o: Options): Promise<void> {
         if (finished) return;
         finished = true;
         clearInterval(timer);
+        // The heartbeat names the case running now (the worker's "start" message may still be in flight).
+        if (beat[2] > 0) current = beat[0];
         const item = items[current]!;
         const index = beat[2] > 0 ? beat[1] : -1;
         const input = Buffer.from(bytes.subarray(0, Math.min(beat[3], INPUT_CAPACITY)));
