@@ -6,10 +6,10 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { EmulatedPsp } from "../../../host-tools/src/attestation/emulated-psp.ts";
-import { encodePolicy } from "../attestation/report.ts";
-import { AUDIT_KINDS, AuditLog, auditKeyReportData, signerFromPrivateKey, verifyAttestedAuditLog } from "./index.ts";
-import type { AuditRecord, Json } from "./index.ts";
+import { EmulatedPsp } from "../../host-tools/src/attestation/emulated-psp.ts";
+import { encodePolicy } from "../../proto/src/attestation/report.ts";
+import { AUDIT_KINDS, AuditLog, auditKeyReportData, signerFromPrivateKey, verifyAttestedAuditLog } from "../../proto/src/audit/index.ts";
+import type { AuditRecord, Json } from "../../proto/src/audit/index.ts";
 
 const dir = mkdtempSync(path.join(tmpdir(), "airlock-audit-attested-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
