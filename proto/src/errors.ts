@@ -1,37 +1,57 @@
 // One coded error type for every airlock program. A user sees `message` (what was wrong, where)
 // and `hint` (what to do); internal faults keep their `cause`. Codes are stable: scripts match them.
-
+//
+// Each code is declared once, with the exit status the CLI returns for it (README § Using it: 2 bad
+// input or a refusal, 1 a failed check, 3 an internal fault) and its one-line summary. README.md
+// lists them in a table that proto/src/errors.test.ts keeps in step with this one.
 export const ERROR_CODES = {
-  USAGE: "bad command-line usage",
-  MANIFEST_INVALID: "the room manifest is malformed or fails validation",
-  MANIFEST_SIGNATURE: "a required manifest signature is missing or does not verify",
-  IMAGE_BUILD: "a boot image could not be built",
-  IMAGE_MISSING: "a boot image or one of its inputs is missing",
-  QMP_PROTOCOL: "QEMU's QMP link misbehaved",
-  QMP_COMMAND: "QEMU refused a QMP command",
-  QMP_CLOSED: "the QMP link closed",
-  TIMEOUT: "an operation did not finish within its bound",
-  LAUNCH: "a VM could not be launched or failed its pre-launch checks",
-  PAIR_NOT_FOUND: "no VM pair with that name",
-  PAIR_EXISTS: "a VM pair with that name is already running",
-  PAIR_FAILED: "the VM pair stopped because one of its parts failed",
-  ACCEL_UNAVAILABLE: "the requested accelerator does not work on this host",
-  TEE_UNSUPPORTED: "the requested TEE cannot be launched with the local QEMU or host",
-  FABRIC: "the vsock fabric failed",
-  GUEST_PROTOCOL: "a guest sent malformed or hostile data",
-  MEASURE: "the launch measurement could not be computed from these inputs",
-  REPORT_INVALID: "an attestation report is malformed",
-  REPORT_REJECTED: "an attestation report does not meet an expectation",
-  CERT_INVALID: "a certificate is malformed or does not chain to the trusted root",
-  KEY_RELEASE: "the key broker refused to release a key",
-  CRYPTO: "data failed to decrypt or authenticate (truncated, tampered or the wrong key)",
-  POLICY: "the room's policy forbids this",
-  AUDIT_INVALID: "the audit trail does not verify",
-  CONSENT: "governance did not consent",
-  INTERNAL: "an internal fault in airlock",
-} as const;
+  USAGE: { exit: 2, summary: "bad command-line usage" },
+  MANIFEST_INVALID: { exit: 2, summary: "the room manifest is malformed or fails validation" },
+  MANIFEST_SIGNATURE: { exit: 1, summary: "a required manifest signature is missing or does not verify" },
+  KEY_INVALID: { exit: 2, summary: "a key, identity or recipient is missing, malformed, exposed or of a kind that cannot be used here" },
+  KEY_POLICY: { exit: 2, summary: "a key broker entry or grant (key id, key, release policy, scope, input) is malformed or refused; a key is never re-bound" },
+  FILE_UNREADABLE: { exit: 2, summary: "a file named to airlock is missing, cannot be read, or changed while it was read" },
+  CONFLICT: { exit: 2, summary: "something already on this host is in the way (an existing file, or state of another kind)" },
+  IMAGE_BUILD: { exit: 2, summary: "a boot image could not be built" },
+  IMAGE_MISSING: { exit: 2, summary: "a boot image or one of its inputs is missing" },
+  QMP_PROTOCOL: { exit: 2, summary: "QEMU's QMP link misbehaved" },
+  QMP_COMMAND: { exit: 2, summary: "QEMU refused a QMP command" },
+  QMP_CLOSED: { exit: 2, summary: "the QMP link closed" },
+  TIMEOUT: { exit: 2, summary: "an operation did not finish within its bound" },
+  LAUNCH: { exit: 2, summary: "a VM could not be launched or failed its pre-launch checks" },
+  PAIR_NOT_FOUND: { exit: 2, summary: "no VM pair with that name" },
+  PAIR_EXISTS: { exit: 2, summary: "a VM pair with that name is already running" },
+  PAIR_FAILED: { exit: 1, summary: "the VM pair stopped because one of its parts failed" },
+  PAIR_NAME: { exit: 2, summary: "a VM pair name is not valid" },
+  ACCEL_UNAVAILABLE: { exit: 2, summary: "the requested accelerator does not work on this host" },
+  TEE_UNSUPPORTED: { exit: 2, summary: "the requested TEE cannot be launched with the local QEMU or host" },
+  FABRIC: { exit: 2, summary: "the vsock fabric failed" },
+  FABRIC_CONFIG: { exit: 2, summary: "the vsock fabric's VM list is malformed or inconsistent" },
+  GUEST_PROTOCOL: { exit: 2, summary: "a guest sent malformed or hostile data" },
+  MEASURE: { exit: 2, summary: "the launch measurement could not be computed from these inputs" },
+  REPORT_INVALID: { exit: 2, summary: "an attestation report is malformed" },
+  REPORT_REJECTED: { exit: 1, summary: "an attestation report does not meet an expectation" },
+  CERT_INVALID: { exit: 2, summary: "a certificate is malformed or does not chain to the trusted root" },
+  KEY_RELEASE: { exit: 2, summary: "the key broker refused to release a key" },
+  LISTEN: { exit: 2, summary: "cannot listen on the address given (in use, not permitted, or not an address of this host)" },
+  CRYPTO: { exit: 2, summary: "data failed to decrypt or authenticate (truncated, tampered or the wrong key)" },
+  POLICY: { exit: 2, summary: "the room's policy forbids this" },
+  AUDIT_INVALID: { exit: 1, summary: "the audit trail does not verify" },
+  CONSENT: { exit: 2, summary: "governance did not consent" },
+  INTERNAL: { exit: 3, summary: "an internal fault in airlock" },
+} as const satisfies Record<string, { exit: 1 | 2 | 3; summary: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
+
+/** True for a code declared above (own keys only: "constructor" or "toString" are not codes). */
+export function isErrorCode(code: string): code is ErrorCode {
+  return Object.hasOwn(ERROR_CODES, code);
+}
+
+/** The CLI's exit status for an error code; anything not declared counts as an internal fault. */
+export function exitStatusOf(code: string): number {
+  return isErrorCode(code) ? ERROR_CODES[code].exit : ERROR_CODES.INTERNAL.exit;
+}
 
 /**
  * `airlock run`'s exit status: 0 when the run completed and the workload succeeded; the workload's
@@ -44,6 +64,12 @@ export const RUN_EXIT = {
   /** The run did not complete: refused, past its deadline, or a part of the pair failed. */
   incomplete: 65,
 } as const;
+
+/** When `airlock run` exits with each RUN_EXIT status, in one line (README's table, `airlock --help`). */
+export const RUN_EXIT_SUMMARY: Record<keyof typeof RUN_EXIT, string> = {
+  workloadFailed: "the workload failed and the sandbox read data above DOMAIN_OWNED (its exact status is sealed in the console output, if the room declares one)",
+  incomplete: "the run did not complete (refused, past its deadline, or a part of the pair failed): nothing was released",
+};
 
 export interface AirlockErrorOptions {
   /** What the user should do about it. */

@@ -102,7 +102,7 @@ export class EmulatedPsp {
     }
     if (meta) {
       if (options.product && options.product !== meta.product) {
-        throw new AirlockError("USAGE", `emulated PSP state ${stateDir} holds a ${meta.product} chain, not ${options.product}`, { hint: "use another state dir per product" });
+        throw new AirlockError("CONFLICT", `emulated PSP state ${stateDir} holds a ${meta.product} chain, not ${options.product}`, { hint: "use another state dir per product" });
       }
       const chain: TestChain = {
         product: meta.product,
@@ -116,7 +116,7 @@ export class EmulatedPsp {
       log.debug({ stateDir, product: meta.product }, "emulated PSP loaded");
       return new EmulatedPsp(chain);
     }
-    const noPsp = (): AirlockError => new AirlockError("USAGE", `emulated PSP state ${stateDir} exists but holds no PSP`, { hint: "delete it or choose another state dir" });
+    const noPsp = (): AirlockError => new AirlockError("CONFLICT", `emulated PSP state ${stateDir} exists but holds no PSP`, { hint: "delete it or choose another state dir" });
     if (existsSync(stateDir) && readdirSync(stateDir).length > 0) throw noPsp();
     const product = options.product ?? "milan";
     const chain = createTestChain({ product, tcb: DEFAULT_TCB[product] });

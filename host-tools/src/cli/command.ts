@@ -1,6 +1,6 @@
 // Every `airlock` sub-command is a yargs CommandModule in its own file under cli/commands/, listed
 // once in cli/commands/index.ts. Handlers throw AirlockError for user mistakes; run-cli.ts turns
-// them into a one-paragraph message and an exit status.
+// them into a one-paragraph message and the exit status ERROR_CODES declares for their code.
 import type { CommandModule } from "yargs";
 
 // yargs' own generics are too precise to list heterogeneous commands together.

@@ -1,10 +1,41 @@
 import yargs from "yargs";
-import { AirlockError } from "../../../proto/src/errors.ts";
+import { AirlockError, ERROR_CODES, exitStatusOf, RUN_EXIT, RUN_EXIT_SUMMARY, type ErrorCode } from "../../../proto/src/errors.ts";
 import { commands } from "./commands/index.ts";
 import { requestedExitCode } from "./command.ts";
 
-/** Exit statuses: 0 ok, 1 a check failed or the workload failed (run returns the workload's), 2 usage or input error, 3 internal fault. */
+/** Words of `text` in lines of at most `width` characters, the first after `first`, the rest indented as far. */
+function hanging(first: string, text: string, width: number): string {
+  const lines: string[] = [];
+  let line = first;
+  for (const word of text.split(" ")) {
+    if (line.length > first.length && line.length + 1 + word.length > width) {
+      lines.push(line);
+      line = " ".repeat(first.length) + word;
+    } else line += (line.length > first.length ? " " : "") + word;
+  }
+  return [...lines, line].join("\n");
+}
+
+/**
+ * What `airlock --help` ends with: the exit statuses, each error code's from ERROR_CODES (where
+ * they are declared, with their summaries) and `airlock run`'s own from RUN_EXIT.
+ */
+export function exitStatusHelp(width = 100): string {
+  const codes = Object.keys(ERROR_CODES) as ErrorCode[];
+  const pad = Math.max(...codes.map((c) => c.length));
+  return [
+    hanging("", "Exit status: 0 on success, else the error code's (listed below): 1 a failed check, 2 bad input or a refusal, 3 an internal fault (AIRLOCK_DEBUG=1 prints its stack).", width),
+    hanging("", "`airlock run` exits 0 when the run completed and the workload succeeded, with the workload's own status when it failed at DOMAIN_OWNED or below, and otherwise:", width),
+    ...(Object.keys(RUN_EXIT) as (keyof typeof RUN_EXIT)[]).map((k) => hanging(`  ${RUN_EXIT[k]}  `, RUN_EXIT_SUMMARY[k], width)),
+    "",
+    "Errors end with [CODE], stable for scripts:",
+    ...codes.map((c) => hanging(`  ${c.padEnd(pad)}  ${ERROR_CODES[c].exit}  `, ERROR_CODES[c].summary, width)),
+  ].join("\n");
+}
+
+/** Runs one command line; returns the exit status (a handler's, or its error code's from ERROR_CODES). */
 export async function runCli(argv: string[]): Promise<number> {
+  const width = Math.min(110, process.stdout.columns ?? 100);
   const parser = yargs(argv)
     .scriptName("airlock")
     .usage("$0 <command> [options]\n\nA confidential clean room built from two VMs.")
@@ -15,7 +46,8 @@ export async function runCli(argv: string[]): Promise<number> {
     .help()
     .alias("h", "help")
     .version(false)
-    .wrap(Math.min(110, process.stdout.columns ?? 100))
+    .epilogue(exitStatusHelp(width))
+    .wrap(width)
     .fail((msg, err) => {
       throw err ?? new AirlockError("USAGE", msg, { hint: "see `airlock --help`" });
     });
@@ -25,10 +57,7 @@ export async function runCli(argv: string[]): Promise<number> {
   } catch (err) {
     const e = AirlockError.from(err);
     process.stderr.write(`${e.toUserString()}\n`);
-    if (e.code === "INTERNAL") {
-      if (process.env.AIRLOCK_DEBUG) process.stderr.write(`${(err as Error).stack ?? ""}\n`);
-      return 3;
-    }
-    return e.code === "REPORT_REJECTED" || e.code === "AUDIT_INVALID" ? 1 : 2;
+    if (e.code === "INTERNAL" && process.env.AIRLOCK_DEBUG) process.stderr.write(`${(err as Error).stack ?? ""}\n`);
+    return exitStatusOf(e.code);
   }
 }

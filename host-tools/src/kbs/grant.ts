@@ -33,10 +33,10 @@ export function embeddedBrokerDirs(): { kbs: string; psp: string } {
  * open outputs may carry data of such a scope in clear.
  */
 export function checkGrantScope(scope: DataScope, allowLowScope: boolean, what: string): void {
-  if (!(DATA_SCOPES as readonly string[]).includes(scope)) throw new AirlockError("USAGE", `${what}: scope must be one of ${DATA_SCOPES.join(", ")}, got ${JSON.stringify(scope)}`);
+  if (!(DATA_SCOPES as readonly string[]).includes(scope)) throw new AirlockError("KEY_POLICY", `${what}: scope must be one of ${DATA_SCOPES.join(", ")}, got ${JSON.stringify(scope)}`);
   if (rank(scope) < rank("USER_PRIVATE") && !allowLowScope) {
     throw new AirlockError(
-      "USAGE",
+      "KEY_POLICY",
       `${what}: scope ${scope} is below USER_PRIVATE, so the room's open outputs may carry this data, and whatever the workload derives from it, out in clear; give --${ALLOW_LOW_SCOPE_FLAG} if that is what you mean`,
     );
   }
@@ -78,7 +78,7 @@ export interface Grant {
  */
 export async function grantInput(manifest: Manifest, input: string, identityText: string | undefined, room: { digest: Buffer; firewallMeasurement: Buffer }, options: GrantOptions = {}): Promise<Grant> {
   const declared = manifest.inputs.find((i) => i.name === input);
-  if (!declared) throw new AirlockError("USAGE", `${manifest.file}: no input named "${input}"`);
+  if (!declared) throw new AirlockError("KEY_POLICY", `${manifest.file}: no input named "${input}"`);
   const scope = options.scope ?? DEFAULT_OWNER_SCOPE;
   checkGrantScope(scope, options.allowLowScope === true, `input ${input}`);
   const { digest, firewallMeasurement: measurement } = room;

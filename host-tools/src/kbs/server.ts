@@ -293,7 +293,7 @@ export async function startKbs(options: KbsOptions): Promise<KbsHandle> {
     });
   } catch (err) {
     await audit.close({ reason: "could not listen" });
-    throw AirlockError.from(err, "USAGE");
+    throw AirlockError.from(err, "LISTEN");
   }
   const addr = server.address();
   const endpoint = typeof addr === "string" ? `unix:${addr}` : `http://${(addr as AddressInfo).address.includes(":") ? `[${(addr as AddressInfo).address}]` : (addr as AddressInfo).address}:${(addr as AddressInfo).port}`;

@@ -51,35 +51,41 @@ interface KeyFile {
   createdAt: string;
 }
 
-function usage(message: string): AirlockError {
-  return new AirlockError("USAGE", message);
+/** A key's id, bytes or release policy is malformed, or the change is refused (a re-bind). */
+function policyError(message: string): AirlockError {
+  return new AirlockError("KEY_POLICY", message);
+}
+
+/** The broker's master key is missing, malformed or readable by others. */
+function masterKeyError(message: string): AirlockError {
+  return new AirlockError("KEY_INVALID", message);
 }
 
 /** Checks a policy's shape (it may come from a user's JSON file). */
 export function checkPolicy(p: unknown, where: string): KeyPolicy {
-  if (typeof p !== "object" || p === null) throw usage(`${where}: policy must be a JSON object`);
+  if (typeof p !== "object" || p === null) throw policyError(`${where}: policy must be a JSON object`);
   const o = p as Record<string, unknown>;
   const allowed = ["measurements", "hostData", "product", "vmpl", "minTcb", "allowDebug", "forbidSmt", "forbidMigrateMa", "requireSingleSocket", "trustRoots", "scope"];
-  for (const k of Object.keys(o)) if (!allowed.includes(k)) throw usage(`${where}: unknown field "${k}" (known: ${allowed.join(", ")})`);
+  for (const k of Object.keys(o)) if (!allowed.includes(k)) throw policyError(`${where}: unknown field "${k}" (known: ${allowed.join(", ")})`);
   if (!Array.isArray(o.measurements) || o.measurements.length === 0 || !o.measurements.every((m) => typeof m === "string" && /^[0-9a-f]{96}$/i.test(m))) {
-    throw usage(`${where}: measurements must be a non-empty list of 96-hex-digit launch digests`);
+    throw policyError(`${where}: measurements must be a non-empty list of 96-hex-digit launch digests`);
   }
-  if (o.hostData !== undefined && !(typeof o.hostData === "string" && /^[0-9a-f]{64}$/i.test(o.hostData))) throw usage(`${where}: hostData must be 64 hex digits`);
-  if (o.product !== undefined && !PRODUCTS.includes(o.product as Product)) throw usage(`${where}: product must be one of ${PRODUCTS.join(", ")}`);
-  if (o.vmpl !== undefined && !(Number.isInteger(o.vmpl) && (o.vmpl as number) >= 0 && (o.vmpl as number) <= 3)) throw usage(`${where}: vmpl must be 0 to 3`);
+  if (o.hostData !== undefined && !(typeof o.hostData === "string" && /^[0-9a-f]{64}$/i.test(o.hostData))) throw policyError(`${where}: hostData must be 64 hex digits`);
+  if (o.product !== undefined && !PRODUCTS.includes(o.product as Product)) throw policyError(`${where}: product must be one of ${PRODUCTS.join(", ")}`);
+  if (o.vmpl !== undefined && !(Number.isInteger(o.vmpl) && (o.vmpl as number) >= 0 && (o.vmpl as number) <= 3)) throw policyError(`${where}: vmpl must be 0 to 3`);
   if (o.minTcb !== undefined) {
-    if (typeof o.minTcb !== "object" || o.minTcb === null) throw usage(`${where}: minTcb must be an object`);
+    if (typeof o.minTcb !== "object" || o.minTcb === null) throw policyError(`${where}: minTcb must be an object`);
     for (const [k, v] of Object.entries(o.minTcb)) {
-      if (!["bootloader", "tee", "snp", "microcode", "fmc"].includes(k) || !(Number.isInteger(v) && v >= 0 && v <= 255)) throw usage(`${where}: minTcb.${k} must be a known field with a value 0-255`);
+      if (!["bootloader", "tee", "snp", "microcode", "fmc"].includes(k) || !(Number.isInteger(v) && v >= 0 && v <= 255)) throw policyError(`${where}: minTcb.${k} must be a known field with a value 0-255`);
     }
   }
   for (const b of ["allowDebug", "forbidSmt", "forbidMigrateMa", "requireSingleSocket"]) {
-    if (o[b] !== undefined && typeof o[b] !== "boolean") throw usage(`${where}: ${b} must be true or false`);
+    if (o[b] !== undefined && typeof o[b] !== "boolean") throw policyError(`${where}: ${b} must be true or false`);
   }
   if (o.trustRoots !== undefined && !(Array.isArray(o.trustRoots) && o.trustRoots.every((r) => typeof r === "string" && r.includes("BEGIN CERTIFICATE")))) {
-    throw usage(`${where}: trustRoots must be a list of PEM certificates`);
+    throw policyError(`${where}: trustRoots must be a list of PEM certificates`);
   }
-  if (o.scope !== undefined && !(DATA_SCOPES as readonly unknown[]).includes(o.scope)) throw usage(`${where}: scope must be one of ${DATA_SCOPES.join(", ")}`);
+  if (o.scope !== undefined && !(DATA_SCOPES as readonly unknown[]).includes(o.scope)) throw policyError(`${where}: scope must be one of ${DATA_SCOPES.join(", ")}`);
   return o as unknown as KeyPolicy;
 }
 
@@ -87,20 +93,20 @@ export function checkPolicy(p: unknown, where: string): KeyPolicy {
 export function loadMasterKey(file: string | undefined, options: { create?: boolean } = {}): Buffer {
   const env = process.env.AIRLOCK_KBS_MASTER_KEY;
   if (env !== undefined) {
-    if (!/^[0-9a-f]{64}$/i.test(env)) throw usage("AIRLOCK_KBS_MASTER_KEY must be 64 hex digits (32 bytes)");
+    if (!/^[0-9a-f]{64}$/i.test(env)) throw masterKeyError("AIRLOCK_KBS_MASTER_KEY must be 64 hex digits (32 bytes)");
     return Buffer.from(env, "hex");
   }
-  if (!file) throw usage("no broker master key: set AIRLOCK_KBS_MASTER_KEY or give --master-key FILE");
+  if (!file) throw masterKeyError("no broker master key: set AIRLOCK_KBS_MASTER_KEY or give --master-key FILE");
   try {
     const st = statSync(file);
-    if (st.mode & 0o077) throw usage(`master key ${file} is accessible by group or others (mode ${(st.mode & 0o777).toString(8)}); chmod 600 it`);
+    if (st.mode & 0o077) throw masterKeyError(`master key ${file} is accessible by group or others (mode ${(st.mode & 0o777).toString(8)}); chmod 600 it`);
     const raw = readFileSync(file);
     const text = raw.toString("latin1").trim();
     if (/^[0-9a-f]{64}$/i.test(text)) return Buffer.from(text, "hex");
     if (raw.length === 32) return raw;
-    throw usage(`master key ${file} must hold 32 raw bytes or 64 hex digits`);
+    throw masterKeyError(`master key ${file} must hold 32 raw bytes or 64 hex digits`);
   } catch (err) {
-    if (!isErrnoException(err, "ENOENT") || !options.create) throw AirlockError.from(err, "USAGE");
+    if (!isErrnoException(err, "ENOENT") || !options.create) throw AirlockError.from(err, "FILE_UNREADABLE");
     mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
     const key = randomBytes(32);
     try {
@@ -126,7 +132,7 @@ export class KeyStore {
   }
 
   private file(id: string): string {
-    if (!KEY_ID.test(id)) throw usage(`key id "${id}" must match ${KEY_ID}`);
+    if (!KEY_ID.test(id)) throw policyError(`key id "${id}" must match ${KEY_ID}`);
     return path.join(this.dir, `${id}.json`);
   }
 
@@ -142,9 +148,9 @@ export class KeyStore {
     if (stored && stored.hostData?.toLowerCase() !== policy.hostData?.toLowerCase()) {
       const bound = stored.hostData ? `room digest ${stored.hostData.toLowerCase()}` : "any room (its policy names no host_data)";
       const asked = policy.hostData ? `room digest ${policy.hostData.toLowerCase()}` : "any room";
-      throw usage(`key ${id} is bound to ${bound}; it is not re-bound to ${asked}. A grant serves the manifest it was made for: grant the other manifest under its own key id (airlock manifest grant does), or register a new key id`);
+      throw policyError(`key ${id} is bound to ${bound}; it is not re-bound to ${asked}. A grant serves the manifest it was made for: grant the other manifest under its own key id (airlock manifest grant does), or register a new key id`);
     }
-    if (key.length === 0 || key.length > MAX_KEY_BYTES) throw usage(`key ${id}: must be 1 to ${MAX_KEY_BYTES} bytes`);
+    if (key.length === 0 || key.length > MAX_KEY_BYTES) throw policyError(`key ${id}: must be 1 to ${MAX_KEY_BYTES} bytes`);
     const nonce = randomBytes(12);
     const c = createCipheriv("chacha20-poly1305", this.kek, nonce, { authTagLength: 16 });
     c.setAAD(Buffer.from(`key:${id}`), { plaintextLength: key.length });

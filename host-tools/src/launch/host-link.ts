@@ -12,7 +12,7 @@ import { closeSync, createReadStream, fdatasyncSync, mkdirSync, openSync, rmSync
 import { EventEmitter } from "node:events";
 import net from "node:net";
 import path from "node:path";
-import { AirlockError, ERROR_CODES, type ErrorCode } from "../../../proto/src/errors.ts";
+import { AirlockError, isErrorCode } from "../../../proto/src/errors.ts";
 import type { Logger } from "../../../proto/src/log.ts";
 import { field, HOST_CONTROL_PORT, HOST_SANDBOX_PSP_PORT, KBS_VSOCK_PORT, readMessages, sendData, sendMessage } from "../../../proto/src/control.ts";
 import { roomKeyId } from "../../../proto/src/room.ts";
@@ -261,7 +261,7 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
       sent += chunk.length;
       await sendData(c, chunk);
     }
-    if (sent !== size) throw new AirlockError("USAGE", `input ${name}: ${input.path} changed while it was sent`);
+    if (sent !== size) throw new AirlockError("FILE_UNREADABLE", `input ${name}: ${input.path} changed while it was sent`);
   }
 
   async close(): Promise<void> {
@@ -299,8 +299,7 @@ function refusal(code: string, reason: string, manifestFile: string): AirlockErr
   };
   const hint = hints[code];
   // The firewall's own code, so `airlock run` can say [KEY_RELEASE]; the hint goes in the message.
-  const known = (c: string): c is ErrorCode => c in ERROR_CODES;
-  return new AirlockError(known(code) ? code : "POLICY", `the firewall refused the run: ${reason}${hint ? ` (to fix: ${hint})` : ""}`);
+  return new AirlockError(isErrorCode(code) ? code : "POLICY", `the firewall refused the run: ${reason}${hint ? ` (to fix: ${hint})` : ""}`);
 }
 
 /** Appends and fdatasyncs (the first write of a run starts the file afresh). */

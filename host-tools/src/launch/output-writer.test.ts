@@ -1,18 +1,18 @@
 // The host's writer of released outputs, on a real folder: names it chose, per-file refusals that
-// never throw, staging that only a completed run puts in place, and --out that must be new or empty.
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+// never throw, and staging that only a completed run puts in place (cli/out-dir.ts checks --out).
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { AirlockError } from "../../../proto/src/errors.ts";
-import { OutputWriter, prepareOutDir } from "./output-writer.ts";
+import { OutputWriter } from "./output-writer.ts";
 
 const root = mkdtempSync(path.join(tmpdir(), "airlock-writer-"));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 let n = 0;
 const fresh = (): string => {
   const d = path.join(root, `out-${n++}`);
-  prepareOutDir(d, ["counts", "leak"], false);
+  mkdirSync(d, { recursive: true, mode: 0o700 });
   return d;
 };
 
@@ -63,19 +63,5 @@ describe("OutputWriter", () => {
     w.sealedData("counts", Buffer.from("abc"));
     w.discard();
     expect(readdirSync(out)).toEqual([]);
-  });
-});
-
-describe("prepareOutDir", () => {
-  it("wants a new or empty folder; --force replaces only a run's own files", () => {
-    const out = path.join(root, "reused");
-    mkdirSync(out);
-    writeFileSync(path.join(out, "summary.json"), "{}");
-    expect(() => prepareOutDir(out, ["counts"], false)).toThrow(/not empty/);
-    prepareOutDir(out, ["counts"], true);
-    expect(existsSync(path.join(out, "summary.json"))).toBe(false);
-    writeFileSync(path.join(out, "thesis.pdf"), "mine");
-    expect(() => prepareOutDir(out, ["counts"], true)).toThrow(/not this room's outputs/);
-    expect(existsSync(path.join(out, "thesis.pdf"))).toBe(true);
   });
 });

@@ -50,7 +50,7 @@ export interface PairState {
 
 export function checkPairName(name: string): string {
   if (!PAIR_NAME_RE.test(name)) {
-    throw new AirlockError("USAGE", `pair name ${JSON.stringify(name)} is not valid`, { hint: "use lower-case letters, digits and '-', at most 32 characters" });
+    throw new AirlockError("PAIR_NAME", `pair name ${JSON.stringify(name)} is not valid`, { hint: "use lower-case letters, digits and '-', at most 32 characters" });
   }
   return name;
 }

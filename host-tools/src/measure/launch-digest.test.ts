@@ -99,13 +99,13 @@ describe("snpLaunchDigest errors", () => {
 
   it("refuses an unknown vCPU type and a missing one", async () => {
     expect(await code({ ovmf: amdSev, vcpus: 1, vcpuType: "EPYC-v99" })).toMatch(/^MEASURE: unknown vCPU type "EPYC-v99"/);
-    expect(await code({ ovmf: amdSev, vcpus: 1 })).toMatch(/^USAGE: the vCPU type is missing/);
+    expect(await code({ ovmf: amdSev, vcpus: 1 })).toMatch(/^MEASURE: the vCPU type is missing/);
   });
 
   it("refuses nonsense vCPU counts and an initrd without a kernel", async () => {
-    expect(await code({ ovmf: amdSev, vcpus: 0, vcpuType: "EPYC" })).toMatch(/^USAGE: the number of vCPUs/);
-    expect(await code({ ovmf: amdSev, vcpus: 1.5, vcpuType: "EPYC" })).toMatch(/^USAGE: the number of vCPUs/);
-    expect(await code({ ovmf: amdSev, vcpus: 1, vcpuType: "EPYC", initrd: "/dev/null" })).toMatch(/^USAGE: an initrd or a command line was given without a kernel/);
+    expect(await code({ ovmf: amdSev, vcpus: 0, vcpuType: "EPYC" })).toMatch(/^MEASURE: the number of vCPUs/);
+    expect(await code({ ovmf: amdSev, vcpus: 1.5, vcpuType: "EPYC" })).toMatch(/^MEASURE: the number of vCPUs/);
+    expect(await code({ ovmf: amdSev, vcpus: 1, vcpuType: "EPYC", initrd: "/dev/null" })).toMatch(/^MEASURE: an initrd or a command line was given without a kernel/);
   });
 
   it("names a kernel file it cannot read", async () => {

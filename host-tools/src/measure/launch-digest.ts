@@ -66,7 +66,7 @@ export function snpOvmfHash(ovmf: Buffer, source = "firmware"): Buffer {
 /** Computes the SNP launch digest, streaming kernel and initrd from disk when given as paths. */
 export async function snpLaunchDigest(inputs: SnpLaunchInputs): Promise<SnpLaunchDigest> {
   if (inputs.kernelHashes === undefined && inputs.kernel === undefined && (inputs.initrd || inputs.append)) {
-    throw new AirlockError("USAGE", "an initrd or a command line was given without a kernel", { hint: "add --kernel (the initrd and command line are only measured with a kernel)" });
+    throw new AirlockError("MEASURE", "an initrd or a command line was given without a kernel", { hint: "add --kernel (the initrd and command line are only measured with a kernel)" });
   }
   // Check the firmware before spending time hashing a large initrd.
   const info = ovmfInfo(inputs.ovmf, inputs.ovmfSource ?? "firmware");
@@ -95,9 +95,9 @@ function noSevMetadata(source: string): AirlockError {
 export function snpLaunchDigestOf(info: OvmfInfo, inputs: SnpLaunchInputs): SnpLaunchDigest {
   const source = inputs.ovmfSource ?? "firmware";
   const vmmType: VmmType = inputs.vmmType ?? "qemu";
-  if (vmmType !== "qemu" && vmmType !== "ec2") throw new AirlockError("USAGE", `unknown VMM type ${JSON.stringify(vmmType)}`, { hint: "use qemu or ec2" });
+  if (vmmType !== "qemu" && vmmType !== "ec2") throw new AirlockError("MEASURE", `unknown VMM type ${JSON.stringify(vmmType)}`, { hint: "use qemu or ec2" });
   const vcpus = inputs.vcpus;
-  if (!Number.isInteger(vcpus) || vcpus < 1 || vcpus > MAX_VCPUS) throw new AirlockError("USAGE", `the number of vCPUs must be an integer from 1 to ${MAX_VCPUS}, got ${vcpus}`);
+  if (!Number.isInteger(vcpus) || vcpus < 1 || vcpus > MAX_VCPUS) throw new AirlockError("MEASURE", `the number of vCPUs must be an integer from 1 to ${MAX_VCPUS}, got ${vcpus}`);
   const vcpuSig = resolveVcpuSig(inputs, vmmType);
   const guestFeatures = BigInt(inputs.guestFeatures ?? DEFAULT_GUEST_FEATURES);
   if (!info.hasSevMetadata) throw noSevMetadata(source);
@@ -200,13 +200,13 @@ function checkWholePages(size: number, name: string, source: string): void {
 }
 
 function resolveVcpuSig(inputs: SnpLaunchInputs, vmmType: VmmType): number {
-  if (inputs.vcpuSig !== undefined && inputs.vcpuType !== undefined) throw new AirlockError("USAGE", "give a vCPU type or a vCPU signature, not both");
+  if (inputs.vcpuSig !== undefined && inputs.vcpuType !== undefined) throw new AirlockError("MEASURE", "give a vCPU type or a vCPU signature, not both");
   if (inputs.vcpuSig !== undefined) {
-    if (!Number.isInteger(inputs.vcpuSig) || inputs.vcpuSig < 0 || inputs.vcpuSig > 0xffff_ffff) throw new AirlockError("USAGE", `vCPU signature ${inputs.vcpuSig} is not a 32-bit value`);
+    if (!Number.isInteger(inputs.vcpuSig) || inputs.vcpuSig < 0 || inputs.vcpuSig > 0xffff_ffff) throw new AirlockError("MEASURE", `vCPU signature ${inputs.vcpuSig} is not a 32-bit value`);
     return inputs.vcpuSig;
   }
   if (inputs.vcpuType !== undefined) return vcpuSigByType(inputs.vcpuType);
   // EC2 leaves RDX zero, so it needs no signature.
   if (vmmType === "ec2") return 0;
-  throw new AirlockError("USAGE", "the vCPU type is missing", { hint: "give --vcpu-type (e.g. EPYC-Milan), --vcpu-sig, or --vcpu-family/--vcpu-model/--vcpu-stepping" });
+  throw new AirlockError("MEASURE", "the vCPU type is missing", { hint: "give --vcpu-type (e.g. EPYC-Milan), --vcpu-sig, or --vcpu-family/--vcpu-model/--vcpu-stepping" });
 }

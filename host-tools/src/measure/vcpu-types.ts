@@ -9,7 +9,7 @@ export function cpuSig(family: number, model: number, stepping: number): number 
   const limits = { family: 0xf + 0xff, model: 0xff, stepping: 0xf };
   for (const [name, v] of [["family", family], ["model", model], ["stepping", stepping]] as const) {
     if (!Number.isInteger(v) || v < 0 || v > limits[name]) {
-      throw new AirlockError("USAGE", `vCPU ${name} must be an integer from 0 to ${limits[name]}, got ${v}`);
+      throw new AirlockError("MEASURE", `vCPU ${name} must be an integer from 0 to ${limits[name]}, got ${v}`);
     }
   }
   const [familyLow, familyHigh] = family > 0xf ? [0xf, (family - 0xf) & 0xff] : [family, 0];

@@ -43,8 +43,8 @@ async function readText(file: string, what: string): Promise<string> {
   try {
     return await readFile(file, "utf8");
   } catch (err) {
-    if (isErrnoException(err, "ENOENT")) throw new AirlockError("USAGE", `${what} file not found: ${file}`);
-    throw AirlockError.from(err, "USAGE");
+    if (isErrnoException(err, "ENOENT")) throw new AirlockError("FILE_UNREADABLE", `${what} file not found: ${file}`);
+    throw AirlockError.from(err, "FILE_UNREADABLE");
   }
 }
 

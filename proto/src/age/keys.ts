@@ -53,7 +53,7 @@ export class X25519Recipient implements AgeRecipient {
   static parse(s: string, where = "recipient"): X25519Recipient {
     const dec = bech32Decode(s);
     if (!dec || dec.hrp !== "age" || dec.data.length !== 32 || s !== s.toLowerCase()) {
-      throw new AirlockError("USAGE", `${where}: expected an age X25519 recipient (age1…, 62 characters), got ${JSON.stringify(s.slice(0, 80))}`, {
+      throw new AirlockError("KEY_INVALID", `${where}: expected an age X25519 recipient (age1…, 62 characters), got ${JSON.stringify(s.slice(0, 80))}`, {
         hint: "make one with `airlock dataset keygen` or `age-keygen`",
       });
     }
@@ -95,7 +95,7 @@ export class X25519Identity implements AgeIdentity {
   static parse(s: string, where = "identity"): X25519Identity {
     const dec = bech32Decode(s);
     if (!dec || dec.hrp !== "age-secret-key-" || dec.data.length !== 32 || s !== s.toUpperCase()) {
-      throw new AirlockError("USAGE", `${where}: expected an age identity (AGE-SECRET-KEY-1…, upper case, valid checksum)`, {
+      throw new AirlockError("KEY_INVALID", `${where}: expected an age identity (AGE-SECRET-KEY-1…, upper case, valid checksum)`, {
         hint: "the identity file is the one `airlock dataset keygen` or `age-keygen` wrote",
       });
     }
@@ -151,7 +151,7 @@ export class ScryptRecipient implements AgeRecipient {
   readonly #passphrase: string;
   readonly #logN: number;
   constructor(passphrase: string, logN = 18) {
-    if (!Number.isInteger(logN) || logN < 1 || logN > 30) throw new AirlockError("USAGE", "scrypt work factor must be an integer 1..30");
+    if (!Number.isInteger(logN) || logN < 1 || logN > 30) throw new AirlockError("KEY_INVALID", "scrypt work factor must be an integer 1..30");
     this.#passphrase = passphrase;
     this.#logN = logN;
   }
@@ -198,14 +198,14 @@ function contentLines(text: string): Array<{ line: string; n: number }> {
 /** Parses an identity file (age-keygen's format: comments and AGE-SECRET-KEY-1 lines). */
 export function parseIdentityFile(text: string, file: string): X25519Identity[] {
   const ids = contentLines(text).map(({ line, n }) => X25519Identity.parse(line, `${file}:${n}`));
-  if (ids.length === 0) throw new AirlockError("USAGE", `${file}: no identity in the file (expected AGE-SECRET-KEY-1… lines)`);
+  if (ids.length === 0) throw new AirlockError("KEY_INVALID", `${file}: no identity in the file (expected AGE-SECRET-KEY-1… lines)`);
   return ids;
 }
 
 /** Parses a recipients file (one age1… per line, # comments). */
 export function parseRecipientsFile(text: string, file: string): X25519Recipient[] {
   const rs = contentLines(text).map(({ line, n }) => X25519Recipient.parse(line, `${file}:${n}`));
-  if (rs.length === 0) throw new AirlockError("USAGE", `${file}: no recipient in the file (expected age1… lines)`);
+  if (rs.length === 0) throw new AirlockError("KEY_INVALID", `${file}: no recipient in the file (expected age1… lines)`);
   return rs;
 }
 

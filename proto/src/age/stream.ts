@@ -42,9 +42,9 @@ function* sealChunk(key: Buffer, counter: number, final: boolean, plaintext: Buf
 }
 
 async function wrapAll(recipients: AgeRecipient[], fileKey: Buffer): Promise<Stanza[]> {
-  if (recipients.length === 0) throw new AirlockError("USAGE", "encryption needs at least one recipient");
+  if (recipients.length === 0) throw new AirlockError("KEY_INVALID", "encryption needs at least one recipient");
   if (recipients.length > 1 && recipients.some((r) => r.mustBeAlone)) {
-    throw new AirlockError("USAGE", "a passphrase (scrypt) cannot be combined with other recipients");
+    throw new AirlockError("KEY_INVALID", "a passphrase (scrypt) cannot be combined with other recipients");
   }
   const stanzas: Stanza[] = [];
   for (const r of recipients) stanzas.push(...(await r.wrap(fileKey)));

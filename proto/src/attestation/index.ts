@@ -6,7 +6,7 @@ export type { AttestationReport, GuestPolicy, TcbVersion, Product, KeyInfo } fro
 export { ConfigfsTsmProvider, EmulatedPspProvider, parseCertTable, encodeCertTable } from "./provider.ts";
 export type { ReportProvider, ReportEvidence, ConfigfsTsmOptions, EmulatedProviderOptions } from "./provider.ts";
 export { PSP_VSOCK_PORT } from "./psp-wire.ts";
-export { ReportVerifier, assertVerified, parseMinTcb } from "./verify.ts";
+export { ReportVerifier, assertVerified } from "./verify.ts";
 export type { Evidence, Expectations, VerifyResult, VerifierOptions, CheckName } from "./verify.ts";
 export { AMD_ROOTS } from "./amd-roots.ts";
 export { requestKey } from "./kbs-client.ts";

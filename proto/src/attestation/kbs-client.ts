@@ -22,7 +22,7 @@ function post(endpoint: string, pathname: string, body: unknown, timeoutMs: numb
   const payload = Buffer.from(JSON.stringify(body));
   const target: http.RequestOptions = endpoint.startsWith("unix:") ? { socketPath: endpoint.slice(5), path: pathname } : (() => {
     const u = new URL(pathname, endpoint);
-    if (u.protocol !== "http:") throw new AirlockError("USAGE", `key broker endpoint ${endpoint}: expected http://HOST:PORT or unix:PATH`);
+    if (u.protocol !== "http:") throw new AirlockError("KEY_RELEASE", `key broker endpoint ${endpoint}: expected http://HOST:PORT or unix:PATH`);
     return { host: u.hostname.replace(/^\[|\]$/g, ""), port: u.port, path: u.pathname };
   })();
   return new Promise((resolve, reject) => {

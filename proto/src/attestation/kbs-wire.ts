@@ -121,7 +121,7 @@ export function brokerKeyFrom(text: string): KeyObject {
     if (key.asymmetricKeyType !== "ed25519") throw new Error(`a ${key.asymmetricKeyType} key`);
     return key;
   } catch (err) {
-    throw new AirlockError("USAGE", `key broker identity: expected an Ed25519 public key (base64 SPKI or PEM): ${(err as Error).message}`);
+    throw new AirlockError("KEY_INVALID", `key broker identity: expected an Ed25519 public key (base64 SPKI or PEM): ${(err as Error).message}`);
   }
 }
 

@@ -1,8 +1,8 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { AirlockError } from "../errors.ts";
+import type { AirlockError } from "../errors.ts";
 import { AMD_ROOTS } from "./amd-roots.ts";
-import { assertVerified, parseMinTcb, ReportVerifier } from "./verify.ts";
+import { assertVerified, ReportVerifier } from "./verify.ts";
 import type { Evidence } from "./verify.ts";
 import { pemToDers } from "./certs.ts";
 import { amdCertFixture, MILAN_CHAIN, MILAN_REPORT, MILAN_VCEK } from "../../../test/fixtures/index.ts";
@@ -114,11 +114,5 @@ describe("ReportVerifier on the real Milan report", () => {
     // Garbage is malformed input, not a rejection.
     expect(() => verifier.verify({ report, vcek: Buffer.from("nonsense"), chain }, { at })).toThrow(expect.objectContaining({ code: "CERT_INVALID" }));
     expect(() => verifier.verify({ report: report.subarray(1), vcek, chain }, { at })).toThrow(expect.objectContaining({ code: "REPORT_INVALID" }));
-  });
-
-  it("parses --min-tcb forms", () => {
-    expect(parseMinTcb("bootloader=3,snp=8", "milan")).toEqual({ bootloader: 3, snp: 8 });
-    expect(parseMinTcb("0x7308000000000003", "milan")).toEqual({ bootloader: 3, tee: 0, snp: 8, microcode: 115 });
-    expect(() => parseMinTcb("snp=x", "milan")).toThrow(AirlockError);
   });
 });

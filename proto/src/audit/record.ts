@@ -53,7 +53,7 @@ export function signedBytes(hash: string): Buffer {
 export function algOf(key: KeyObject): SignatureAlg {
   if (key.asymmetricKeyType === "ed25519") return "ed25519";
   if (key.asymmetricKeyType === "ec" && key.asymmetricKeyDetails?.namedCurve === "secp384r1") return "ecdsa-p384-sha384";
-  throw new AirlockError("USAGE", `audit signing key must be Ed25519 or ECDSA P-384, not ${key.asymmetricKeyType ?? "unknown"}`);
+  throw new AirlockError("KEY_INVALID", `audit signing key must be Ed25519 or ECDSA P-384, not ${key.asymmetricKeyType ?? "unknown"}`);
 }
 
 /** A signer from a private KeyObject held in this process (Ed25519 or P-384). */

@@ -58,7 +58,7 @@ export class AuditLog {
     try {
       fh = await open(file, "wx", 0o600);
     } catch (err) {
-      if (isErrnoException(err, "EEXIST")) throw new AirlockError("USAGE", `audit log ${file} already exists; an audit log is never reopened for writing`);
+      if (isErrnoException(err, "EEXIST")) throw new AirlockError("CONFLICT", `audit log ${file} already exists; an audit log is never reopened for writing`);
       throw AirlockError.from(err, "INTERNAL");
     }
     // The new directory entry must be durable too, or a crash could lose the whole file.

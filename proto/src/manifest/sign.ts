@@ -27,7 +27,7 @@ export interface ManifestSignature {
 function algOf(key: KeyObject, where: string): "ed25519" | "p384" {
   if (key.asymmetricKeyType === "ed25519") return "ed25519";
   if (key.asymmetricKeyType === "ec" && key.asymmetricKeyDetails?.namedCurve === "secp384r1") return "p384";
-  throw new AirlockError("USAGE", `${where}: only Ed25519 and ECDSA P-384 keys sign manifests (this is ${key.asymmetricKeyType ?? "unknown"})`);
+  throw new AirlockError("KEY_INVALID", `${where}: only Ed25519 and ECDSA P-384 keys sign manifests (this is ${key.asymmetricKeyType ?? "unknown"})`);
 }
 
 export function signManifestDigest(digest: Buffer, name: string, privateKeyPem: string, where = "signing key"): ManifestSignature {
@@ -35,7 +35,7 @@ export function signManifestDigest(digest: Buffer, name: string, privateKeyPem: 
   try {
     key = createPrivateKey(privateKeyPem);
   } catch (err) {
-    throw new AirlockError("USAGE", `${where}: not a PEM private key (${(err as Error).message})`);
+    throw new AirlockError("KEY_INVALID", `${where}: not a PEM private key (${(err as Error).message})`);
   }
   const alg = algOf(key, where);
   const signature = sign(alg === "ed25519" ? null : "sha384", signedMessage(digest), key);
@@ -94,7 +94,7 @@ export function readSignatureFile(file: string): ManifestSignature[] {
     text = readFileSync(file, "utf8");
   } catch (err) {
     if (isErrnoException(err, "ENOENT")) return [];
-    throw new AirlockError("USAGE", `${file}: ${(err as Error).message}`);
+    throw new AirlockError("FILE_UNREADABLE", `${file}: ${(err as Error).message}`, { cause: err });
   }
   try {
     const v = JSON.parse(text) as { signatures?: unknown };

@@ -12,7 +12,7 @@ import { AirlockError, isErrnoException } from "../../../../proto/src/errors.ts"
 import { createRootLogger } from "../../../../proto/src/log.ts";
 import { PRODUCTS } from "../../../../proto/src/attestation/report.ts";
 import type { Product } from "../../../../proto/src/attestation/report.ts";
-import { parseMinTcb } from "../../attestation/verify.ts";
+import { parseMinTcb } from "../min-tcb.ts";
 import { startKbs } from "../../kbs/server.ts";
 import type { KbsListen } from "../../kbs/server.ts";
 import { checkPolicy, KeyStore, loadMasterKey } from "../../kbs/store.ts";

@@ -7,7 +7,7 @@ import { mkdirSync, readFileSync } from "node:fs";
 import { loadManifest } from "../../../../proto/src/manifest/index.ts";
 import { setExitCode, type AirlockCommand } from "../command.ts";
 import { AirlockError, RUN_EXIT } from "../../../../proto/src/errors.ts";
-import { prepareOutDir } from "../../launch/output-writer.ts";
+import { prepareOutDir } from "../out-dir.ts";
 import type { RunSummary } from "../../launch/run-summary.ts";
 import { handleSignals } from "../signals.ts";
 import { handlePlanAndTee } from "./pair-commands.ts";
