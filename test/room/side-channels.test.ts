@@ -17,6 +17,7 @@ const MARKER = "SIDECHANNEL-MARKER-7f3a91";
 const room = copyRoom(path.join(repoRoot, "test/rooms/side-channels"));
 
 beforeAll(async () => {
+  mkdirSync(path.join(room.dir, "room/keys"), { recursive: true }); // empty folders are not in git
   writeFileSync(path.join(room.dir, "room/keys/investigator.pub"), `${ageKeygen(path.join(room.keys, "investigator.key"))}\n`);
   const encrypted = path.join(room.dir, "room/data/secret.txt.age");
   mkdirSync(path.dirname(encrypted), { recursive: true });
