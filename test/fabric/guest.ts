@@ -94,7 +94,8 @@ export class TestGuest {
   private seq = 0;
   private exited = false;
 
-  constructor(image: GuestImage, vhostSocket: string, memMiB = 256) {
+  /** `iommuPlatform`: the device offers VIRTIO_F_ACCESS_PLATFORM (bit 33), as an SNP plan's does. */
+  constructor(image: GuestImage, vhostSocket: string, memMiB = 256, opts: { iommuPlatform?: boolean } = {}) {
     this.proc = spawn(
       "qemu-system-x86_64",
       [
@@ -109,7 +110,7 @@ export class TestGuest {
         "-initrd", image.initrd,
         "-append", "console=ttyS0 quiet loglevel=1 panic=-1",
         "-chardev", `socket,id=vsock,path=${vhostSocket}`,
-        "-device", "vhost-user-vsock-pci,chardev=vsock",
+        "-device", `vhost-user-vsock-pci,chardev=vsock${opts.iommuPlatform ? ",iommu_platform=on" : ""}`,
       ],
       { stdio: ["pipe", "pipe", "pipe"] },
     );

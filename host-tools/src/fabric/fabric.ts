@@ -8,7 +8,7 @@ import { silentLogger, type Logger } from "../../../proto/src/log.ts";
 import { loadNative, type FabricNative, type Poller } from "./native.ts";
 import { checkVmSpecs, type VmSpec } from "./options.ts";
 import { Router, type RoutedVm } from "./router.ts";
-import { VhostUserSession } from "./vhost-user.ts";
+import { DEVICE_FEATURES, F_ACCESS_PLATFORM, VhostUserSession } from "./vhost-user.ts";
 import { VsockDevice } from "./vsock-device.ts";
 
 export interface FabricOptions {
@@ -42,6 +42,13 @@ export interface Fabric {
   stats(): {
     cid: number;
     connected: boolean;
+    /**
+     * Virtio features the frontend set (SET_FEATURES) in this session, as hex, or null before
+     * that. Without a vIOMMU QEMU leaves VIRTIO_F_ACCESS_PLATFORM (bit 33) out of it even when the
+     * driver negotiated it; `accessPlatformOffered` says the device offered it.
+     */
+    negotiatedFeatures: string | null;
+    accessPlatformOffered: boolean;
     connections: number;
     deniedHostPorts: number;
     pendingPackets: number;
@@ -219,6 +226,8 @@ class FabricImpl extends EventEmitter implements Fabric {
     return this.slots.map((s) => ({
       cid: s.spec.cid,
       connected: s.session !== null,
+      negotiatedFeatures: s.session?.featuresSet ? `0x${s.session.negotiatedFeatures.toString(16)}` : null,
+      accessPlatformOffered: (DEVICE_FEATURES & F_ACCESS_PLATFORM) !== 0n,
       connections: this.router.connectionCount(s.spec.cid),
       deniedHostPorts: this.router.deniedHostPorts(s.spec.cid),
       ...s.device.stats(),

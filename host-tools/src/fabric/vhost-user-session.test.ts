@@ -4,7 +4,7 @@ import { describe, expect, it } from "vitest";
 import { silentLogger } from "../../../proto/src/log.ts";
 import type { FabricNative, Poller, RecvResult } from "./native.ts";
 import { Router } from "./router.ts";
-import { DEVICE_FEATURES, PROTOCOL_FEATURES, Req, VhostUserSession } from "./vhost-user.ts";
+import { DEVICE_FEATURES, F_ACCESS_PLATFORM, PROTOCOL_FEATURES, Req, VhostUserSession } from "./vhost-user.ts";
 import { VsockDevice } from "./vsock-device.ts";
 
 function msg(request: number, body: Buffer, flags = 1): Buffer {
@@ -97,5 +97,36 @@ describe("vhost-user session", () => {
     expect(reasons[0]?.message).toMatch(/avail index moved past the queue size/);
     expect(native.misuse).toEqual([]);
     expect([...native.open]).toEqual([]);
+  });
+
+  it("offers VIRTIO_F_ACCESS_PLATFORM with the backend channel QEMU then demands, and accepts a driver that negotiates it", () => {
+    const replies: Buffer[] = [];
+    const native = new FakeNative([
+      { bytes: msg(Req.GET_FEATURES, Buffer.alloc(0)), fds: 0 },
+      { bytes: msg(Req.GET_PROTOCOL_FEATURES, Buffer.alloc(0)), fds: 0 },
+      { bytes: msg(Req.SET_PROTOCOL_FEATURES, u64(PROTOCOL_FEATURES)), fds: 0 },
+      { bytes: msg(Req.SET_BACKEND_REQ_FD, Buffer.alloc(0), 1 | 8), fds: 1 },
+      { bytes: msg(Req.SET_FEATURES, u64(DEVICE_FEATURES), 1 | 8), fds: 0 },
+    ]);
+    native.send = (_fd: number, buf: Uint8Array): number => (replies.push(Buffer.from(buf)), buf.length);
+    const router = new Router(silentLogger);
+    const reasons: (Error | null)[] = [];
+    const device = new VsockDevice(3, router, () => undefined, () => undefined, silentLogger);
+    router.addVm({ cid: 3, groups: new Set(["g"]), udsPath: "/nonexistent", device });
+    const session = new VhostUserSession(native as unknown as FabricNative, 10, 3, device, silentLogger, (r) => reasons.push(r));
+    for (let i = 0; i < 10; i++) native.pollers[0]!(null, 1);
+    expect(reasons).toEqual([null]); // ended by EOF after the last message, not by a fault
+    const features = replies[0]!.readBigUInt64LE(12);
+    expect(features & F_ACCESS_PLATFORM).toBe(1n << 33n);
+    // QEMU refuses ACCESS_PLATFORM without REPLY_ACK (bit 3) and BACKEND_REQ (bit 5).
+    expect(replies[1]!.readBigUInt64LE(12) & 0x28n).toBe(0x28n);
+    // Both NEED_REPLY requests were acked with 0.
+    expect(replies.slice(2).map((r) => [r.readUInt32LE(0), r.readBigUInt64LE(12)])).toEqual([
+      [Req.SET_BACKEND_REQ_FD, 0n],
+      [Req.SET_FEATURES, 0n],
+    ]);
+    expect(session.negotiatedFeatures & F_ACCESS_PLATFORM).toBe(F_ACCESS_PLATFORM);
+    expect(native.misuse).toEqual([]);
+    expect([...native.open]).toEqual([]); // the backend channel's fd was closed with the session
   });
 });

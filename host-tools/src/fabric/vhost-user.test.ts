@@ -98,8 +98,8 @@ describe("vhost-user backend", () => {
     const c = await fe.reply();
     expect(c.request).toBe(Req.GET_CONFIG);
     expect(c.body.readBigUInt64LE(12)).toBe(3n);
-    // Offering features we never offered is refused: the session ends.
-    fe.sock.write(msg(Req.SET_FEATURES, 1, u64(1n << 33n)));
+    // Setting features we never offered (bit 34, VIRTIO_F_RING_PACKED) is refused: the session ends.
+    fe.sock.write(msg(Req.SET_FEATURES, 1, u64(1n << 34n)));
     await fe.closed;
   });
 

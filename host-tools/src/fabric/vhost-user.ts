@@ -6,7 +6,8 @@
 import type { Logger } from "../../../proto/src/log.ts";
 import { GuestMemory, type MemoryRegion } from "./memory.ts";
 import type { FabricNative, Poller } from "./native.ts";
-import { RingError, SplitVirtqueue, ringSizes, MAX_QUEUE_SIZE } from "./virtqueue.ts";
+import { RingError, SplitVirtqueue, ringSizes } from "./virtqueue.ts";
+import { MAX_REGIONS, ProtocolError, decodeConfig, decodeMemTable, decodeU64, decodeVringAddr, decodeVringBase, decodeVringFd, decodeVringNum, decodeVringState } from "./vhost-user-messages.ts";
 import { TX_QUEUE, type VsockDevice } from "./vsock-device.ts";
 
 export const Req = {
@@ -30,6 +31,7 @@ export const Req = {
   SET_VRING_ENABLE: 18,
   GET_CONFIG: 24,
   SET_CONFIG: 25,
+  SET_BACKEND_REQ_FD: 21,
   RESET_DEVICE: 34,
 } as const;
 
@@ -38,23 +40,28 @@ const MAX_PAYLOAD = 4096;
 const FLAG_VERSION = 0x1;
 const FLAG_REPLY = 0x4;
 const FLAG_NEED_REPLY = 0x8;
-const VRING_NOFD = 0x100;
-const MAX_REGIONS = 8;
 const NUM_QUEUES = 3;
 
 const F_PROTOCOL_FEATURES = 1n << 30n;
 const F_VERSION_1 = 1n << 32n;
-// VIRTIO_F_ACCESS_PLATFORM is not offered: QEMU then demands IOTLB support (reply-ack and
-// backend-req channels), which this backend does not implement. SEV-SNP guests use the DMA API
-// (swiotlb bounce buffers in shared memory) regardless, and addresses stay guest-physical.
-export const DEVICE_FEATURES = F_VERSION_1 | F_PROTOCOL_FEATURES;
+/**
+ * VIRTIO_F_ACCESS_PLATFORM (bit 33, once IOMMU_PLATFORM). An SEV-SNP guest's Linux refuses a
+ * virtio device that does not offer it: for such a device the driver uses the DMA API, which in
+ * an SNP guest bounces every buffer through swiotlb, shared (unencrypted) pages inside guest RAM.
+ * That RAM is the memfd QEMU hands us in SET_MEM_TABLE, so the bounce buffers are already mapped
+ * here. Without a vIOMMU the ring and buffer addresses stay guest-physical (QEMU even strips the
+ * bit from SET_FEATURES then), so nothing changes in how the rings are read. Offering it makes
+ * QEMU insist on the REPLY_ACK and BACKEND_REQ protocol features (the IOTLB channel a vIOMMU
+ * would use); the backend channel's fd is accepted and kept, and never written to.
+ */
+export const F_ACCESS_PLATFORM = 1n << 33n;
+export const DEVICE_FEATURES = F_VERSION_1 | F_PROTOCOL_FEATURES | F_ACCESS_PLATFORM;
 const PF_REPLY_ACK = 1n << 3n;
+const PF_BACKEND_REQ = 1n << 5n;
 const PF_CONFIG = 1n << 9n;
-export const PROTOCOL_FEATURES = PF_REPLY_ACK | PF_CONFIG;
+export const PROTOCOL_FEATURES = PF_REPLY_ACK | PF_BACKEND_REQ | PF_CONFIG;
 
-export class ProtocolError extends Error {
-  override name = "ProtocolError";
-}
+export { ProtocolError };
 
 interface Vring {
   num: number;
@@ -85,6 +92,9 @@ export class VhostUserSession {
   private fds: number[] = [];
   private features = 0n;
   private protocolFeatures = 0n;
+  private backendReqFd = -1;
+  /** Whether SET_FEATURES came in this session. */
+  featuresSet = false;
   private mapped: Mapped[] = [];
   private memory: GuestMemory | null = null;
   private readonly vrings: Vring[] = Array.from({ length: NUM_QUEUES }, newVring);
@@ -124,6 +134,8 @@ export class VhostUserSession {
       v.callFd = -1;
     }
     this.unmapAll();
+    if (this.backendReqFd >= 0) this.native.close(this.backendReqFd);
+    this.backendReqFd = -1;
     for (const fd of this.fds) this.native.close(fd);
     this.fds = [];
     this.native.close(this.fd);
@@ -198,37 +210,35 @@ export class VhostUserSession {
     this.reply(request, b);
   }
 
+  /** Features the frontend last set (what the driver negotiated, as QEMU passes it on). */
+  get negotiatedFeatures(): bigint {
+    return this.features;
+  }
+
+  private vring(i: number): Vring {
+    const ring = this.vrings[i];
+    if (!ring) throw new ProtocolError(`vring index ${i}`);
+    return ring;
+  }
+
+  /** Decodes a request with vhost-user-messages.ts and hands it to what acts on it. */
   private handle(request: number, flags: number, body: Uint8Array, fds: number[]): void {
     if ((flags & 0x3) !== FLAG_VERSION) throw new ProtocolError(`message version ${flags & 0x3}`);
-    const dv = new DataView(body.buffer, body.byteOffset, body.length);
-    const need = (n: number): void => {
-      if (body.length < n) throw new ProtocolError(`request ${request} with a ${body.length}-byte payload (need ${n})`);
-    };
-    const vringIndex = (v: number): Vring => {
-      const ring = this.vrings[v];
-      if (!ring) throw new ProtocolError(`vring index ${v}`);
-      return ring;
-    };
     let replied = false;
     switch (request) {
       case Req.GET_FEATURES:
         this.replyU64(request, DEVICE_FEATURES);
         replied = true;
         break;
-      case Req.SET_FEATURES: {
-        need(8);
-        const f = dv.getBigUint64(0, true);
-        if (f & ~DEVICE_FEATURES) throw new ProtocolError("frontend set features we did not offer");
-        this.features = f;
+      case Req.SET_FEATURES:
+        this.setFeatures(decodeU64(body, "SET_FEATURES"));
         break;
-      }
       case Req.GET_PROTOCOL_FEATURES:
         this.replyU64(request, PROTOCOL_FEATURES);
         replied = true;
         break;
       case Req.SET_PROTOCOL_FEATURES:
-        need(8);
-        this.protocolFeatures = dv.getBigUint64(0, true) & PROTOCOL_FEATURES;
+        this.protocolFeatures = decodeU64(body, "SET_PROTOCOL_FEATURES") & PROTOCOL_FEATURES;
         break;
       case Req.GET_QUEUE_NUM:
         this.replyU64(request, BigInt(NUM_QUEUES));
@@ -243,97 +253,50 @@ export class VhostUserSession {
         this.features = 0n;
         break;
       case Req.SET_MEM_TABLE:
-        this.setMemTable(dv, body.length, fds);
+        this.setMemTable(body, fds);
         break;
       case Req.SET_VRING_NUM: {
-        need(8);
-        const v = vringIndex(dv.getUint32(0, true));
-        const num = dv.getUint32(4, true);
-        if (num === 0 || num > MAX_QUEUE_SIZE || (num & (num - 1)) !== 0) throw new ProtocolError(`vring size ${num}`);
-        v.num = num;
+        const s = decodeVringNum(body);
+        this.vring(s.index).num = s.num;
         break;
       }
       case Req.SET_VRING_BASE: {
-        need(8);
-        const v = vringIndex(dv.getUint32(0, true));
-        v.base = dv.getUint32(4, true) & 0xffff;
+        const s = decodeVringBase(body);
+        this.vring(s.index).base = s.num;
         break;
       }
       case Req.SET_VRING_ADDR: {
-        need(40);
-        const v = vringIndex(dv.getUint32(0, true));
-        const u64 = (o: number): number => {
-          const x = dv.getBigUint64(o, true);
-          if (x >= 1n << 52n) throw new ProtocolError("vring address out of range");
-          return Number(x);
-        };
-        v.addr = { desc: u64(8), used: u64(16), avail: u64(24) };
+        const a = decodeVringAddr(body);
+        this.vring(a.index).addr = { desc: a.desc, used: a.used, avail: a.avail };
         break;
       }
-      case Req.GET_VRING_BASE: {
-        need(8);
-        const i = dv.getUint32(0, true);
-        const v = vringIndex(i);
-        this.stopRing(i);
-        // The device is being stopped (guest reset, shutdown): its connections cannot survive.
-        if (i === TX_QUEUE) this.onStopped();
-        const b = new Uint8Array(8);
-        const o = new DataView(b.buffer);
-        o.setUint32(0, i, true);
-        o.setUint32(4, v.base, true);
-        this.reply(request, b);
+      case Req.GET_VRING_BASE:
+        this.getVringBase(decodeVringState(body, "GET_VRING_BASE").index);
         replied = true;
         break;
-      }
       case Req.SET_VRING_KICK:
       case Req.SET_VRING_CALL:
-      case Req.SET_VRING_ERR: {
-        need(8);
-        const u = dv.getBigUint64(0, true);
-        const i = Number(u & 0xffn);
-        const v = vringIndex(i);
-        const noFd = (u & BigInt(VRING_NOFD)) !== 0n;
-        if (!noFd && fds.length !== 1) throw new ProtocolError(`request ${request} without exactly one fd`);
-        const fd = noFd ? -1 : fds.splice(0, 1)[0]!;
-        if (request === Req.SET_VRING_ERR) {
-          if (fd >= 0) this.native.close(fd);
-        } else if (request === Req.SET_VRING_CALL) {
-          if (v.callFd >= 0) this.native.close(v.callFd);
-          v.callFd = fd;
-        } else {
-          this.stopRing(i);
-          if (v.kickFd >= 0) this.native.close(v.kickFd);
-          v.kickFd = fd;
-          // Without PROTOCOL_FEATURES a ring starts on its kick fd; with it, on SET_VRING_ENABLE.
-          if (!(this.features & F_PROTOCOL_FEATURES)) v.enabled = true;
-          this.startRing(i);
-        }
+      case Req.SET_VRING_ERR:
+        this.setVringFd(request, body, fds);
         break;
-      }
       case Req.SET_VRING_ENABLE: {
-        need(8);
-        const i = dv.getUint32(0, true);
-        const v = vringIndex(i);
-        v.enabled = dv.getUint32(4, true) === 1;
-        if (v.enabled) this.startRing(i);
-        else this.stopRing(i);
+        const s = decodeVringState(body, "SET_VRING_ENABLE");
+        const v = this.vring(s.index);
+        v.enabled = s.num === 1;
+        if (v.enabled) this.startRing(s.index);
+        else this.stopRing(s.index);
         break;
       }
-      case Req.GET_CONFIG: {
-        need(12);
-        const offset = dv.getUint32(0, true);
-        const size = dv.getUint32(4, true);
-        if (size > 256 || body.length < 12 + size) throw new ProtocolError("GET_CONFIG size");
-        const out = new Uint8Array(12 + size);
-        out.set(body.subarray(0, 12));
-        // struct virtio_vsock_config { le64 guest_cid; }
-        const cfg = new Uint8Array(8);
-        new DataView(cfg.buffer).setBigUint64(0, BigInt(this.cid), true);
-        for (let k = 0; k < size; k++) out[12 + k] = offset + k < 8 ? cfg[offset + k]! : 0;
-        this.reply(request, out);
+      case Req.SET_BACKEND_REQ_FD: {
+        if (fds.length !== 1) throw new ProtocolError("SET_BACKEND_REQ_FD without exactly one fd");
+        if (this.backendReqFd >= 0) this.native.close(this.backendReqFd);
+        this.backendReqFd = fds.splice(0, 1)[0]!;
+        break;
+      }
+      case Req.GET_CONFIG:
+        this.reply(request, this.config(body));
         replied = true;
         break;
-      }
       case Req.SET_CONFIG:
         break; // the guest CID is ours to say; writes are ignored
       default:
@@ -342,25 +305,70 @@ export class VhostUserSession {
     if (!replied && flags & FLAG_NEED_REPLY && this.protocolFeatures & PF_REPLY_ACK) this.replyU64(request, 0n);
   }
 
-  private setMemTable(dv: DataView, len: number, fds: number[]): void {
-    if (len < 8) throw new ProtocolError("SET_MEM_TABLE too short");
-    const n = dv.getUint32(0, true);
-    if (n === 0 || n > MAX_REGIONS || len < 8 + 32 * n || fds.length !== n) throw new ProtocolError(`SET_MEM_TABLE with ${n} regions and ${fds.length} fds`);
+  private setFeatures(f: bigint): void {
+    if (f & ~DEVICE_FEATURES) throw new ProtocolError("frontend set features we did not offer");
+    this.features = f;
+    this.featuresSet = true;
+    this.log.debug({ cid: this.cid, features: `0x${f.toString(16)}`, accessPlatform: (f & F_ACCESS_PLATFORM) !== 0n }, "features negotiated");
+  }
+
+  private getVringBase(i: number): void {
+    const v = this.vring(i);
+    this.stopRing(i);
+    // The device is being stopped (guest reset, shutdown): its connections cannot survive.
+    if (i === TX_QUEUE) this.onStopped();
+    const b = new Uint8Array(8);
+    const o = new DataView(b.buffer);
+    o.setUint32(0, i, true);
+    o.setUint32(4, v.base, true);
+    this.reply(Req.GET_VRING_BASE, b);
+  }
+
+  private setVringFd(request: number, body: Uint8Array, fds: number[]): void {
+    const { index: i, noFd } = decodeVringFd(body);
+    const v = this.vring(i);
+    if (!noFd && fds.length !== 1) throw new ProtocolError(`request ${request} without exactly one fd`);
+    const fd = noFd ? -1 : fds.splice(0, 1)[0]!;
+    if (request === Req.SET_VRING_ERR) {
+      if (fd >= 0) this.native.close(fd);
+    } else if (request === Req.SET_VRING_CALL) {
+      if (v.callFd >= 0) this.native.close(v.callFd);
+      v.callFd = fd;
+    } else {
+      this.stopRing(i);
+      if (v.kickFd >= 0) this.native.close(v.kickFd);
+      v.kickFd = fd;
+      // Without PROTOCOL_FEATURES a ring starts on its kick fd; with it, on SET_VRING_ENABLE.
+      if (!(this.features & F_PROTOCOL_FEATURES)) v.enabled = true;
+      this.startRing(i);
+    }
+  }
+
+  /** GET_CONFIG's reply: the request's header, then struct virtio_vsock_config { le64 guest_cid; }. */
+  private config(body: Uint8Array): Uint8Array {
+    const { offset, size } = decodeConfig(body);
+    const out = new Uint8Array(12 + size);
+    out.set(body.subarray(0, 12));
+    const cfg = new Uint8Array(8);
+    new DataView(cfg.buffer).setBigUint64(0, BigInt(this.cid), true);
+    for (let k = 0; k < size; k++) out[12 + k] = offset + k < 8 ? cfg[offset + k]! : 0;
+    return out;
+  }
+
+  private setMemTable(body: Uint8Array, fds: number[]): void {
+    const regions = decodeMemTable(body);
+    const n = regions.length;
+    if (fds.length !== n) throw new ProtocolError(`SET_MEM_TABLE with ${n} regions and ${fds.length} fds`);
     const running = this.vrings.map((v) => v.vq !== null);
     this.stopAll();
     this.unmapAll();
     const mapped: Mapped[] = [];
     try {
-      for (let i = 0; i < n; i++) {
-        const o = 8 + 32 * i;
-        const [gpa, size, uva, mmapOffset] = [0, 8, 16, 24].map((k) => dv.getBigUint64(o + k, true)) as [bigint, bigint, bigint, bigint];
-        if (size === 0n || gpa + size > 1n << 52n || uva + size > 1n << 52n || mmapOffset + size > 1n << 40n) {
-          throw new ProtocolError("memory region out of range");
-        }
-        const ab = this.native.mmap(fds[i]!, Number(mmapOffset + size));
-        const bytes = new Uint8Array(ab, Number(mmapOffset), Number(size));
-        mapped.push({ ab, region: { gpa: Number(gpa), uva: Number(uva), size: Number(size), bytes } });
-      }
+      regions.forEach((r, i) => {
+        const ab = this.native.mmap(fds[i]!, r.mmapOffset + r.size);
+        const bytes = new Uint8Array(ab, r.mmapOffset, r.size);
+        mapped.push({ ab, region: { gpa: r.gpa, uva: r.uva, size: r.size, bytes } });
+      });
     } catch (e) {
       for (const m of mapped) this.native.munmap(m.ab);
       throw e;

@@ -211,8 +211,20 @@ function tailArgs(s: Omit<SnpVmSpec, "ovmfPath">): string[] {
     "-qmp", `unix:${s.qmpSocket},server=on,wait=off`,
     "-serial", (s.console ?? "stdio") === "stdio" ? "stdio" : "none",
     "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
-    ...s.extraDevices.flat(),
+    ...s.extraDevices.flatMap(withAccessPlatform),
   ];
+}
+
+/**
+ * An SNP guest's Linux refuses a virtio device without VIRTIO_F_ACCESS_PLATFORM (its DMA must go
+ * through the DMA API, i.e. swiotlb bounce buffers in shared memory), so every vhost-user-vsock
+ * device of an SNP plan gets `iommu_platform=on`. There is no vIOMMU: the vsock fabric keeps
+ * seeing guest-physical addresses, and the bounce buffers lie in the memfd RAM it maps.
+ */
+function withAccessPlatform(group: string[]): string[] {
+  return group.map((arg, i) =>
+    i > 0 && group[i - 1] === "-device" && /^vhost-user-vsock-pci(,|$)/.test(arg) && !/(^|,)iommu_platform=/.test(arg) ? `${arg},iommu_platform=on` : arg,
+  );
 }
 
 /** An SNP guest from OVMF with measured direct boot: the kernel, initrd and command line are in the launch digest. */
