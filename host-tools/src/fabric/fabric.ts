@@ -2,9 +2,9 @@
 // host. `startFabric` is what `airlock vsock-fabric` and the VM-pair launcher call.
 import { EventEmitter } from "node:events";
 import { lstatSync, rmSync } from "node:fs";
-import net from "node:net";
 import { AirlockError } from "../../../proto/src/errors.ts";
 import { silentLogger, type Logger } from "../../../proto/src/log.ts";
+import { HostListener } from "./host-conn.ts";
 import { loadNative, type FabricNative, type Poller } from "./native.ts";
 import { checkVmSpecs, type VmSpec } from "./options.ts";
 import { Router, type RoutedVm } from "./router.ts";
@@ -63,8 +63,7 @@ class VmSlot {
   listenFd = -1;
   listenPoller: Poller | null = null;
   session: VhostUserSession | null = null;
-  hostServer: net.Server | null = null;
-  readonly hostSockets = new Set<net.Socket>();
+  hostListener: HostListener | null = null;
   readonly device: VsockDevice;
   readonly routed: RoutedVm;
 
@@ -138,20 +137,8 @@ class FabricImpl extends EventEmitter implements Fabric {
       }
       slot.listenPoller = new this.native.Poller(slot.listenFd, () => this.acceptVhost(slot));
       slot.listenPoller.start(true);
-      const server = net.createServer({ allowHalfOpen: true }, (sock) => {
-        slot.hostSockets.add(sock);
-        sock.once("close", () => slot.hostSockets.delete(sock));
-        this.router.acceptHost(slot.routed, sock);
-      });
-      slot.hostServer = server;
-      await new Promise<void>((resolve, reject) => {
-        server.once("error", reject);
-        server.listen(slot.spec.udsPath, () => {
-          server.off("error", reject);
-          resolve();
-        });
-      });
-      server.on("error", (err) => slot.log.error({ err: err.message }, "host socket server error"));
+      slot.hostListener = new HostListener(slot.spec.udsPath, (sock) => this.router.acceptHost(slot.routed, sock), slot.log);
+      await slot.hostListener.listen();
       slot.log.info({ socket: slot.spec.socket, udsPath: slot.spec.udsPath, groups: slot.spec.groups, hostPorts: slot.spec.hostPorts ?? [] }, "vsock fabric listening");
     }
   }
@@ -243,9 +230,7 @@ class FabricImpl extends EventEmitter implements Fabric {
       slot.listenPoller?.close();
       if (slot.listenFd >= 0) this.native.close(slot.listenFd);
       slot.listenFd = -1;
-      for (const s of slot.hostSockets) s.destroy();
-      const server = slot.hostServer;
-      if (server) closing.push(new Promise((resolve) => server.close(() => resolve())));
+      if (slot.hostListener) closing.push(slot.hostListener.close());
       rmSync(slot.spec.socket, { force: true });
     }
     await Promise.all(closing);

@@ -2,28 +2,20 @@
 //  - guest <-> guest only when the two VMs share a group; packets are relayed as they are (the
 //    guests run flow control end to end) but the fabric tracks each connection so that packets
 //    for unknown connections, forged sources and credit overruns are refused;
-//  - guest -> CID 2 port P reaches a host listener at `<uds-path>_P`, but only for the ports on
-//    that VM's allow-list (deny by default): any other port gets RST without the fabric touching
-//    the filesystem, and is counted (deniedHostPorts);
-//  - host -> guest: a host process connects to `uds-path` and writes `CONNECT <port>\n`; the
-//    fabric answers `OK <hostport>\n` once the guest accepts;
+//  - guest <-> host (CID 2): host-conn.ts, one state machine per connection (`<uds-path>_P`
+//    listeners for allow-listed ports only, `CONNECT <port>` from host processes); the router
+//    hands it the packets and shares its per-VM connection tables with it;
 //  - anything else gets RST.
-// For host connections the fabric is the vsock peer itself, with its own credit accounting.
 import { openSync, writeSync } from "node:fs";
-import net from "node:net";
 import type { Logger } from "../../../proto/src/log.ts";
-import { HOST_CID, MAX_PAYLOAD, Op, SHUTDOWN_RCV, SHUTDOWN_SEND, TYPE_STREAM, replyHeader, type VsockHeader } from "./vsock-packet.ts";
+import { HostConnections, connKey as key, hostConnKey, type HostConn, type HostSocket } from "./host-conn.ts";
+import { HOST_CID, Op, TYPE_STREAM, replyHeader, type VsockHeader } from "./vsock-packet.ts";
 import type { PacketSink, VsockDevice } from "./vsock-device.ts";
 import { gather } from "./virtqueue.ts";
 
-/** Receive buffer the fabric advertises for host connections. */
-export const HOST_BUF_ALLOC = 256 * 1024;
+export { HOST_BUF_ALLOC } from "./host-conn.ts";
 /** Connections one VM may hold at once. */
 export const MAX_CONNS_PER_VM = 4096;
-/** Host bytes read ahead of the guest's credit before the host socket is paused. */
-const HOST_READ_AHEAD = 256 * 1024;
-const HOST_CONNECT_TIMEOUT_MS = 10_000;
-const CONNECT_LINE_MAX = 64;
 
 export interface RoutedVm {
   cid: number;
@@ -52,34 +44,7 @@ interface GuestConn {
   established: boolean;
 }
 
-interface HostConn {
-  kind: "host";
-  vm: RoutedVm;
-  guestPort: number;
-  hostPort: number;
-  socket: net.Socket;
-  /** host->guest: waiting for the guest's RESPONSE; guest->host: waiting for the host connect. */
-  established: boolean;
-  outbound: boolean; // initiated by the host (CONNECT)
-  peerBufAlloc: number;
-  peerFwdCnt: number;
-  txCnt: number; // bytes sent to the guest
-  rxCnt: number; // bytes received from the guest
-  fwdCnt: number; // bytes handed to the host socket and flushed
-  announced: number; // fwdCnt last told to the guest
-  toGuest: Buffer[];
-  toGuestBytes: number;
-  hostEnded: boolean;
-  sentShutdown: boolean;
-  guestShut: number;
-  closed: boolean;
-}
-
 type Conn = GuestConn | HostConn;
-
-function key(localPort: number, peerCid: number, peerPort: number): string {
-  return `${localPort}:${peerCid}:${peerPort}`;
-}
 
 /**
  * A test tap: with AIRLOCK_FABRIC_TAP=<file> in the environment, every payload byte the router
@@ -101,24 +66,38 @@ export class Router implements PacketSink {
   private readonly vms = new Map<number, RoutedVm>();
   /** Per VM: its connections, keyed from its own point of view. */
   private readonly conns = new Map<number, Map<string, Conn>>();
-  /** Per VM: connection requests to host ports not on its allow-list. */
-  private readonly denied = new Map<number, number>();
-  private nextHostPort = 1024;
   private readonly tap: ((data: Uint8Array) => void) | undefined;
+  private readonly host: HostConnections;
 
   constructor(private readonly log: Logger) {
     this.tap = openTap(log);
+    const conns = this.conns;
+    this.host = new HostConnections({
+      log,
+      tap: this.tap,
+      maxConnsPerVm: MAX_CONNS_PER_VM,
+      table: {
+        size: (cid) => conns.get(cid)?.size ?? 0,
+        has: (cid, k) => conns.get(cid)?.has(k) ?? false,
+        add: (cid, k, c) => conns.get(cid)?.set(k, c),
+        remove: (cid, k) => conns.get(cid)?.delete(k),
+      },
+    });
   }
 
   addVm(vm: RoutedVm): void {
     this.vms.set(vm.cid, vm);
     this.conns.set(vm.cid, new Map());
-    this.denied.set(vm.cid, 0);
   }
 
   /** Connection requests a VM made to host ports not on its allow-list (refused with RST). */
   deniedHostPorts(cid: number): number {
-    return this.denied.get(cid) ?? 0;
+    return this.host.deniedHostPorts(cid);
+  }
+
+  /** A host process connected to a VM's uds-path: it speaks `CONNECT <port>\n` first. */
+  acceptHost(vm: RoutedVm, socket: HostSocket): void {
+    this.host.acceptHost(vm, socket);
   }
 
   /** Number of connections a VM holds (tests, status). */
@@ -132,7 +111,7 @@ export class Router implements PacketSink {
     if (!table) return;
     for (const c of [...table.values()]) {
       if (c.kind === "guest") this.resetGuestConn(c, cid);
-      else this.closeHostConn(c, false);
+      else this.host.close(c, false);
     }
     table.clear();
   }
@@ -153,12 +132,12 @@ export class Router implements PacketSink {
       this.rst(dev, hdr);
       return;
     }
+    const table = this.conns.get(vm.cid)!;
     if (hdr.dstCid === HOST_CID) {
-      this.fromGuestToHost(vm, hdr, payload, off);
+      this.host.fromGuest(vm, table.get(key(hdr.srcPort, HOST_CID, hdr.dstPort)) as HostConn | undefined, hdr, payload, off);
       return;
     }
     const peer = this.vms.get(hdr.dstCid);
-    const table = this.conns.get(vm.cid)!;
     const conn = table.get(key(hdr.srcPort, hdr.dstCid, hdr.dstPort));
     if (!peer || peer === vm || !this.canTalk(vm, peer) || !peer.device.ready) {
       if (conn) this.resetGuestConn(conn as GuestConn, -1);
@@ -272,249 +251,12 @@ export class Router implements PacketSink {
       this.conns.get(c.a.cid)?.delete(key(c.a.port, c.b.cid, c.b.port));
       this.conns.get(c.b.cid)?.delete(key(c.b.port, c.a.cid, c.a.port));
     } else {
-      this.conns.get(c.vm.cid)?.delete(key(c.guestPort, HOST_CID, c.hostPort));
+      this.conns.get(c.vm.cid)?.delete(hostConnKey(c));
     }
   }
 
   private rst(dev: VsockDevice, hdr: VsockHeader): void {
     if (hdr.op === Op.RST) return;
     dev.send(replyHeader(hdr, Op.RST));
-  }
-
-  // ---- host side -------------------------------------------------------------------------------
-
-  private fromGuestToHost(vm: RoutedVm, hdr: VsockHeader, payload: readonly Uint8Array[], off: number): void {
-    const table = this.conns.get(vm.cid)!;
-    const conn = table.get(key(hdr.srcPort, HOST_CID, hdr.dstPort)) as HostConn | undefined;
-    if (!conn) {
-      if (hdr.op === Op.REQUEST) this.guestConnectsHost(vm, hdr);
-      else this.rst(vm.device, hdr);
-      return;
-    }
-    conn.peerBufAlloc = hdr.bufAlloc;
-    conn.peerFwdCnt = hdr.fwdCnt;
-    switch (hdr.op) {
-      case Op.RST:
-        this.closeHostConn(conn, false);
-        return;
-      case Op.RESPONSE:
-        if (conn.established || !conn.outbound) {
-          this.closeHostConn(conn, true);
-          return;
-        }
-        conn.established = true;
-        conn.socket.write(`OK ${conn.hostPort}\n`);
-        conn.socket.resume();
-        break;
-      case Op.RW: {
-        if (!conn.established || conn.guestShut & SHUTDOWN_SEND) {
-          this.closeHostConn(conn, true);
-          return;
-        }
-        if (conn.rxCnt - conn.fwdCnt + hdr.len > HOST_BUF_ALLOC) {
-          this.log.warn({ cid: vm.cid, port: hdr.srcPort }, "guest overran the host connection's credit: reset");
-          this.closeHostConn(conn, true);
-          return;
-        }
-        const data = Buffer.allocUnsafe(hdr.len);
-        gather(payload, off, data, 0, hdr.len);
-        this.tap?.(data);
-        conn.rxCnt += hdr.len;
-        conn.socket.write(data, () => {
-          conn.fwdCnt += data.length;
-          if (!conn.closed && conn.fwdCnt - conn.announced >= HOST_BUF_ALLOC / 4) this.toGuest(conn, Op.CREDIT_UPDATE);
-        });
-        break;
-      }
-      case Op.CREDIT_REQUEST:
-        if (conn.established) this.toGuest(conn, Op.CREDIT_UPDATE);
-        break;
-      case Op.CREDIT_UPDATE:
-        break;
-      case Op.SHUTDOWN:
-        conn.guestShut |= hdr.flags & (SHUTDOWN_RCV | SHUTDOWN_SEND);
-        if (conn.guestShut & SHUTDOWN_SEND) conn.socket.end();
-        if (conn.guestShut === (SHUTDOWN_RCV | SHUTDOWN_SEND)) {
-          // Linux expects the peer of a full shutdown to answer with RST.
-          this.closeHostConn(conn, true);
-          return;
-        }
-        break;
-      default:
-        this.closeHostConn(conn, true);
-        return;
-    }
-    this.pumpToGuest(conn);
-  }
-
-  private newHostConn(vm: RoutedVm, guestPort: number, hostPort: number, socket: net.Socket, outbound: boolean, hdr?: VsockHeader): HostConn {
-    const c: HostConn = {
-      kind: "host",
-      vm,
-      guestPort,
-      hostPort,
-      socket,
-      established: false,
-      outbound,
-      peerBufAlloc: hdr?.bufAlloc ?? 0,
-      peerFwdCnt: hdr?.fwdCnt ?? 0,
-      txCnt: 0,
-      rxCnt: 0,
-      fwdCnt: 0,
-      announced: 0,
-      toGuest: [],
-      toGuestBytes: 0,
-      hostEnded: false,
-      sentShutdown: false,
-      guestShut: 0,
-      closed: false,
-    };
-    this.conns.get(vm.cid)!.set(key(guestPort, HOST_CID, hostPort), c);
-    socket.on("data", (chunk: Buffer) => {
-      c.toGuest.push(chunk);
-      c.toGuestBytes += chunk.length;
-      this.pumpToGuest(c);
-    });
-    socket.on("end", () => {
-      c.hostEnded = true;
-      this.pumpToGuest(c);
-    });
-    socket.on("error", (err) => this.log.debug({ cid: vm.cid, err: err.message }, "host connection error"));
-    socket.on("close", () => {
-      if (!c.closed) this.closeHostConn(c, true);
-    });
-    return c;
-  }
-
-  private guestConnectsHost(vm: RoutedVm, hdr: VsockHeader): void {
-    // Deny by default: the path `<udsPath>_<port>` is never even looked at for a port not allowed.
-    if (!vm.hostPorts?.has(hdr.dstPort)) {
-      this.denied.set(vm.cid, (this.denied.get(vm.cid) ?? 0) + 1);
-      this.log.debug({ cid: vm.cid, port: hdr.dstPort }, "guest asked for a host port not on its allow-list: RST");
-      this.rst(vm.device, hdr);
-      return;
-    }
-    if (this.conns.get(vm.cid)!.size >= MAX_CONNS_PER_VM) {
-      this.rst(vm.device, hdr);
-      return;
-    }
-    const socket = net.connect({ path: `${vm.udsPath}_${hdr.dstPort}`, allowHalfOpen: true });
-    socket.pause();
-    const c = this.newHostConn(vm, hdr.srcPort, hdr.dstPort, socket, false, hdr);
-    const timer = setTimeout(() => socket.destroy(), HOST_CONNECT_TIMEOUT_MS);
-    socket.once("connect", () => {
-      clearTimeout(timer);
-      if (c.closed) return;
-      c.established = true;
-      this.toGuest(c, Op.RESPONSE);
-      socket.resume();
-    });
-    socket.once("close", () => clearTimeout(timer));
-  }
-
-  /** A host process connected to a VM's uds-path: read `CONNECT <port>\n`, then ask the guest. */
-  acceptHost(vm: RoutedVm, socket: net.Socket): void {
-    let line = "";
-    const timer = setTimeout(() => socket.destroy(), HOST_CONNECT_TIMEOUT_MS);
-    socket.on("error", () => socket.destroy());
-    const onData = (chunk: Buffer): void => {
-      const nl = chunk.indexOf(10);
-      line += chunk.subarray(0, nl < 0 ? chunk.length : nl).toString("latin1");
-      if (line.length > CONNECT_LINE_MAX) {
-        clearTimeout(timer);
-        socket.destroy();
-        return;
-      }
-      if (nl < 0) return;
-      clearTimeout(timer);
-      socket.off("data", onData);
-      socket.pause();
-      const m = /^CONNECT ([0-9]{1,10})\r?$/.exec(line);
-      const port = m ? Number(m[1]) : NaN;
-      if (!(port <= 0xffffffff) || !vm.device.ready || this.conns.get(vm.cid)!.size >= MAX_CONNS_PER_VM) {
-        socket.destroy();
-        return;
-      }
-      const hostPort = this.allocHostPort(vm, port);
-      const c = this.newHostConn(vm, port, hostPort, socket, true);
-      const rest = chunk.subarray(nl + 1);
-      if (rest.length > 0) {
-        c.toGuest.push(Buffer.from(rest));
-        c.toGuestBytes += rest.length;
-      }
-      this.toGuest(c, Op.REQUEST);
-      // Until the guest answers, bytes wait in the socket (paused).
-      setTimeout(() => {
-        if (!c.established && !c.closed) this.closeHostConn(c, true);
-      }, HOST_CONNECT_TIMEOUT_MS).unref();
-    };
-    socket.on("data", onData);
-  }
-
-  private allocHostPort(vm: RoutedVm, guestPort: number): number {
-    const table = this.conns.get(vm.cid)!;
-    for (;;) {
-      const p = this.nextHostPort;
-      this.nextHostPort = p >= 0xfffffffe ? 1024 : p + 1;
-      if (!table.has(key(guestPort, HOST_CID, p))) return p;
-    }
-  }
-
-  private toGuest(c: HostConn, op: number, flags = 0, payload?: Buffer): boolean {
-    c.announced = c.fwdCnt;
-    const hdr: VsockHeader = {
-      srcCid: HOST_CID,
-      dstCid: c.vm.cid,
-      srcPort: c.hostPort,
-      dstPort: c.guestPort,
-      len: payload?.length ?? 0,
-      type: TYPE_STREAM,
-      op,
-      flags,
-      bufAlloc: HOST_BUF_ALLOC,
-      fwdCnt: c.fwdCnt >>> 0,
-    };
-    if (payload) this.tap?.(payload);
-    return c.vm.device.send(hdr, payload ? [payload] : [], 0);
-  }
-
-  /** Sends host bytes to the guest as far as its credit allows; pauses the host when far ahead. */
-  private pumpToGuest(c: HostConn): void {
-    if (c.closed || !c.established) return;
-    while (c.toGuest.length > 0 && !(c.guestShut & SHUTDOWN_RCV)) {
-      const credit = c.peerBufAlloc - ((c.txCnt - c.peerFwdCnt) >>> 0);
-      if (credit <= 0) break;
-      const head = c.toGuest[0]!;
-      const n = Math.min(head.length, credit, MAX_PAYLOAD);
-      if (!this.toGuest(c, Op.RW, 0, head.subarray(0, n))) {
-        this.closeHostConn(c, true);
-        return;
-      }
-      c.txCnt = (c.txCnt + n) >>> 0;
-      c.toGuestBytes -= n;
-      if (n === head.length) c.toGuest.shift();
-      else c.toGuest[0] = head.subarray(n);
-    }
-    if (c.guestShut & SHUTDOWN_RCV) {
-      c.toGuest = [];
-      c.toGuestBytes = 0;
-    }
-    if (c.toGuestBytes > HOST_READ_AHEAD) c.socket.pause();
-    else if (!c.hostEnded) c.socket.resume();
-    if (c.hostEnded && c.toGuest.length === 0 && !c.sentShutdown) {
-      c.sentShutdown = true;
-      this.toGuest(c, Op.SHUTDOWN, SHUTDOWN_SEND);
-    }
-  }
-
-  private closeHostConn(c: HostConn, sendRst: boolean): void {
-    if (c.closed) return;
-    c.closed = true;
-    this.forget(c);
-    if (sendRst) this.toGuest(c, Op.RST);
-    // end() lets bytes already written reach the host program; destroy() if it never drains.
-    if (c.guestShut & SHUTDOWN_SEND || !sendRst) c.socket.end();
-    else c.socket.destroy();
-    setTimeout(() => c.socket.destroy(), 5000).unref();
   }
 }
