@@ -1,31 +1,24 @@
-// The host's end of the firewall's control link, and the host services the firewall reaches over
-// vsock (CID 2): the fabric delivers a guest's connection to host port P to a Unix listener at
-// `<uds-path>_<P>`. On the control link the host sends the room and its signatures, streams the
-// encrypted inputs when asked, relays the consent question (the firewall has no NIC), and
-// receives reports, released outputs and the signed audit trail. On PSP_VSOCK_PORT it serves the
-// emulated PSP, on KBS_VSOCK_PORT the embedded key broker, and on HOST_SANDBOX_PSP_PORT a second
-// emulated PSP reporting the sandbox's launch (the firewall relays the sandbox to it: the sandbox
-// itself never reaches the host; the listener closes once the sandbox has attested). Released
-// outputs go through the OutputWriter (output-writer.ts), which names every file itself. The
-// firewall is measured, but every message is still checked: a bug must not write outside --out.
+// The host's end of the firewall's control link: the fabric delivers the firewall's connection to
+// host port HOST_CONTROL_PORT to a Unix listener at `<uds-path>_<port>`. On it the host sends the
+// room and its signatures, streams the encrypted inputs when asked, relays the consent question
+// (the firewall has no NIC) and receives reports, released outputs and the signed audit trail. The
+// services the firewall reaches besides (emulated PSPs, key broker, consent relay) are the room's
+// (room-services.ts); released outputs go through the OutputWriter (output-writer.ts), which names
+// every file itself. The firewall is measured, but every message is still checked: a bug must not
+// write outside --out.
 import { closeSync, createReadStream, fdatasyncSync, mkdirSync, openSync, rmSync, statSync, writeSync } from "node:fs";
 import { EventEmitter } from "node:events";
 import net from "node:net";
 import path from "node:path";
 import { AirlockError, isErrorCode } from "../../../proto/src/errors.ts";
 import type { Logger } from "../../../proto/src/log.ts";
-import { field, HOST_CONTROL_PORT, HOST_SANDBOX_PSP_PORT, KBS_VSOCK_PORT, readMessages, sendData, sendMessage } from "../../../proto/src/control.ts";
-import { roomKeyId } from "../../../proto/src/room.ts";
+import { field, HOST_CONTROL_PORT, readMessages, sendData, sendMessage } from "../../../proto/src/control.ts";
 import type { Manifest } from "../../../proto/src/manifest/index.ts";
-import { imageMeasurement, type RoomIdentity } from "./room-digest.ts";
 import { readSignatureFile, signatureFileOf } from "../../../proto/src/manifest/sign.ts";
-import { X25519Identity, formatIdentityFile } from "../../../proto/src/age/index.ts";
-import { PSP_VSOCK_PORT } from "../../../proto/src/attestation/psp-wire.ts";
-import { EmulatedPsp, listenPsp, type PspListener } from "../attestation/index.ts";
-import { startKbs, KeyStore, loadMasterKey, type KbsHandle } from "../kbs/index.ts";
-import { embeddedBrokerDirs, roomKeyPolicy } from "../kbs/grant.ts";
-import { DEFAULT_SNP_POLICY } from "./snp-plan.ts";
+import { embeddedBrokerDirs } from "../kbs/grant.ts";
 import { OutputWriter, type WriterReport } from "./output-writer.ts";
+import type { RoomServices } from "./room-services.ts";
+import type { RoomIdentity } from "./room-digest.ts";
 
 export type HostLinkEvent =
   | { type: "firewall-ready" }
@@ -50,14 +43,11 @@ export interface HostLinkOptions {
   manifest: Manifest;
   /** The room as the launch binds it: canonical manifest with its pins, and digest (room-digest.ts). */
   identity: RoomIdentity;
+  /** The room's PSPs, key broker and consent relay, started before the link listens. */
+  services: RoomServices;
   outDir: string;
   /** Where the firewall's audit trail is written (default <outDir>/audit.log). */
   auditPath?: string;
-  /** The image folders launched: the emulated PSP reports their measurements, as hardware would. */
-  firewallImageDir: string;
-  firewallVcpus: number;
-  sandboxImageDir: string;
-  sandboxVcpus: number;
   log: Logger;
   /** Keep both VMs running after the workload ends, until the pair is stopped (`airlock up`). */
   hold?: boolean;
@@ -69,9 +59,6 @@ export { embeddedBrokerDirs };
 export class HostLink extends EventEmitter<HostLinkEvents> {
   private server: net.Server | undefined;
   private conn: net.Socket | undefined;
-  private psp: PspListener | undefined;
-  private sandboxPsp: PspListener | undefined;
-  private kbs: KbsHandle | undefined;
   private finished = false;
   /** Where released outputs are staged and put in place. */
   readonly writer: OutputWriter;
@@ -88,29 +75,9 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
     return this.options.auditPath ?? path.join(this.options.outDir, "audit.log");
   }
 
-  /** Starts the emulated PSP, the embedded key broker and the control listener. */
+  /** Starts the control listener (the room's services are started already). */
   async listen(): Promise<void> {
     const { udsPath } = this.options;
-    const dirs = embeddedBrokerDirs();
-    const digest = this.options.identity.digest;
-    const psp = EmulatedPsp.open(dirs.psp, { log: this.log });
-    const measurement = await imageMeasurement(this.options.firewallImageDir, this.options.firewallVcpus);
-    this.psp = await listenPsp(`${udsPath}_${PSP_VSOCK_PORT}`, psp, { measurement, hostData: digest, policy: DEFAULT_SNP_POLICY }, { log: this.log });
-    // The sandbox's launch, reached through the firewall's relay (the firewall's uds-path, since
-    // the firewall is the one dialling CID 2).
-    const sandboxLaunch = await imageMeasurement(this.options.sandboxImageDir, this.options.sandboxVcpus);
-    this.sandboxPsp = await listenPsp(`${udsPath}_${HOST_SANDBOX_PSP_PORT}`, psp, { measurement: sandboxLaunch, hostData: digest, policy: DEFAULT_SNP_POLICY }, { log: this.log });
-
-    // The room's own identity (secure outputs): created once per manifest digest; its policy
-    // follows the current firewall image.
-    const store = new KeyStore(dirs.kbs, loadMasterKey(path.join(dirs.kbs, "master.key"), { create: true }));
-    const roomId = roomKeyId(digest.toString("hex"));
-    const existing = store.list().includes(roomId) ? store.open(roomId) : Buffer.from(formatIdentityFile(X25519Identity.generate()));
-    store.put(roomId, existing, roomKeyPolicy(measurement, digest, psp));
-    existing.fill(0);
-    this.kbs = await startKbs({ stateDir: dirs.kbs, masterKey: loadMasterKey(path.join(dirs.kbs, "master.key")), listen: { path: `${udsPath}_${KBS_VSOCK_PORT}` }, log: this.log });
-    this.log.info({ measurement: measurement.toString("hex"), kbsAudit: this.kbs.auditPath }, "emulated PSP and key broker ready");
-
     const socketPath = `${udsPath}_${HOST_CONTROL_PORT}`;
     rmSync(socketPath, { force: true });
     this.server = net.createServer((c) => this.accept(c));
@@ -143,7 +110,7 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
     const { manifest } = this.options;
     c.on("error", () => {});
     // The broker's key is the host's word, checked inside against the hash the room pins.
-    await sendMessage(c, { type: "room", canonical: this.options.identity.canonical, hold: this.options.hold ?? false, brokerPublicKey: this.kbs?.publicKey });
+    await sendMessage(c, { type: "room", canonical: this.options.identity.canonical, hold: this.options.hold ?? false, brokerPublicKey: this.options.services.brokerPublicKey });
     await sendMessage(c, { type: "signatures", signatures: readSignatureFile(signatureFileOf(manifest.file)) });
     // Data frames follow a message that announced them: an audit chunk, a sealed piece or an open file.
     let audit: { size: number; parts: Buffer[]; got: number } | undefined;
@@ -182,8 +149,7 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
           break;
         case "sandbox-attested":
           // The sandbox had its one attestation: nothing may reach this PSP again.
-          await this.sandboxPsp?.close();
-          this.sandboxPsp = undefined;
+          await this.options.services.closeSandboxPsp();
           break;
         case "workload-exit":
           this.emit("event", { type: "workload-exit", succeeded: msg.succeeded === true, ...(msg.code === undefined ? {} : { code: field.int(msg, "code", 0, 255) }) });
@@ -192,7 +158,7 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
           await this.sendInput(c, field.string(msg, "name", 64));
           break;
         case "consent-request":
-          await sendMessage(c, { type: "consent-answer", ...(await relayConsent(manifest, field.string(msg, "url", 2048), msg.body)) });
+          await sendMessage(c, { type: "consent-answer", ...(await this.options.services.relayConsent(field.string(msg, "url", 2048), msg.body)) });
           break;
         case "output": {
           const decision = field.string(msg, "decision", 16);
@@ -267,25 +233,6 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
   async close(): Promise<void> {
     this.conn?.destroy();
     this.server?.close();
-    await this.psp?.close();
-    await this.sandboxPsp?.close();
-    await this.kbs?.close();
-  }
-}
-
-/**
- * Asks the governance endpoint on the firewall's behalf (POST JSON {room, manifestDigest}, 10 s).
- * The host could answer in the endpoint's place: the firewall records the answer as the host's
- * relay of it, and only a "no" or silence can hurt the data owner (fail closed).
- */
-async function relayConsent(manifest: Manifest, url: string, body: unknown): Promise<{ status: number; body?: string; error?: string }> {
-  if (url !== manifest.governance.consent) return { status: 0, error: "the firewall asked for a URL the manifest does not name" };
-  try {
-    const res = await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body ?? {}), signal: AbortSignal.timeout(10_000), redirect: "error" });
-    const text = (await res.text()).slice(0, 4096);
-    return { status: res.status, body: text };
-  } catch (err) {
-    return { status: 0, error: (err as Error).message.slice(0, 300) };
   }
 }
 

@@ -15,6 +15,7 @@ import { startFabric, type Fabric } from "../fabric/index.ts";
 import { chooseAccel, type AccelChoice } from "./accel.ts";
 import { PairDir, type PairState } from "./pair-state.ts";
 import { HostLink, type HostLinkEvent } from "./host-link.ts";
+import { RoomServices } from "./room-services.ts";
 import { checkGuest, describeDevices } from "./prelaunch-checks.ts";
 import type { VmSpec } from "./qemu-args.ts";
 import { Vm } from "./vm.ts";
@@ -66,6 +67,7 @@ export class Pair extends EventEmitter<PairEvents> {
   private vms: Partial<Record<PairRole, Vm>> = {};
   private fabric: Fabric | undefined;
   private hostLink: HostLink | undefined;
+  private services: RoomServices | undefined;
   private workloadExited = false;
   private firewallDone = false;
   /** The firewall said the run completed and put its outputs in place. */
@@ -158,16 +160,24 @@ export class Pair extends EventEmitter<PairEvents> {
       else log.warn({ cid: err.cid, err: err.message }, "a VM misbehaved on vsock and was cut off");
     });
     await this.fabric.ready;
-    this.hostLink = new HostLink({
+    const linkLog = log.child({ part: "host-link" });
+    this.services = new RoomServices({
       udsPath: vsock("firewall").udsPath,
       manifest: this.manifest,
       identity,
-      outDir: this.outDir,
       firewallImageDir: images.firewall.dir,
       firewallVcpus: this.manifest.resources.firewall.vcpus,
       sandboxImageDir: images.sandbox.dir,
       sandboxVcpus: this.manifest.resources.sandbox.vcpus,
-      log: log.child({ part: "host-link" }),
+      log: linkLog,
+    });
+    this.hostLink = new HostLink({
+      udsPath: vsock("firewall").udsPath,
+      manifest: this.manifest,
+      identity,
+      services: this.services,
+      outDir: this.outDir,
+      log: linkLog,
       hold: this.options.hold ?? false,
     });
     this.hostLink.on("event", (ev) => this.onControl(ev));
@@ -176,6 +186,7 @@ export class Pair extends EventEmitter<PairEvents> {
       if (err instanceof AirlockError && !this.ending) this.state.code = err.code;
       void this.fail(`firewall control link: ${err.message}`);
     });
+    await this.services.start();
     await this.hostLink.listen();
 
     this.startedAt = Date.now();
@@ -330,6 +341,7 @@ export class Pair extends EventEmitter<PairEvents> {
       );
       clearTimeout(this.deadline);
       await this.hostLink?.close();
+      await this.services?.close();
       await this.fabric?.stop();
       this.state.status = status;
       this.state.reason = status === "failed" ? `${reason}; the other VM was stopped (fail closed)` : reason;

@@ -1,0 +1,108 @@
+// The room's host services, which the firewall reaches over vsock (CID 2): the fabric delivers a
+// guest's connection to host port P to a Unix listener at `<uds-path>_<P>`. On PSP_VSOCK_PORT the
+// emulated PSP reports the firewall's launch; on HOST_SANDBOX_PSP_PORT a second emulated PSP
+// reports the sandbox's (the firewall relays the sandbox to it: the sandbox itself never reaches
+// the host; the listener closes once the sandbox has attested); on KBS_VSOCK_PORT the embedded key
+// broker, holding the room's own identity (secure outputs). The consent relay asks the governance
+// endpoint on the firewall's behalf (the firewall has no NIC). The control link is host-link.ts.
+import path from "node:path";
+import type { Logger } from "../../../proto/src/log.ts";
+import { HOST_SANDBOX_PSP_PORT, KBS_VSOCK_PORT } from "../../../proto/src/control.ts";
+import { roomKeyId } from "../../../proto/src/room.ts";
+import type { Manifest } from "../../../proto/src/manifest/index.ts";
+import { X25519Identity, formatIdentityFile } from "../../../proto/src/age/index.ts";
+import { PSP_VSOCK_PORT } from "../../../proto/src/attestation/psp-wire.ts";
+import { EmulatedPsp, listenPsp, type PspListener } from "../attestation/index.ts";
+import { startKbs, KeyStore, loadMasterKey, type KbsHandle } from "../kbs/index.ts";
+import { embeddedBrokerDirs, roomKeyPolicy } from "../kbs/grant.ts";
+import { imageMeasurement, type RoomIdentity } from "./room-digest.ts";
+import { DEFAULT_SNP_POLICY } from "./snp-plan.ts";
+
+export interface RoomServicesOptions {
+  /** The firewall's vsock uds-path; the host's listeners are `<udsPath>_<port>`. */
+  udsPath: string;
+  manifest: Manifest;
+  /** The room as the launch binds it: canonical manifest with its pins, and digest (room-digest.ts). */
+  identity: RoomIdentity;
+  /** The image folders launched: the emulated PSP reports their measurements, as hardware would. */
+  firewallImageDir: string;
+  firewallVcpus: number;
+  sandboxImageDir: string;
+  sandboxVcpus: number;
+  log: Logger;
+}
+
+/** An answer of the governance endpoint, as relayed to the firewall (`consent-answer`). */
+export interface ConsentRelayAnswer {
+  status: number;
+  body?: string;
+  error?: string;
+}
+
+export class RoomServices {
+  private psp: PspListener | undefined;
+  private sandboxPsp: PspListener | undefined;
+  private kbs: KbsHandle | undefined;
+
+  constructor(private readonly options: RoomServicesOptions) {}
+
+  /** The embedded broker's public key (the host's word: the firewall checks it against the room's pin). */
+  get brokerPublicKey(): string | undefined {
+    return this.kbs?.publicKey;
+  }
+
+  /** Starts both emulated PSPs and the embedded key broker, with the room's identity in it. */
+  async start(): Promise<void> {
+    const { udsPath, log } = this.options;
+    const dirs = embeddedBrokerDirs();
+    const digest = this.options.identity.digest;
+    const psp = EmulatedPsp.open(dirs.psp, { log });
+    const measurement = await imageMeasurement(this.options.firewallImageDir, this.options.firewallVcpus);
+    this.psp = await listenPsp(`${udsPath}_${PSP_VSOCK_PORT}`, psp, { measurement, hostData: digest, policy: DEFAULT_SNP_POLICY }, { log });
+    // The sandbox's launch, reached through the firewall's relay (the firewall's uds-path, since
+    // the firewall is the one dialling CID 2).
+    const sandboxLaunch = await imageMeasurement(this.options.sandboxImageDir, this.options.sandboxVcpus);
+    this.sandboxPsp = await listenPsp(`${udsPath}_${HOST_SANDBOX_PSP_PORT}`, psp, { measurement: sandboxLaunch, hostData: digest, policy: DEFAULT_SNP_POLICY }, { log });
+
+    // The room's own identity (secure outputs): created once per manifest digest; its policy
+    // follows the current firewall image.
+    const store = new KeyStore(dirs.kbs, loadMasterKey(path.join(dirs.kbs, "master.key"), { create: true }));
+    const roomId = roomKeyId(digest.toString("hex"));
+    const existing = store.list().includes(roomId) ? store.open(roomId) : Buffer.from(formatIdentityFile(X25519Identity.generate()));
+    store.put(roomId, existing, roomKeyPolicy(measurement, digest, psp));
+    existing.fill(0);
+    this.kbs = await startKbs({ stateDir: dirs.kbs, masterKey: loadMasterKey(path.join(dirs.kbs, "master.key")), listen: { path: `${udsPath}_${KBS_VSOCK_PORT}` }, log });
+    log.info({ measurement: measurement.toString("hex"), kbsAudit: this.kbs.auditPath }, "emulated PSP and key broker ready");
+  }
+
+  /** The sandbox had its one attestation: nothing may reach its PSP again. */
+  async closeSandboxPsp(): Promise<void> {
+    const listener = this.sandboxPsp;
+    this.sandboxPsp = undefined;
+    await listener?.close();
+  }
+
+  /**
+   * Asks the governance endpoint on the firewall's behalf (POST JSON {room, manifestDigest}, 10 s).
+   * The host could answer in the endpoint's place: the firewall records the answer as the host's
+   * relay of it, and only a "no" or silence can hurt the data owner (fail closed).
+   */
+  async relayConsent(url: string, body: unknown): Promise<ConsentRelayAnswer> {
+    if (url !== this.options.manifest.governance.consent) return { status: 0, error: "the firewall asked for a URL the manifest does not name" };
+    try {
+      const res = await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body ?? {}), signal: AbortSignal.timeout(10_000), redirect: "error" });
+      const text = (await res.text()).slice(0, 4096);
+      return { status: res.status, body: text };
+    } catch (err) {
+      return { status: 0, error: (err as Error).message.slice(0, 300) };
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.psp?.close();
+    this.psp = undefined;
+    await this.closeSandboxPsp();
+    await this.kbs?.close();
+    this.kbs = undefined;
+  }
+}
