@@ -1,0 +1,60 @@
+// One run of the room, step by step (README.md § Order): room check, attestation, keys, consent,
+// agent channel, session; then the trail's end and the outcome to the host. Any refusal before the
+// workload starts ends the run with nothing in clear having left.
+import { AirlockError } from "../../../proto/src/errors.ts";
+import { checkRoom } from "./room-check.ts";
+import { attest } from "./attestation.ts";
+import { releaseKeys } from "./key-release.ts";
+import { askConsent } from "./consent.ts";
+import { listenForAgent, openAgentChannel } from "./agent-channel.ts";
+import { serveAgent } from "./session.ts";
+import type { RunContext } from "./context.ts";
+
+/** The steps of the run; throws on the first refusal. */
+async function runSteps(ctx: RunContext): Promise<void> {
+  // 0. Listen for the agent (and relay its PSP) at once: the sandbox boots alongside us.
+  const listeners = listenForAgent(ctx);
+  // 1. The room: its digest computed here; every required collaborator's signature over it.
+  await checkRoom(ctx);
+  // 2. Attestation: a report binding the audit key, so the trail's signatures name this VM.
+  await attest(ctx);
+  // 3. Keys: each input's identity, and the room's own identity for secure outputs.
+  const keys = await releaseKeys(ctx);
+  // 4. Consent, asked through the host (the firewall has no NIC); fail closed.
+  await askConsent(ctx);
+  // 5. The sandbox: one agent, over the attested channel.
+  const channel = await openAgentChannel(ctx, listeners);
+  // 6-8. Inputs, workload, outputs.
+  const { host, room, log, hold, audit, violations } = ctx;
+  await serveAgent(channel.stream, host, room, log, { hold, identities: keys.identities, ownerScopes: keys.ownerScopes, audit, violations, ...(keys.roomRecipient ? { roomRecipient: keys.roomRecipient } : {}) });
+}
+
+/** Runs the room to its end and tells the host how it ended; resolves with the exit status. */
+export async function runEnforcer(ctx: RunContext): Promise<number> {
+  const { host, audit, log, violations } = ctx;
+  let failure: AirlockError | undefined;
+  try {
+    await runSteps(ctx);
+  } catch (err) {
+    failure = AirlockError.from(err);
+    log.error({ code: failure.code }, "run refused or failed");
+    await violations.flush(audit).catch(() => undefined);
+    await audit.append("run.failed", { code: failure.code, reason: failure.message.slice(0, 1000) }).catch(() => undefined);
+  }
+  // The trail has gone to the host record by record; the signed "closed" record ends it, saying
+  // whether the run completed (the exit status itself is in workload.exited, at the scope's rules).
+  await audit.close({ completed: !failure });
+  await host.send({ type: "audit-end" });
+  if (failure) await host.send({ type: "refused", code: failure.code, reason: failure.message.slice(0, 2000) });
+  await host.send({ type: "done", completed: !failure });
+  if (ctx.hold && !failure) {
+    // `airlock up`: both VMs stay up with their results until the pair is stopped from the host.
+    log.info("holding the pair until it is stopped");
+    await new Promise(() => setInterval(() => {}, 60_000));
+  }
+  // An authenticated close, so the agent sees a clean end rather than a truncated channel.
+  ctx.agentLink?.end();
+  await new Promise((r) => setTimeout(r, 200));
+  ctx.agentLink?.destroy();
+  return failure ? 1 : 0;
+}

@@ -1,0 +1,78 @@
+// One run, as the agent sees it: connects to the firewall over vsock (its only channel), opens the
+// attested, encrypted channel over it (its PSP relayed by the firewall), places the inputs, checks
+// the room and the firewall, runs the workload, ships its outputs and exit status, and waits for
+// the firewall's bye.
+import { createHash } from "node:crypto";
+import { connectVsock } from "../../../proto/src/vsock-stream.ts";
+import { canonicalJson } from "../../../proto/src/manifest/digest.ts";
+import { AGENT_PORT, FIREWALL_CID, readMessages, sendMessage } from "../../../proto/src/control.ts";
+import type { ReportProvider } from "../../../proto/src/attestation/index.ts";
+import { secureClient } from "../../../proto/src/channel/index.ts";
+import { roomChannelOptions } from "../../../proto/src/agent-link.ts";
+import { runWorkload } from "./workload.ts";
+import { parseRun, sendResults } from "./protocol.ts";
+import { placeInputs } from "./inputs.ts";
+
+const CONNECT_DEADLINE_MS = 180_000;
+const AGENT_HANDSHAKE_TIMEOUT_MS = 180_000;
+
+async function connectFirewall() {
+  const deadline = Date.now() + CONNECT_DEADLINE_MS;
+  for (;;) {
+    try {
+      return await connectVsock(FIREWALL_CID, AGENT_PORT, 5_000);
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+}
+
+/**
+ * The room the firewall says it serves must be the one this sandbox was launched for (its digest
+ * is our host_data, which the handshake proved the firewall shares), and the firewall must run the
+ * image that room pins. Otherwise nothing runs: the host launched a firewall of its own making.
+ */
+export function checkFirewall(room: Record<string, unknown>, peer: { measurement: string; hostData: string }): void {
+  const digest = createHash("sha256").update(canonicalJson(room)).digest("hex");
+  if (digest !== peer.hostData) throw new Error("the room the firewall sent is not the room this sandbox was launched for");
+  const pins = room.attestation as { firewall?: unknown } | undefined;
+  if (typeof pins?.firewall !== "string" || pins.firewall !== peer.measurement) throw new Error("the firewall's launch measurement is not the one the room pins");
+}
+
+/** Runs the agent's side of the room to its end; resolves with the agent's exit status. */
+export async function runAgent(provider: ReportProvider): Promise<number> {
+  const raw = await connectFirewall();
+  // The firewall must show a report from this room's launch (same root, same host_data as ours);
+  // its measurement is checked against the room's pin once the room arrives (below).
+  // The firewall accepts us as soon as it boots but answers the handshake only after its own checks
+  // (attestation, key release, consent): give it time.
+  const { stream: link, peer } = await secureClient(raw, roomChannelOptions(provider, { peer: "firewall", timeoutMs: AGENT_HANDSHAKE_TIMEOUT_MS }));
+  link.on("error", () => {}); // reported by the reads below
+  await sendMessage(link, { type: "hello", agent: "airlock-sandbox/1" });
+  const messages = readMessages(link);
+  // Inputs come first, then the run message.
+  const spec = parseRun(await placeInputs(link, messages));
+  checkFirewall(spec.room, peer);
+  const startedAt = Date.now();
+  const result = await runWorkload({
+    command: spec.command,
+    env: spec.env,
+    outputMounts: spec.outputs.map((o) => o.mount),
+    timeoutSeconds: spec.timeoutSeconds,
+    consoleMaxBytes: spec.console ? spec.console.maxBytes : null,
+  });
+  // With padTo, nothing crosses the fabric before the padded time: the run's duration stays inside.
+  const padUntil = startedAt + (spec.padToSeconds ?? 0) * 1000;
+  if (Date.now() < padUntil) await new Promise((r) => setTimeout(r, padUntil - Date.now()));
+  // Throws (no output read, the run fails) if a process of the workload user survived.
+  await sendResults(link, spec, result);
+  // Wait for the firewall's bye before the VM powers off. Not bounded: a held pair (airlock up)
+  // stays up until it is stopped, which closes the link.
+  const bye = await messages.next();
+  const ok = !bye.done && bye.value.kind === "json" && bye.value.value.type === "bye";
+  link.end();
+  await new Promise((r) => setTimeout(r, 100));
+  link.destroy();
+  return ok ? 0 : 1;
+}
