@@ -3,8 +3,8 @@
 // emulated PSP) and the key broker's client.
 export { parseReport, serializeReport, signedPart, decodePolicy, encodePolicy, decodeTcb, encodeTcb, productFromCpuid, reportToJson, REPORT_SIZE, SIGNED_SIZE, PRODUCTS } from "./report.ts";
 export type { AttestationReport, GuestPolicy, TcbVersion, Product, KeyInfo } from "./report.ts";
-export { ConfigfsTsmProvider, EmulatedPspProvider, parseCertTable, encodeCertTable } from "./provider.ts";
-export type { ReportProvider, ReportEvidence, ConfigfsTsmOptions, EmulatedProviderOptions } from "./provider.ts";
+export { ConfigfsTsmProvider, EmulatedPspProvider, parseCertTable, encodeCertTable, teeOf } from "./provider.ts";
+export type { ReportProvider, ReportEvidence, ConfigfsTsmOptions, EmulatedProviderOptions, Tee } from "./provider.ts";
 export { PSP_VSOCK_PORT } from "./psp-wire.ts";
 export { ReportVerifier, assertVerified } from "./verify.ts";
 export type { Evidence, Expectations, VerifyResult, VerifierOptions, CheckName } from "./verify.ts";

@@ -14,6 +14,22 @@ import { parseReport } from "./report.ts";
 
 export type { ReportEvidence };
 
+/** Which TEE a guest runs under, as its launch says (`airlock.tee=` on the measured kernel command line). */
+export type Tee = "emulated" | "snp";
+
+/**
+ * The TEE a kernel command line names: `airlock.tee=emulated|snp` (the last one wins, as for the
+ * kernel's own parameters). The command line is part of the launch measurement, so the host cannot
+ * change it unseen. Absent means emulated, the images' default; any other value is refused.
+ */
+export function teeOf(cmdline: string): Tee {
+  let tee: string | undefined;
+  for (const word of cmdline.trim().split(/\s+/)) if (word.startsWith("airlock.tee=")) tee = word.slice("airlock.tee=".length);
+  if (tee === undefined || tee === "emulated") return "emulated";
+  if (tee === "snp") return "snp";
+  throw new AirlockError("LAUNCH", `the kernel command line names an unknown TEE airlock.tee=${JSON.stringify(tee.slice(0, 40))} (expected emulated or snp)`);
+}
+
 export interface ReportProvider {
   readonly kind: "configfs-tsm" | "emulated";
   /** A fresh report binding reportData (64 bytes), with the VCEK (DER) and, when known, ASK+ARK (PEM). */
