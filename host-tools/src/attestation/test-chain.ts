@@ -79,16 +79,20 @@ function ext(oid: string, value: Buffer, critical = false): Extension {
   return new Extension({ extnID: oid, critical, extnValue: new OctetString(ab(value)) });
 }
 
-function issue(options: {
+/**
+ * A certificate in AMD's shape (RSASSA-PSS algorithm, AMD's name attributes), signed by
+ * `issuerKey` — or carrying the fixed `signature` bytes given instead, which parse like a real
+ * signature and fail verification (the fuzzer's seeds).
+ */
+export function issueCertificate(options: {
   subject: string;
   issuer: string;
   subjectKey: KeyObject;
-  issuerKey: KeyObject;
   serial: number;
   notBefore: Date;
   notAfter: Date;
   extensions: Extension[];
-}): Buffer {
+} & ({ issuerKey: KeyObject } | { signature: Buffer })): Buffer {
   const spki = AsnConvert.parse(options.subjectKey.export({ type: "spki", format: "der" }), SubjectPublicKeyInfo);
   const tbs = new TBSCertificate({
     version: Version.v3,
@@ -101,7 +105,7 @@ function issue(options: {
     extensions: new Extensions(options.extensions),
   });
   const tbsDer = Buffer.from(AsnConvert.serialize(tbs));
-  const signature = cryptoSign("sha384", tbsDer, { key: options.issuerKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 48 });
+  const signature = "signature" in options ? options.signature : cryptoSign("sha384", tbsDer, { key: options.issuerKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 48 });
   const cert = new Certificate({ tbsCertificate: tbs, signatureAlgorithm: pssAlgorithm(), signatureValue: ab(signature) });
   return Buffer.from(AsnConvert.serialize(cert));
 }
@@ -110,6 +114,28 @@ function caExtensions(pathLen?: number): Extension[] {
   return [
     ext(id_ce_basicConstraints, Buffer.from(AsnConvert.serialize(new BasicConstraints({ cA: true, ...(pathLen !== undefined ? { pathLenConstraint: pathLen } : {}) }))), true),
     ext(id_ce_keyUsage, Buffer.from(AsnConvert.serialize(new KeyUsage(KeyUsageFlags.keyCertSign | KeyUsageFlags.cRLSign))), true),
+  ];
+}
+
+const ia5 = (s: string): Buffer => Buffer.concat([Buffer.from([0x16, s.length]), Buffer.from(s, "latin1")]);
+
+/**
+ * The KDS extensions of a VCEK (bound to `chipId`) or a VLEK (naming the cloud provider `cspId`):
+ * product, the TCB's SPLs, and the hwID or csp_id as AMD stores them.
+ */
+export function kdsExtensions(product: Product, t: TcbVersion, bound: { chipId: Buffer } | { cspId: string }): Extension[] {
+  const name = PRODUCT_NAME[product];
+  return [
+    ext(KDS_OID.structVersion, derInteger(0)),
+    ext(KDS_OID.productName, ia5(`${name}-B0`)),
+    ext(KDS_OID.blSPL, derInteger(t.bootloader)),
+    ext(KDS_OID.teeSPL, derInteger(t.tee)),
+    ext(KDS_OID.snpSPL, derInteger(t.snp)),
+    ext(KDS_OID.ucodeSPL, derInteger(t.microcode)),
+    ...(product === "turin" ? [ext(KDS_OID.fmcSPL, derInteger(t.fmc ?? 0))] : []),
+    // AMD stores the hwID raw (not DER-wrapped); Turin VCEKs certify the 8-byte chip id. A VLEK
+    // is not bound to a chip: it names the cloud provider instead.
+    "cspId" in bound ? ext(KDS_OID.cspId, ia5(bound.cspId)) : ext(KDS_OID.hwID, product === "turin" ? bound.chipId.subarray(0, 8) : bound.chipId),
   ];
 }
 
@@ -147,27 +173,13 @@ export function createTestChain(options: { product: Product; tcb: TcbVersion; ch
   // A VLEK chain has an ASVK ("SEV-VLEK-<Product>") where a VCEK chain has the ASK.
   const askCn = options.vlek ? `SEV-VLEK-${name}-${TEST_CN_SUFFIX}` : `SEV-${name}-${TEST_CN_SUFFIX}`;
   const years = (n: number): Date => new Date(notBefore.getTime() + n * 365 * 24 * 3600_000);
-  const arkDer = issue({ subject: arkCn, issuer: arkCn, subjectKey: ark.publicKey, issuerKey: ark.privateKey, serial: 0x10000, notBefore, notAfter: years(25), extensions: caExtensions() });
-  const askDer = issue({ subject: askCn, issuer: arkCn, subjectKey: ask.publicKey, issuerKey: ark.privateKey, serial: 0x10001, notBefore, notAfter: years(25), extensions: caExtensions(0) });
+  const arkDer = issueCertificate({ subject: arkCn, issuer: arkCn, subjectKey: ark.publicKey, issuerKey: ark.privateKey, serial: 0x10000, notBefore, notAfter: years(25), extensions: caExtensions() });
+  const askDer = issueCertificate({ subject: askCn, issuer: arkCn, subjectKey: ask.publicKey, issuerKey: ark.privateKey, serial: 0x10001, notBefore, notAfter: years(25), extensions: caExtensions(0) });
   const chipId = options.chipId ?? randomBytes(64);
-  const t = options.tcb;
-  const kds: Extension[] = [
-    ext(KDS_OID.structVersion, derInteger(0)),
-    ext(KDS_OID.productName, Buffer.concat([Buffer.from([0x16, `${name}-B0`.length]), Buffer.from(`${name}-B0`)])),
-    ext(KDS_OID.blSPL, derInteger(t.bootloader)),
-    ext(KDS_OID.teeSPL, derInteger(t.tee)),
-    ext(KDS_OID.snpSPL, derInteger(t.snp)),
-    ext(KDS_OID.ucodeSPL, derInteger(t.microcode)),
-    ...(options.product === "turin" ? [ext(KDS_OID.fmcSPL, derInteger(t.fmc ?? 0))] : []),
-    // AMD stores the hwID raw (not DER-wrapped); Turin VCEKs certify the 8-byte chip id. A VLEK
-    // is not bound to a chip: it names the cloud provider instead.
-    options.vlek
-      ? ext(KDS_OID.cspId, Buffer.concat([Buffer.from([0x16, options.vlek.cspId.length]), Buffer.from(options.vlek.cspId)]))
-      : ext(KDS_OID.hwID, options.product === "turin" ? chipId.subarray(0, 8) : chipId),
-  ];
-  const vcekDer = issue({ subject: options.vlek ? "SEV-VLEK" : "SEV-VCEK", issuer: askCn, subjectKey: vcek.publicKey, issuerKey: ask.privateKey, serial: 0, notBefore, notAfter: years(7), extensions: kds });
+  const kds = kdsExtensions(options.product, options.tcb, options.vlek ? { cspId: options.vlek.cspId } : { chipId });
+  const vcekDer = issueCertificate({ subject: options.vlek ? "SEV-VLEK" : "SEV-VCEK", issuer: askCn, subjectKey: vcek.publicKey, issuerKey: ask.privateKey, serial: 0, notBefore, notAfter: years(7), extensions: kds });
   if (options.product === "turin") chipId.fill(0, 8);
-  return { product: options.product, arkDer, askDer, vcekDer, vcekKey: vcek.privateKey, chipId, tcb: t };
+  return { product: options.product, arkDer, askDer, vcekDer, vcekKey: vcek.privateKey, chipId, tcb: options.tcb };
 }
 
 /** sha256 of a DER certificate, for naming a root in messages. */

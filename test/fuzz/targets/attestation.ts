@@ -1,7 +1,5 @@
 // Fuzz targets on attestation evidence: the SNP report codec and certificate DER.
-import { AsnConvert, OctetString } from "@peculiar/asn1-schema";
-import { AlgorithmIdentifier, AttributeTypeAndValue, AttributeValue, Certificate, Extension, Extensions, Name, RelativeDistinguishedName, SubjectPublicKeyInfo, TBSCertificate, Validity, Version } from "@peculiar/asn1-x509";
-import { id_mgf1, id_RSASSA_PSS, id_sha384, RsaSaPssParams } from "@peculiar/asn1-rsa";
+import { issueCertificate, kdsExtensions } from "../../../host-tools/src/attestation/test-chain.ts";
 import { AMD_ROOTS } from "../../../proto/src/attestation/amd-roots.ts";
 import { extHwId, extInteger, extString, isAmdPss, KDS_OID, parseCert, pemToDers, verifyPssSignature } from "../../../proto/src/attestation/certs.ts";
 import { decodePolicy, decodeTcb, encodePolicy, encodeTcb, parseReport, PRODUCTS, productFromCpuid, reportToJson, serializeReport, SIGNATURE_ALGO_ECDSA_P384_SHA384, tcbReservedBytesSet } from "../../../proto/src/attestation/report.ts";
@@ -11,62 +9,22 @@ import { Violation, type DecoderTarget, type TargetFactory } from "../engine.ts"
 import { dictionary, type Field, type Seed } from "../mutate.ts";
 import { fixedBytes, fixedP384 } from "../keys.ts";
 
-function ab(b: Buffer): ArrayBuffer {
-  return new Uint8Array(b).buffer;
-}
-
-function name(cn: string): Name {
-  const attrs: [string, string][] = [["2.5.4.11", "Engineering"], ["2.5.4.6", "US"], ["2.5.4.7", "Santa Clara"], ["2.5.4.8", "CA"], ["2.5.4.10", "Advanced Micro Devices"], ["2.5.4.3", cn]];
-  return new Name(attrs.map(([type, v]) => new RelativeDistinguishedName([new AttributeTypeAndValue({ type, value: new AttributeValue(type === "2.5.4.6" ? { printableString: v } : { utf8String: v }) })])));
-}
-
-function derInteger(n: number): Buffer {
-  const bytes: number[] = [];
-  let v = n;
-  do {
-    bytes.unshift(v & 0xff);
-    v = Math.floor(v / 256);
-  } while (v > 0);
-  if (bytes[0]! & 0x80) bytes.unshift(0);
-  return Buffer.from([0x02, bytes.length, ...bytes]);
-}
-
-function ia5(s: string): Buffer {
-  return Buffer.concat([Buffer.from([0x16, s.length]), Buffer.from(s, "latin1")]);
-}
-
 /**
- * A VCEK (or VLEK) in AMD's shape: P-384 key from a fixed scalar, the KDS extensions, RSASSA-PSS
- * algorithm. Its signature is fixed bytes (the ASK's private key is AMD's): it parses like a real
- * one and fails verification, as a forged one would.
+ * A VCEK (or VLEK) in AMD's shape (host-tools' test chain): P-384 key from a fixed scalar, the KDS
+ * extensions, RSASSA-PSS algorithm. Its signature is fixed bytes (the ASK's private key is AMD's):
+ * it parses like a real one and fails verification, as a forged one would.
  */
 function kdsCert(kind: "vcek" | "vlek"): Buffer {
-  const sha384 = new AlgorithmIdentifier({ algorithm: id_sha384, parameters: null });
-  const pss = new AlgorithmIdentifier({
-    algorithm: id_RSASSA_PSS,
-    parameters: AsnConvert.serialize(new RsaSaPssParams({ hashAlgorithm: sha384, maskGenAlgorithm: new AlgorithmIdentifier({ algorithm: id_mgf1, parameters: AsnConvert.serialize(sha384) }), saltLength: 48 })),
+  return issueCertificate({
+    subject: kind === "vcek" ? "SEV-VCEK" : "SEV-VLEK",
+    issuer: kind === "vcek" ? "SEV-Milan" : "SEV-VLEK-Milan",
+    subjectKey: fixedP384(`${kind} key`).publicKey,
+    serial: 0,
+    notBefore: new Date("2024-01-01T00:00:00Z"),
+    notAfter: new Date("2031-01-01T00:00:00Z"),
+    extensions: kdsExtensions("milan", { bootloader: 3, tee: 0, snp: 8, microcode: 115 }, kind === "vcek" ? { chipId: fixedBytes("chip id", 64) } : { cspId: "airlock-fuzz-csp" }),
+    signature: fixedBytes(`${kind} signature`, 512),
   });
-  const ext = (oid: string, value: Buffer): Extension => new Extension({ extnID: oid, critical: false, extnValue: new OctetString(ab(value)) });
-  const key = fixedP384(`${kind} key`);
-  const tbs = new TBSCertificate({
-    version: Version.v3,
-    serialNumber: ab(Buffer.from([0])),
-    signature: pss,
-    issuer: name(kind === "vcek" ? "SEV-Milan" : "SEV-VLEK-Milan"),
-    validity: new Validity({ notBefore: new Date("2024-01-01T00:00:00Z"), notAfter: new Date("2031-01-01T00:00:00Z") }),
-    subject: name(kind === "vcek" ? "SEV-VCEK" : "SEV-VLEK"),
-    subjectPublicKeyInfo: AsnConvert.parse(key.publicKey.export({ type: "spki", format: "der" }), SubjectPublicKeyInfo),
-    extensions: new Extensions([
-      ext(KDS_OID.structVersion, derInteger(0)),
-      ext(KDS_OID.productName, ia5("Milan-B0")),
-      ext(KDS_OID.blSPL, derInteger(3)),
-      ext(KDS_OID.teeSPL, derInteger(0)),
-      ext(KDS_OID.snpSPL, derInteger(8)),
-      ext(KDS_OID.ucodeSPL, derInteger(115)),
-      kind === "vcek" ? ext(KDS_OID.hwID, fixedBytes("chip id", 64)) : ext(KDS_OID.cspId, ia5("airlock-fuzz-csp")),
-    ]),
-  });
-  return Buffer.from(AsnConvert.serialize(new Certificate({ tbsCertificate: tbs, signatureAlgorithm: pss, signatureValue: ab(fixedBytes(`${kind} signature`, 512)) })));
 }
 
 /** Offsets of every DER length in a certificate (constructed TLVs are walked). */
