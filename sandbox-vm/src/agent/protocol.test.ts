@@ -1,10 +1,10 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { PassThrough, Readable } from "node:stream";
 import { afterAll, describe, expect, it } from "vitest";
-import { readMessages, type Incoming } from "../../../proto/src/control.ts";
+import type { Incoming } from "../../../proto/src/control.ts";
 import { parseRun, sendResults } from "./protocol.ts";
+import { capture } from "./test-link.ts";
 
 const dir = mkdtempSync(path.join(tmpdir(), "airlock-protocol-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -60,15 +60,6 @@ describe("parseRun", () => {
   });
 });
 
-async function capture(send: (link: PassThrough) => Promise<void>): Promise<Incoming[]> {
-  const link = new PassThrough();
-  const chunks: Buffer[] = [];
-  link.on("data", (c: Buffer) => chunks.push(c));
-  await send(link);
-  const out: Incoming[] = [];
-  for await (const m of readMessages(Readable.from([Buffer.concat(chunks)]))) out.push(m.kind === "data" ? { kind: "data", data: Buffer.from(m.data) } : m);
-  return out;
-}
 const shape = (ms: Incoming[]) => ms.map((m) => (m.kind === "json" ? m.value : { data: m.data.toString() }));
 
 describe("sendResults", () => {

@@ -2,12 +2,12 @@ import { spawnSync } from "node:child_process";
 import { chmodSync, chownSync, closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { PassThrough, Readable } from "node:stream";
 import { afterAll, describe, expect, it } from "vitest";
-import { readMessages, type Incoming } from "../../../proto/src/control.ts";
+import type { Incoming } from "../../../proto/src/control.ts";
 import { MAX_DEPTH, openRegular, readPieces, scanOutput, sendOutput, ShrunkError } from "./outputs.ts";
 import { sendResults } from "./protocol.ts";
 import { InputFile, processesOf, runWorkload, strayCount } from "./workload.ts";
+import { capture } from "./test-link.ts";
 
 // As root (CI, the dev host) the workload runs as uid 1000 and the agent's sweep of that uid is
 // exercised; as an ordinary user it runs as that user, and the tests that need the sweep skip.
@@ -29,16 +29,6 @@ const fresh = (name: string): string => {
   return p;
 };
 
-/** What a sender wrote to a stream, as the messages the firewall would read. */
-async function capture(send: (link: PassThrough) => Promise<void>): Promise<Incoming[]> {
-  const link = new PassThrough();
-  const chunks: Buffer[] = [];
-  link.on("data", (c: Buffer) => chunks.push(c));
-  await send(link);
-  const out: Incoming[] = [];
-  for await (const m of readMessages(Readable.from([Buffer.concat(chunks)]))) out.push(m.kind === "data" ? { kind: "data", data: Buffer.from(m.data) } : m);
-  return out;
-}
 const json = (ms: Incoming[]): Record<string, unknown>[] => ms.flatMap((m) => (m.kind === "json" ? [m.value] : []));
 
 describe("runWorkload", () => {
