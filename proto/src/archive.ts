@@ -90,3 +90,17 @@ export function checkArchiveName(name: Buffer): boolean {
   }
   return !text.startsWith("/") && text.split("/").every((p) => p !== "" && p !== "." && p !== "..");
 }
+
+/**
+ * A released open-output file's path: each part from a set that may be printed and written on any
+ * host as is (no control or bidi characters, no hidden files, no "." or ".."), at most
+ * MAX_OPEN_DEPTH parts. The firewall withholds an output with any other name; the host writer
+ * checks it again before it writes.
+ */
+export const MAX_OPEN_DEPTH = 8;
+const SAFE_SEGMENT = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$/;
+
+export function isSafeOpenName(name: string): boolean {
+  const parts = name.split("/");
+  return parts.length <= MAX_OPEN_DEPTH && parts.every((p) => SAFE_SEGMENT.test(p));
+}

@@ -11,6 +11,9 @@ import type { DataScope, OutputFormat, OutputMode } from "../../../proto/src/man
 import { checkFormat } from "./formats.ts";
 import type { Schema } from "./formats.ts";
 import { MODE_CEILING, modeMayCarry } from "./scopes.ts";
+import { isSafeOpenName, MAX_OPEN_DEPTH } from "../../../proto/src/archive.ts";
+
+export { isSafeOpenName };
 
 export interface OutputRequest {
   name: string;
@@ -48,15 +51,6 @@ export function decideOutput(out: OutputRequest, scope: DataScope): OutputDecisi
     case "open":
       return { decision: "release", reason: `open: names and format checked, scope ${scope}` };
   }
-}
-
-/** A path segment of an open output's file: what may be printed and written on any host as is. */
-export const SAFE_SEGMENT = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$/;
-export const MAX_OPEN_DEPTH = 8;
-
-export function isSafeOpenName(name: string): boolean {
-  const parts = name.split("/");
-  return parts.length <= MAX_OPEN_DEPTH && parts.every((p) => SAFE_SEGMENT.test(p));
 }
 
 /**

@@ -8,18 +8,11 @@
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, writeSync } from "node:fs";
 import path from "node:path";
 import { AirlockError } from "../../../proto/src/errors.ts";
+import { isSafeOpenName } from "../../../proto/src/archive.ts";
 
-/** A path segment of an open output's file (the firewall's rule, checked again here). */
-const SAFE_SEGMENT = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$/;
-const MAX_DEPTH = 8;
 export const STAGING = ".airlock-incoming";
 /** What the run itself writes in --out, beside the outputs. */
 export const RUN_FILES = ["audit.log", "summary.json"];
-
-export function isSafeOpenPath(p: string): boolean {
-  const parts = p.split("/");
-  return parts.length <= MAX_DEPTH && parts.every((s) => SAFE_SEGMENT.test(s));
-}
 
 export interface WriterReport {
   written: { output: string; file: string; bytes: number }[];
@@ -30,7 +23,7 @@ export interface WriterReport {
 export class OutputWriter {
   private readonly staging: string;
   private sealed: { output: string; fd: number; bytes: number; file: string } | undefined;
-  private open: { fd: number; target: string; size: number; got: number; output: string; file: string } | undefined;
+  private open: { fd: number; size: number; got: number; output: string; file: string } | undefined;
   private readonly report: WriterReport = { written: [], refused: {} };
   private readonly placed = new Set<string>();
 
@@ -86,15 +79,14 @@ export class OutputWriter {
     const file = `${output}/${rel}`;
     const parents = file.split("/").slice(0, -1).map((_, i, parts) => parts.slice(0, i + 1).join("/"));
     // A name that is not safe, taken, or a file where a folder is needed (or the reverse): refused.
-    if (!isSafeOpenPath(rel) || this.placed.has(file) || this.folders.has(file) || parents.some((p) => this.placed.has(p))) {
+    if (!isSafeOpenName(rel) || this.placed.has(file) || this.folders.has(file) || parents.some((p) => this.placed.has(p))) {
       this.report.refused[output] = (this.report.refused[output] ?? 0) + 1;
-      this.open = size === 0 ? undefined : { fd: -1, target: "", size, got: 0, output, file: "" };
+      this.open = size === 0 ? undefined : { fd: -1, size, got: 0, output, file: "" };
       return false;
     }
     this.placed.add(file);
     for (const p of parents) this.folders.add(p);
-    const target = this.stage(file);
-    this.open = { fd: openSync(target, "wx", 0o600), target, size, got: 0, output, file };
+    this.open = { fd: openSync(this.stage(file), "wx", 0o600), size, got: 0, output, file };
     if (size === 0) this.openFinish();
     return true;
   }
