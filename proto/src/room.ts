@@ -4,7 +4,7 @@
 import { createHash } from "node:crypto";
 import { AirlockError } from "./errors.ts";
 import { canonicalJson } from "./manifest/digest.ts";
-import { DATA_SCOPES, OUTPUT_FORMATS, OUTPUT_MODES, type DataScope, type OutputFormat, type OutputMode } from "./manifest/schema.ts";
+import { CONSOLE_OUTPUT, DATA_SCOPES, OUTPUT_FORMATS, OUTPUT_MODES, type DataScope, type OutputFormat, type OutputMode } from "./manifest/schema.ts";
 
 export interface RoomPlan {
   name: string;
@@ -103,7 +103,7 @@ export function parseRoom(canonical: unknown): RoomPlan {
     consoleOut = { mode, maxBytes, ...(o.recipient === undefined ? {} : { recipient: str(o.recipient, "console.recipient") }) };
     if (mode === "trusted" && !consoleOut.recipient) bad("a trusted console names its recipient");
   }
-  if (outputs.some((o) => o.name === "console")) bad("an output may not be named console");
+  if (outputs.some((o) => o.name === CONSOLE_OUTPUT)) bad(`an output may not be named ${CONSOLE_OUTPUT}`);
   // Absent means none: the digest covers what was sent, so a host that strips them changes the digest.
   const collaborators = (canonical.collaborators === undefined ? [] : Array.isArray(canonical.collaborators) ? canonical.collaborators : bad("collaborators must be a list")).map((x, i) => {
     const o = isObj(x) ? x : bad(`collaborators[${i}]`);

@@ -19,14 +19,12 @@ import { decrypt, encrypt, X25519Recipient, type AgeIdentity } from "../../../pr
 import { AUDIT_KINDS } from "../../../proto/src/audit/index.ts";
 import { ARCHIVE_TRAILER, archiveBucket, archiveEntryCost, archiveEntryHeader, archiveEntryPadding, checkArchiveName } from "../../../proto/src/archive.ts";
 import { collectionBoundSeconds, type RoomPlan } from "../../../proto/src/room.ts";
-import type { DataScope } from "../../../proto/src/manifest/schema.ts";
+import { CONSOLE_OUTPUT, type DataScope } from "../../../proto/src/manifest/schema.ts";
 import type { AuditSink } from "./audit-ship.ts";
 import { decideOutput, inspectOpenOutput, scopeRank, ScopeTracker, stricter, type OutputDecision } from "../policy/index.ts";
 import type { HostChannel } from "./host-channel.ts";
 import type { Violations } from "./violations.ts";
 
-/** The name the console output goes by on the host link and in the trail (never an output's name). */
-export const CONSOLE = "console";
 /** Bounds on what the agent may describe, checked before anything is allocated. */
 const MAX_FILES_PER_OUTPUT = 10_000;
 const MAX_AGENT_FRAME = 1024 * 1024 + 64;
@@ -251,7 +249,7 @@ export async function serveAgent(agent: Duplex, host: HostChannel, room: RoomPla
     const status = Buffer.from(`${JSON.stringify({ exitStatus: exitCode, consoleTruncated })}\n`);
     const log = Buffer.concat(consoleData);
     consoleData = [];
-    const decision = decideOutput({ name: CONSOLE, mode: c.mode, maxBytes: consoleArchiveLimit(c.maxBytes), overLimit: false, ...(c.recipient ? { recipient: c.recipient } : {}), ...(roomRecipient ? { roomRecipient } : {}) }, scope.current);
+    const decision = decideOutput({ name: CONSOLE_OUTPUT, mode: c.mode, maxBytes: consoleArchiveLimit(c.maxBytes), overLimit: false, ...(c.recipient ? { recipient: c.recipient } : {}), ...(roomRecipient ? { roomRecipient } : {}) }, scope.current);
     let released: Record<string, number> = {};
     if (decision.decision === "encrypt") {
       const entries = (async function* (): AsyncGenerator<AgentFile> {
@@ -259,11 +257,11 @@ export async function serveAgent(agent: Duplex, host: HostChannel, room: RoomPla
           yield { name: Buffer.from(name), mode: 0o644, size: data.length, chunks: (async function* () { if (data.length) yield data; })() };
         }
       })();
-      released = { sealedBytes: await sealToHost(host, CONSOLE, decision.recipient, consoleArchiveLimit(c.maxBytes), entries) };
+      released = { sealedBytes: await sealToHost(host, CONSOLE_OUTPUT, decision.recipient, consoleArchiveLimit(c.maxBytes), entries) };
     }
-    decisions.push({ output: CONSOLE, decision: decision.decision });
-    await audit.append(AUDIT_KINDS.outputDecision, { output: CONSOLE, mode: c.mode, decision: decision.decision, reason: decision.reason, sandboxScope: scope.current, ...released });
-    await host.send({ type: "output", output: CONSOLE, decision: decision.decision, reason: decision.reason, ...released });
+    decisions.push({ output: CONSOLE_OUTPUT, decision: decision.decision });
+    await audit.append(AUDIT_KINDS.outputDecision, { output: CONSOLE_OUTPUT, mode: c.mode, decision: decision.decision, reason: decision.reason, sandboxScope: scope.current, ...released });
+    await host.send({ type: "output", output: CONSOLE_OUTPUT, decision: decision.decision, reason: decision.reason, ...released });
   }
   await violations.flush(audit);
   // Everything the run releases has been sent: the host may now put it in place.

@@ -4,6 +4,7 @@ import { existsSync, mkdirSync, readdirSync, rmSync } from "node:fs";
 import path from "node:path";
 import { AirlockError } from "../../../proto/src/errors.ts";
 import { RUN_FILES, STAGING } from "../launch/output-writer.ts";
+import { CONSOLE_OUTPUT } from "../../../proto/src/manifest/schema.ts";
 
 /**
  * --out must be new or empty, so a stale file never sits beside a new trail. With `force`, what an
@@ -12,7 +13,7 @@ import { RUN_FILES, STAGING } from "../launch/output-writer.ts";
 export function prepareOutDir(out: string, outputNames: string[], force: boolean): void {
   if (existsSync(out)) {
     const entries = readdirSync(out);
-    const ours = new Set([...RUN_FILES, STAGING, "console.tar.age", ...outputNames.flatMap((n) => [n, `${n}.tar.age`])]);
+    const ours = new Set([...RUN_FILES, STAGING, `${CONSOLE_OUTPUT}.tar.age`, ...outputNames.flatMap((n) => [n, `${n}.tar.age`])]);
     if (entries.length > 0 && !force) {
       throw new AirlockError("USAGE", `--out ${out} is not empty (${entries.length} entries)`, { hint: "give a new or empty folder, or --force to replace what an earlier run of this room left there" });
     }

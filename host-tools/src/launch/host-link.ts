@@ -13,7 +13,7 @@ import path from "node:path";
 import { AirlockError, isErrorCode } from "../../../proto/src/errors.ts";
 import type { Logger } from "../../../proto/src/log.ts";
 import { field, HOST_CONTROL_PORT, readMessages, sendData, sendMessage } from "../../../proto/src/control.ts";
-import type { Manifest } from "../../../proto/src/manifest/index.ts";
+import { CONSOLE_OUTPUT, type Manifest } from "../../../proto/src/manifest/index.ts";
 import { readSignatureFile, signatureFileOf } from "../../../proto/src/manifest/sign.ts";
 import { embeddedBrokerDirs } from "../kbs/grant.ts";
 import { OutputWriter, type WriterReport } from "./output-writer.ts";
@@ -62,13 +62,16 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
   private finished = false;
   /** Where released outputs are staged and put in place. */
   readonly writer: OutputWriter;
+  /** The outputs the manifest declares, and the console. */
+  private readonly outputNames: Set<string>;
   private auditStarted = false;
   private readonly log: Logger;
 
   constructor(private readonly options: HostLinkOptions) {
     super();
     this.log = options.log;
-    this.writer = new OutputWriter(options.outDir, new Set(["console", ...options.manifest.outputs.map((o) => o.name)]));
+    this.outputNames = new Set([CONSOLE_OUTPUT, ...options.manifest.outputs.map((o) => o.name)]);
+    this.writer = new OutputWriter(options.outDir, this.outputNames);
   }
 
   get auditPath(): string {
@@ -212,7 +215,7 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
   /** An output name from the firewall: one the manifest declares, or the console. */
   private outputName(msg: Record<string, unknown>): string {
     const name = field.string(msg, "output", 64);
-    if (name !== "console" && !this.options.manifest.outputs.some((o) => o.name === name)) throw new AirlockError("GUEST_PROTOCOL", "the firewall named an output the manifest does not declare");
+    if (!this.outputNames.has(name)) throw new AirlockError("GUEST_PROTOCOL", "the firewall named an output the manifest does not declare");
     return name;
   }
 

@@ -122,3 +122,5 @@ export const MAX_CONSOLE_BYTES = 16 * 1024 * 1024;
 export const MIN_MEMORY_MIB = 512;
 /** Names the run itself uses in --out and on the links: no output may take them. */
 export const RESERVED_OUTPUT_NAMES = ["console", "audit", "summary"] as const;
+/** The name the workload's console goes by as an output (on the links, in the trail, in --out). */
+export const CONSOLE_OUTPUT = RESERVED_OUTPUT_NAMES[0];
