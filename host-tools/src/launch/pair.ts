@@ -10,7 +10,7 @@ import type { Logger } from "../../../proto/src/log.ts";
 import { PSP_VSOCK_PORT } from "../../../proto/src/attestation/psp-wire.ts";
 import { HOST_CONTROL_PORT, HOST_SANDBOX_PSP_PORT, KBS_VSOCK_PORT } from "../../../proto/src/control.ts";
 import { loadManifest, type Manifest } from "../../../proto/src/manifest/index.ts";
-import { roomIdentity } from "./room-digest.ts";
+import { imageMeasurement, roomIdentity } from "./room-digest.ts";
 import { startFabric, type Fabric } from "../fabric/index.ts";
 import { chooseAccel, type AccelChoice } from "./accel.ts";
 import { PairDir, type PairState } from "./pair-state.ts";
@@ -165,10 +165,12 @@ export class Pair extends EventEmitter<PairEvents> {
       udsPath: vsock("firewall").udsPath,
       manifest: this.manifest,
       identity,
-      firewallImageDir: images.firewall.dir,
-      firewallVcpus: this.manifest.resources.firewall.vcpus,
-      sandboxImageDir: images.sandbox.dir,
-      sandboxVcpus: this.manifest.resources.sandbox.vcpus,
+      // What the emulated PSPs report, as hardware would: the launched images' measurements. They
+      // are the pinned ones (computed once, with the digest) unless the host launched another sandbox.
+      launched: {
+        firewall: Buffer.from(identity.pins.firewall, "hex"),
+        sandbox: other ? await imageMeasurement(images.sandbox.dir, this.manifest.resources.sandbox.vcpus) : Buffer.from(identity.pins.sandbox, "hex"),
+      },
       log: linkLog,
     });
     this.hostLink = new HostLink({

@@ -15,7 +15,7 @@ import { PSP_VSOCK_PORT } from "../../../proto/src/attestation/psp-wire.ts";
 import { EmulatedPsp, listenPsp, type PspListener } from "../attestation/index.ts";
 import { startKbs, KeyStore, loadMasterKey, type KbsHandle } from "../kbs/index.ts";
 import { embeddedBrokerDirs, roomKeyPolicy } from "../kbs/grant.ts";
-import { imageMeasurement, type RoomIdentity } from "./room-digest.ts";
+import type { RoomIdentity } from "./room-digest.ts";
 import { DEFAULT_SNP_POLICY } from "./snp-plan.ts";
 
 export interface RoomServicesOptions {
@@ -24,11 +24,8 @@ export interface RoomServicesOptions {
   manifest: Manifest;
   /** The room as the launch binds it: canonical manifest with its pins, and digest (room-digest.ts). */
   identity: RoomIdentity;
-  /** The image folders launched: the emulated PSP reports their measurements, as hardware would. */
-  firewallImageDir: string;
-  firewallVcpus: number;
-  sandboxImageDir: string;
-  sandboxVcpus: number;
+  /** The launch measurements of the images launched: the emulated PSPs report them, as hardware would. */
+  launched: { firewall: Buffer; sandbox: Buffer };
   log: Logger;
 }
 
@@ -57,12 +54,11 @@ export class RoomServices {
     const dirs = embeddedBrokerDirs();
     const digest = this.options.identity.digest;
     const psp = EmulatedPsp.open(dirs.psp, { log });
-    const measurement = await imageMeasurement(this.options.firewallImageDir, this.options.firewallVcpus);
+    const measurement = this.options.launched.firewall;
     this.psp = await listenPsp(`${udsPath}_${PSP_VSOCK_PORT}`, psp, { measurement, hostData: digest, policy: DEFAULT_SNP_POLICY }, { log });
     // The sandbox's launch, reached through the firewall's relay (the firewall's uds-path, since
     // the firewall is the one dialling CID 2).
-    const sandboxLaunch = await imageMeasurement(this.options.sandboxImageDir, this.options.sandboxVcpus);
-    this.sandboxPsp = await listenPsp(`${udsPath}_${HOST_SANDBOX_PSP_PORT}`, psp, { measurement: sandboxLaunch, hostData: digest, policy: DEFAULT_SNP_POLICY }, { log });
+    this.sandboxPsp = await listenPsp(`${udsPath}_${HOST_SANDBOX_PSP_PORT}`, psp, { measurement: this.options.launched.sandbox, hostData: digest, policy: DEFAULT_SNP_POLICY }, { log });
 
     // The room's own identity (secure outputs): created once per manifest digest; its policy
     // follows the current firewall image.
