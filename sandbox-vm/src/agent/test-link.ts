@@ -1,0 +1,13 @@
+// For the agent's unit tests: what a sender wrote to a stream, as the messages the firewall would read.
+import { PassThrough, Readable } from "node:stream";
+import { readMessages, type Incoming } from "../../../proto/src/control.ts";
+
+export async function capture(send: (link: PassThrough) => Promise<void>): Promise<Incoming[]> {
+  const link = new PassThrough();
+  const chunks: Buffer[] = [];
+  link.on("data", (c: Buffer) => chunks.push(c));
+  await send(link);
+  const out: Incoming[] = [];
+  for await (const m of readMessages(Readable.from([Buffer.concat(chunks)]))) out.push(m.kind === "data" ? { kind: "data", data: Buffer.from(m.data) } : m);
+  return out;
+}
