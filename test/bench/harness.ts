@@ -36,3 +36,26 @@ export async function medianMs(fn: () => unknown, runs = 5, warmup = 1): Promise
 export function throughput(bytes: number, ms: number): number {
   return (bytes / ms) * 1000;
 }
+
+/**
+ * Runs `yardstick` and `subject` alternately (`runs` times each, after `warmup` rounds of both) so
+ * that both see the same machine load, and returns their median durations in milliseconds.
+ */
+export async function sideBySideMs(yardstick: () => unknown, subject: () => unknown, runs = 9, warmup = 1): Promise<{ yardstick: number; subject: number }> {
+  for (let i = 0; i < warmup; i++) {
+    await yardstick();
+    await subject();
+  }
+  const times: [number[], number[]] = [[], []];
+  for (let i = 0; i < runs; i++) {
+    // Alternate which goes first too, so neither always runs right after the other.
+    const order = i % 2 === 0 ? ([0, 1] as const) : ([1, 0] as const);
+    for (const which of order) {
+      const t0 = process.hrtime.bigint();
+      await (which === 0 ? yardstick() : subject());
+      times[which].push(Number(process.hrtime.bigint() - t0) / 1e6);
+    }
+  }
+  const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  return { yardstick: median(times[0]), subject: median(times[1]) };
+}
