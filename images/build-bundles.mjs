@@ -3,6 +3,7 @@
 // of the measured boot images, so the build must be deterministic: no timestamps, no absolute
 // paths, sorted inputs (esbuild guarantees stable output for the same sources and options).
 import { build } from "esbuild";
+import { existsSync, readdirSync, rmSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 
@@ -11,30 +12,84 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 // The .node binary of node-vsock and our own native addon cannot be bundled: images copy them.
 const external = ["node-vsock-linux-x64-gnu", "airlock-native", "*.node", "cpu-features"];
 
+// The guests' programs: one file each (measured into the images).
 const programs = [
-  { entry: "host-tools/src/main.ts", out: "dist/airlock.mjs" },
   { entry: "firewall-vm/src/main.ts", out: "dist/firewall-vm.mjs" },
   { entry: "sandbox-vm/src/main.ts", out: "dist/sandbox-vm.mjs" },
 ];
 
 const banner = "import { createRequire as __airlockCreateRequire } from 'node:module'; const require = __airlockCreateRequire(import.meta.url);";
 
-await Promise.all(
-  programs.map(({ entry, out }) =>
-    build({
-      absWorkingDir: root,
-      entryPoints: [entry],
-      outfile: out,
-      bundle: true,
-      platform: "node",
-      format: "esm",
-      target: "node20",
-      external,
-      banner: { js: banner },
-      sourcemap: false,
-      legalComments: "none",
-      logLevel: "warning",
-    }),
-  ),
-);
-console.error(`built ${programs.map((p) => p.out).join(", ")}`);
+const common = {
+  absWorkingDir: root,
+  bundle: true,
+  platform: "node",
+  format: "esm",
+  target: "node20",
+  external,
+  banner: { js: banner },
+  sourcemap: false,
+  legalComments: "none",
+  logLevel: "warning",
+};
+
+// yargs lays out its help with string-width, whose modules construct an Intl.Segmenter and hold
+// Unicode-property regular expressions that V8 validates when it parses them, even inside a
+// function not yet called (about 25 ms together, a third of node's own start). The host CLI gets
+// a stand-in: printable ASCII (all of airlock's help) is one column per character in every
+// string-width version (v8 has the same fast path); anything else goes to the real module its
+// importer would have got, bundled as a string and compiled on first use.
+const lazyStringWidth = {
+  name: "lazy-string-width",
+  setup(b) {
+    b.onResolve({ filter: /^string-width$/ }, async (args) => {
+      if (args.pluginData?.real) return undefined;
+      const real = await b.resolve(args.path, { importer: args.importer, resolveDir: args.resolveDir, kind: args.kind, pluginData: { real: true } });
+      if (real.errors.length > 0) return { errors: real.errors };
+      return { path: path.relative(root, real.path), namespace: "lazy-string-width" };
+    });
+    b.onLoad({ filter: /.*/, namespace: "lazy-string-width" }, async (args) => {
+      const real = await build({ absWorkingDir: root, entryPoints: [path.resolve(root, args.path)], bundle: true, write: false, platform: "neutral", mainFields: ["module", "main"], format: "cjs", target: "node20", legalComments: "none", logLevel: "warning" });
+      return {
+        contents: [
+          `const source = ${JSON.stringify(real.outputFiles[0].text)};`,
+          "let real;",
+          "export default function stringWidth(string, options) {",
+          "  if (typeof string === 'string' && /^[\\x20-\\x7e]*$/.test(string)) return string.length;",
+          "  if (real === undefined) {",
+          "    const module = { exports: {} };",
+          "    new Function('module', 'exports', source)(module, module.exports);",
+          "    real = module.exports.default;",
+          "  }",
+          "  return real(string, options);",
+          "}",
+        ].join("\n"),
+        loader: "js",
+      };
+    });
+  },
+};
+
+// The host CLI: an entry that only parses the command line, and one chunk per command's code,
+// imported when that command is chosen (cli/commands/index.ts), so `airlock --help` loads none of
+// it. Chunks are content-named; the ones an earlier build left are removed after the build.
+const hostChunks = "dist/airlock-chunks";
+const host = build({
+  ...common,
+  entryPoints: [{ in: "host-tools/src/main.ts", out: "airlock" }],
+  outdir: "dist",
+  outExtension: { ".js": ".mjs" },
+  splitting: true,
+  chunkNames: "airlock-chunks/[name]-[hash]",
+  metafile: true,
+  plugins: [lazyStringWidth],
+}).then((result) => {
+  const written = new Set(Object.keys(result.metafile.outputs).map((f) => path.resolve(root, f)));
+  for (const f of existsSync(path.join(root, hostChunks)) ? readdirSync(path.join(root, hostChunks)) : []) {
+    const file = path.join(root, hostChunks, f);
+    if (!written.has(file)) rmSync(file, { force: true });
+  }
+});
+
+await Promise.all([host, ...programs.map(({ entry, out }) => build({ ...common, entryPoints: [entry], outfile: out }))]);
+console.error(`built dist/airlock.mjs (+ ${hostChunks}/), ${programs.map((p) => p.out).join(", ")}`);

@@ -1,6 +1,8 @@
-// Every `airlock` sub-command is a yargs CommandModule in its own file under cli/commands/, listed
-// once in cli/commands/index.ts. Handlers throw AirlockError for user mistakes; run-cli.ts turns
-// them into a one-paragraph message and the exit status ERROR_CODES declares for their code.
+// Every `airlock` sub-command is named and described once in cli/commands/index.ts (the list
+// `airlock --help` prints); its options (yargs builder) and handler are a CommandModule in its own
+// file under cli/commands/, imported only when the command is chosen. Handlers throw AirlockError
+// for user mistakes; run-cli.ts turns them into a one-paragraph message and the exit status
+// ERROR_CODES declares for their code.
 import type { CommandModule } from "yargs";
 
 // yargs' own generics are too precise to list heterogeneous commands together.

@@ -140,8 +140,6 @@ const verifyCommand: AirlockCommand = {
 };
 
 export const auditCommand: AirlockCommand = {
-  command: "audit <command>",
-  describe: "work with audit trails",
   builder: (y: Argv) => y.command([verifyCommand]).demandCommand(1),
   handler: () => {},
 };

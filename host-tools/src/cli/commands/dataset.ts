@@ -151,8 +151,6 @@ const recipientCommand: AirlockCommand = {
 };
 
 export const datasetCommand: AirlockCommand = {
-  command: "dataset <command>",
-  describe: "encrypt and decrypt datasets in the age format",
   builder: (y: Argv) => y.command([encryptCommand, decryptCommand, keygenCommand, recipientCommand]).demandCommand(1),
   handler: () => {},
 };

@@ -51,8 +51,6 @@ const build: AirlockCommand = {
 };
 
 export const imagesCommand: AirlockCommand = {
-  command: "images <action>",
-  describe: "build measured boot images",
   builder: (y: Argv) => y.command([build]).demandCommand(1),
   handler: () => {},
 };

@@ -184,8 +184,6 @@ const list: AirlockCommand = {
 };
 
 export const kbsCommand: AirlockCommand = {
-  command: "kbs <command>",
-  describe: "the key broker: releases dataset keys to attested firewall VMs",
   builder: (y: Argv) => y.command([serve, addKey, list]).demandCommand(1),
   handler: () => {},
 };

@@ -129,8 +129,6 @@ const grant: AirlockCommand = {
 };
 
 export const manifestCommand: AirlockCommand = {
-  command: "manifest",
-  describe: "room manifest digest, collaborators' signatures, input grants",
   builder: (y: Argv) => y.command([digest, sign, verify, grant]).demandCommand(1),
   handler: () => {},
 };

@@ -61,8 +61,6 @@ function formatExplain(components: ExplainEntry[]): string {
 }
 
 export const measureCommand: AirlockCommand = {
-  command: "measure",
-  describe: "compute the SEV-SNP launch digest of firmware, kernel, initrd and command line (as sev-snp-measure --mode snp)",
   builder: (y) =>
     y
       .option("mode", { type: "string", default: "snp", choices: ["snp", "snp:ovmf-hash"], describe: "snp: the launch digest; snp:ovmf-hash: the digest of the firmware pages alone" })

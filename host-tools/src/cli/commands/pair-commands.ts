@@ -81,8 +81,6 @@ function describeState(s: PairState): string {
 }
 
 export const upCommand: AirlockCommand = {
-  command: "up <manifest>",
-  describe: "start a VM pair for a room and return once both guests run (the workload runs to its end inside)",
   builder: (y: Argv) => pairOptions(y).option("json", { type: "boolean", default: false }),
   handler: async (argv) => {
     const args = argv as unknown as UpArgs;
@@ -127,8 +125,6 @@ export const upCommand: AirlockCommand = {
 };
 
 export const superviseCommand: AirlockCommand = {
-  command: "supervise <manifest>",
-  describe: false,
   builder: (y: Argv) => pairOptions(y),
   handler: async (argv) => {
     const args = argv as unknown as UpArgs;
@@ -148,8 +144,6 @@ export const superviseCommand: AirlockCommand = {
 };
 
 export const statusCommand: AirlockCommand = {
-  command: "status [name]",
-  describe: "show one VM pair, or all",
   builder: (y: Argv) => y.positional("name", { type: "string" }).option("json", { type: "boolean", default: false }),
   handler: (argv) => {
     const args = argv as unknown as { name?: string; json: boolean };
@@ -161,8 +155,6 @@ export const statusCommand: AirlockCommand = {
 };
 
 export const logsCommand: AirlockCommand = {
-  command: "logs <name>",
-  describe: "print a VM's console (the firewall's; the sandbox's only when started with --debug), or the supervisor's log",
   builder: (y: Argv) =>
     y.positional("name", { type: "string", demandOption: true }).option("vm", { choices: ["firewall", "sandbox", "supervisor"] as const, default: "firewall" as const }),
   handler: (argv) => {
@@ -179,8 +171,6 @@ export const logsCommand: AirlockCommand = {
 };
 
 export const downCommand: AirlockCommand = {
-  command: "down <name>",
-  describe: "stop a VM pair and remove its state (idempotent)",
   builder: (y: Argv) => y.positional("name", { type: "string", demandOption: true }),
   handler: async (argv) => {
     const name = checkPairName((argv as unknown as { name: string }).name);

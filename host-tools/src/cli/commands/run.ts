@@ -25,8 +25,6 @@ interface RunArgs {
 }
 
 export const runCommand: AirlockCommand = {
-  command: "run <manifest>",
-  describe: "the batch job: start the pair, run the workload to its end, write the released outputs to --out (new or empty), stop the pair; exit 0 on success, the workload's status at DOMAIN_OWNED or below, 64 for a failed workload above it, 65 for a run that did not complete",
   builder: (y: Argv) =>
     y
       .positional("manifest", { type: "string", demandOption: true, describe: "room manifest (YAML)" })

@@ -72,8 +72,6 @@ export function parseHexOption(name: string, value: string | undefined, bytes: n
 }
 
 export const verifyReportCommand: AirlockCommand = {
-  command: "verify-report <report>",
-  describe: "verify an SEV-SNP attestation report against AMD's chain (or a named test root) and expectations",
   builder: (y: Argv) =>
     y
       .positional("report", { type: "string", demandOption: true, describe: "the 1184-byte report (binary or hex)" })

@@ -42,8 +42,6 @@ function specsFrom(args: Args): VmSpec[] {
 }
 
 export const vsockFabricCommand: AirlockCommand = {
-  command: "vsock-fabric",
-  describe: "serve the virtio-vsock devices of QEMU guests (vhost-user-vsock backend)",
   builder: (y) =>
     y
       .option("vm", {
