@@ -18,7 +18,8 @@ else
 fi
 
 # What the project needs from Debian, and why:
-#   qemu-system-x86   runs the VMs (TCG here; KVM if a probe boot works)
+#   qemu-system-x86   runs the VMs (TCG here; KVM if a probe boot works); --tee snp uses
+#                     Debian's QEMU 10 from bookworm-backports, unpacked beside it (below)
 #   busybox-static    the guests' userland (static: the minimal image has no libc)
 #   socat             a third-party vsock client for fabric tests
 #   age               the age CLI that data owners use; tests check compatibility both ways
@@ -37,6 +38,42 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 else
   say "system packages present"
+fi
+
+# QEMU for --tee snp. Debian 12's QEMU (7.2, above) runs the emulated pairs but predates
+# sev-snp-guest (QEMU 9.1), so Debian's QEMU 10.0 from bookworm-backports is unpacked (dpkg -x, not
+# installed: nothing else on the host changes) into $SNP_QEMU_PREFIX, where host-tools looks for it
+# (launch/snp-qemu.ts; AIRLOCK_SNP_QEMU overrides). Its shared libraries are those QEMU 7.2 already
+# pulled in; ldd proves it. AIRLOCK_SNP_QEMU_VERSION pins another backports version.
+SNP_QEMU_PREFIX=/opt/airlock/qemu-10
+SNP_QEMU="$SNP_QEMU_PREFIX/usr/bin/qemu-system-x86_64"
+BACKPORTS_LIST=/etc/apt/sources.list.d/airlock-bookworm-backports.sources
+snp_qemu_ok() { [ -x "$SNP_QEMU" ] && "$SNP_QEMU" --version 2>/dev/null | grep -Eq 'version (9\.[1-9]|[1-9][0-9])'; }
+if snp_qemu_ok; then
+  say "SNP-capable QEMU present: $("$SNP_QEMU" --version | head -1) in $SNP_QEMU_PREFIX"
+else
+  if ! apt-cache policy 2>/dev/null | grep -q 'bookworm-backports'; then
+    say "adding Debian's bookworm-backports to apt's sources ($BACKPORTS_LIST; nothing is installed from it)"
+    printf '%s\n' 'Types: deb' 'URIs: http://deb.debian.org/debian' 'Suites: bookworm-backports' 'Components: main' 'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' | $SUDO tee "$BACKPORTS_LIST" >/dev/null
+    $SUDO apt-get update -qq
+  fi
+  qver="${AIRLOCK_SNP_QEMU_VERSION:-$(apt-cache madison qemu-system-x86 | awk '$3 ~ /bpo12/ && $3 ~ /^1:(9\.[1-9]|[1-9][0-9])/ {print $3; exit}')}"
+  [ -n "$qver" ] || die "bookworm-backports offers no qemu-system-x86 of version 9.1 or later (needed for --tee snp)"
+  say "unpacking Debian's QEMU $qver (bookworm-backports) into $SNP_QEMU_PREFIX"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download -qq "qemu-system-x86=$qver" "qemu-system-common=$qver" "qemu-system-data=$qver" 2>/dev/null) ||
+    die "cannot download qemu-system-x86=$qver from bookworm-backports"
+  $SUDO rm -rf "$SNP_QEMU_PREFIX.new"
+  $SUDO mkdir -p "$SNP_QEMU_PREFIX.new"
+  for deb in "$tmp"/*.deb; do $SUDO dpkg -x "$deb" "$SNP_QEMU_PREFIX.new"; done
+  rm -rf "$tmp"
+  if ldd "$SNP_QEMU_PREFIX.new/usr/bin/qemu-system-x86_64" | grep -q 'not found'; then
+    die "QEMU $qver lacks shared libraries on this host: $(ldd "$SNP_QEMU_PREFIX.new/usr/bin/qemu-system-x86_64" | grep 'not found' | tr -s ' \t\n' ' ')"
+  fi
+  $SUDO rm -rf "$SNP_QEMU_PREFIX"
+  $SUDO mv "$SNP_QEMU_PREFIX.new" "$SNP_QEMU_PREFIX"
+  snp_qemu_ok || die "the unpacked QEMU in $SNP_QEMU_PREFIX does not run"
+  say "SNP-capable QEMU ready: $("$SNP_QEMU" --version | head -1)"
 fi
 
 # Debian's kernel for the guests: downloaded as a package (not installed on the host) into the
