@@ -1,6 +1,8 @@
 // Before a paused guest runs, the launcher asks QEMU what the guest really got and refuses to
 // resume on any surprise: the sandbox must have no network device, no shared folder (9p,
-// virtio-fs), no USB, no disk, and only the devices on its allowlist.
+// virtio-fs), no USB, no disk, and only the devices on its allowlist. Before an SEV-SNP guest is
+// even started, the host must have the SEV firmware device QEMU's sev-snp-guest opens.
+import { existsSync } from "node:fs";
 import { AirlockError } from "../../../proto/src/errors.ts";
 import type { QmpClient } from "../qmp/client.ts";
 import type { VmSpec } from "./qemu-args.ts";
@@ -98,4 +100,18 @@ export async function checkGuest(spec: VmSpec, qmp: QmpClient): Promise<GuestInv
     throw new AirlockError("LAUNCH", `the ${spec.role} VM did not get what it should (refusing to start it):\n${problems.map((p) => `  - ${p}`).join("\n")}`);
   }
   return inv;
+}
+
+/** The SEV firmware device (the `ccp` driver's); QEMU's sev-snp-guest opens it (its sev-device property). */
+export const SEV_DEVICE = "/dev/sev";
+
+/**
+ * --tee snp: refuses, naming the device, on a host without SEV-SNP. QEMU itself stops earlier
+ * there (KVM: "vm-type SEV-SNP not supported by KVM"), which says less about what is missing.
+ */
+export function checkSevDevice(qemu: { binary: string; version: string }, device = SEV_DEVICE): void {
+  if (existsSync(device)) return;
+  throw new AirlockError("TEE_UNSUPPORTED", `this host has no SEV-SNP device: ${device} does not exist, so QEMU ${qemu.version} (${qemu.binary}) cannot start these SEV-SNP guests`, {
+    hint: "run on an AMD EPYC host with SEV-SNP enabled in its firmware and kernel (kvm_amd sev_snp=1, the ccp driver loaded); `--print-plan` shows the exact command lines",
+  });
 }

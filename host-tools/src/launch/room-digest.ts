@@ -52,13 +52,19 @@ export function embeddedBrokerKey(): string {
 
 export const brokerKeyHash = (spkiBase64: string): string => createHash("sha256").update(Buffer.from(spkiBase64, "base64")).digest("hex");
 
-export async function roomIdentity(manifest: Manifest): Promise<RoomIdentity> {
+/**
+ * How the pair's images are measured for the pins. By default as the emulated launch runs them
+ * (imageMeasurement); `--tee snp` measures them as its plans launch them instead (the chosen
+ * firmware, the SNP command line), since that is what the PSP will report.
+ */
+export type MeasurePair = (images: PairImages) => Promise<Record<"firewall" | "sandbox", Buffer>>;
+
+export async function roomIdentity(manifest: Manifest, measure?: MeasurePair): Promise<RoomIdentity> {
   const images = await buildPairImages({ workloadDir: manifest.workload.bundle });
   const broker = embeddedBrokerKey();
-  const pins: RoomPins = {
-    firewall: (await imageMeasurement(images.firewall.dir, manifest.resources.firewall.vcpus)).toString("hex"),
-    sandbox: (await imageMeasurement(images.sandbox.dir, manifest.resources.sandbox.vcpus)).toString("hex"),
-    broker: brokerKeyHash(broker),
-  };
+  const measured = measure
+    ? await measure(images)
+    : { firewall: await imageMeasurement(images.firewall.dir, manifest.resources.firewall.vcpus), sandbox: await imageMeasurement(images.sandbox.dir, manifest.resources.sandbox.vcpus) };
+  const pins: RoomPins = { firewall: measured.firewall.toString("hex"), sandbox: measured.sandbox.toString("hex"), broker: brokerKeyHash(broker) };
   return { pins, canonical: canonicalManifest(manifest, pins), digest: manifestDigest(manifest, pins), images, brokerPublicKey: broker };
 }

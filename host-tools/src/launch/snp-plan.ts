@@ -282,12 +282,14 @@ export function type3LaunchPlan(firewall: IgvmVmSpec, sandbox: IgvmVmSpec): Qemu
  * The launch digest the guest of `snpLaunchPlan(spec)` will have, computed by the same code as
  * `airlock measure` from the same firmware, kernel, initrd, command line and vCPUs. Use it for the
  * ID block (idKey.launchDigest) and as the verifier's expected measurement. `guestFeatures` is the
- * SEV_FEATURES the host's KVM/QEMU give the guest (0x1 unless they enable more).
+ * SEV_FEATURES the host's KVM/QEMU give the guest (0x1 unless they enable more). `firmware`: the
+ * contents of spec.ovmfPath when the caller has read them already (so one read is checked and measured).
  */
-export async function snpPlanMeasurement(spec: SnpVmSpec, guestFeatures: bigint = 0x1n): Promise<SnpLaunchDigest> {
+export async function snpPlanMeasurement(spec: SnpVmSpec, guestFeatures: bigint = 0x1n, firmware?: Buffer): Promise<SnpLaunchDigest> {
   let ovmf: Buffer;
   try {
-    ovmf = await readFile(spec.ovmfPath);
+    // The caller may hand over the bytes it already read and checked from spec.ovmfPath.
+    ovmf = firmware ?? (await readFile(spec.ovmfPath));
   } catch (err) {
     throw new AirlockError("IMAGE_MISSING", `cannot read the firmware ${spec.ovmfPath}`, { cause: err });
   }

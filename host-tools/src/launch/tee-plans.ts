@@ -1,43 +1,78 @@
 // The QEMU command lines a pair would get under each TEE, for `--print-plan` and for `--tee snp`,
-// which is built and checked up to the command line: this launcher runs SNP guests only on a host
-// whose QEMU can (≥ 9.1, an SEV-SNP kernel), and refuses clearly everywhere else.
+// which is built and checked up to the hardware: the plans run with a QEMU that knows sev-snp-guest
+// (snp-qemu.ts), from the firmware the user chose (snp-firmware.ts), and the room pins the launch
+// measurements computed from that very firmware. This launcher refuses clearly on a host without
+// an SEV-SNP device (prelaunch-checks.ts), naming it.
 import path from "node:path";
 import { DECLARED_VCPU_TYPE, type PairImages } from "../images/build.ts";
 import type { Manifest } from "../../../proto/src/manifest/index.ts";
 import { AirlockError } from "../../../proto/src/errors.ts";
-import { checkQemuSupports, localQemuVersion, snpLaunchPlan, type QemuPlan } from "./snp-plan.ts";
+import { checkQemuSupports, snpLaunchPlan, snpPlanMeasurement, type QemuPlan, type SnpVmSpec } from "./snp-plan.ts";
 import { qemuArgs, QEMU_BINARY } from "./qemu-args.ts";
 import type { PairDir } from "./pair-state.ts";
-
-/** AmdSev OVMF (with the SNP kernel-hashes section) for real SNP launches. */
-export const SNP_OVMF_ENV = "AIRLOCK_SNP_OVMF";
+import { roomIdentity, type RoomIdentity } from "./room-digest.ts";
+import { findSnpQemu, type SnpQemu } from "./snp-qemu.ts";
+import type { SnpFirmware } from "./snp-firmware.ts";
+import { checkSevDevice } from "./prelaunch-checks.ts";
 
 export type Role = "firewall" | "sandbox";
 
+/**
+ * What an SNP guest's kernel command line adds to its image's: `airlock.tee=snp`, which the
+ * guests' programs read (proto's teeOf) to get reports from configfs-tsm instead of the emulated
+ * PSP. It is part of -append, so it is measured (kernel hashes) like the rest; the images
+ * themselves stay the same bit for bit under every TEE.
+ */
+export const SNP_CMDLINE_ARG = "airlock.tee=snp";
+export const snpCmdline = (imageCmdline: string): string => `${imageCmdline.trim()} ${SNP_CMDLINE_ARG}`;
 
 function vsockDevice(dir: PairDir, role: Role): string[][] {
   return [["-chardev", `socket,id=vsock0,path=${dir.vhostSocket(role)}`], ["-device", "vhost-user-vsock-pci,chardev=vsock0,id=vsock0"]];
 }
 
-/** `hostData`: the room's digest with its pins (room-digest.ts), as the emulated launch binds it. */
-export function snpPairPlans(manifest: Manifest, images: PairImages, dir: PairDir, hostData: Buffer): Record<Role, QemuPlan> {
-  const ovmf = process.env[SNP_OVMF_ENV] ?? "/usr/share/ovmf/AMDSEV.fd";
-  const plan = (role: Role): QemuPlan =>
-    snpLaunchPlan({
-      name: `${dir.name}-${role}`,
-      memoryMiB: manifest.resources[role].memoryMiB,
-      vcpus: manifest.resources[role].vcpus,
-      vcpuType: DECLARED_VCPU_TYPE,
-      ovmfPath: ovmf,
-      kernelPath: path.join(images[role].dir, "vmlinuz"),
-      initrdPath: path.join(images[role].dir, "initrd.img"),
-      append: images[role].info.cmdline,
-      hostData,
-      qmpSocket: dir.qmpSocket(role),
-      extraDevices: vsockDevice(dir, role),
-      console: role === "firewall" ? "stdio" : "none",
-    });
+/** One VM of the pair as its SNP plan launches it; `hostData` is the room's digest once it is known. */
+function snpSpec(manifest: Manifest, images: PairImages, dir: PairDir, firmware: SnpFirmware, role: Role, hostData?: Buffer): SnpVmSpec {
+  return {
+    name: `${dir.name}-${role}`,
+    memoryMiB: manifest.resources[role].memoryMiB,
+    vcpus: manifest.resources[role].vcpus,
+    vcpuType: DECLARED_VCPU_TYPE,
+    ovmfPath: firmware.path,
+    kernelPath: path.join(images[role].dir, "vmlinuz"),
+    initrdPath: path.join(images[role].dir, "initrd.img"),
+    append: snpCmdline(images[role].info.cmdline),
+    ...(hostData && { hostData }),
+    qmpSocket: dir.qmpSocket(role),
+    extraDevices: vsockDevice(dir, role),
+    console: role === "firewall" ? "stdio" : "none",
+  };
+}
+
+/** `hostData`: the room's digest with its pins (snpRoom), as the emulated launch binds it. */
+export function snpPairPlans(manifest: Manifest, images: PairImages, dir: PairDir, hostData: Buffer, firmware: SnpFirmware): Record<Role, QemuPlan> {
+  const plan = (role: Role): QemuPlan => snpLaunchPlan(snpSpec(manifest, images, dir, firmware, role, hostData));
   return { firewall: plan("firewall"), sandbox: plan("sandbox") };
+}
+
+/** The launch measurement each VM of the SNP plans will have: the plan's own inputs, the firmware's checked bytes. */
+export async function snpPairMeasurements(manifest: Manifest, images: PairImages, dir: PairDir, firmware: SnpFirmware): Promise<Record<Role, Buffer>> {
+  const measure = async (role: Role): Promise<Buffer> => (await snpPlanMeasurement(snpSpec(manifest, images, dir, firmware, role), 0x1n, firmware.bytes)).digest;
+  return { firewall: await measure("firewall"), sandbox: await measure("sandbox") };
+}
+
+export interface SnpRoom {
+  /** The room as the SNP launch binds it: its pins are the SNP launch measurements below. */
+  room: RoomIdentity;
+  plans: Record<Role, QemuPlan>;
+  /** The expected launch measurement of each VM, computed from the chosen firmware. */
+  measurements: Record<Role, Buffer>;
+}
+
+/** The SNP plans of a pair and the room they launch, all from one firmware file. */
+export async function snpRoom(manifest: Manifest, dir: PairDir, firmware: SnpFirmware): Promise<SnpRoom> {
+  let measurements: Record<Role, Buffer> | undefined;
+  const room = await roomIdentity(manifest, async (images) => (measurements = await snpPairMeasurements(manifest, images, dir, firmware)));
+  return { room, plans: snpPairPlans(manifest, room.images, dir, room.digest, firmware), measurements: measurements! };
 }
 
 export function emulatedPairArgv(manifest: Manifest, images: PairImages, dir: PairDir, accel: "kvm" | "tcg"): Record<Role, string[]> {
@@ -60,11 +95,16 @@ export function emulatedPairArgv(manifest: Manifest, images: PairImages, dir: Pa
   return { firewall: argv("firewall"), sandbox: argv("sandbox") };
 }
 
-/** --tee snp: refuses, naming the QEMU version needed, when the local QEMU cannot launch the plans. */
-export async function checkSnpHost(plans: Record<Role, QemuPlan>): Promise<void> {
-  const version = await localQemuVersion();
-  for (const plan of Object.values(plans)) checkQemuSupports(plan, version);
-  throw new AirlockError("TEE_UNSUPPORTED", `QEMU ${version} could launch SNP guests, but this host has no SEV-SNP support airlock can use (/dev/sev missing)`, {
-    hint: "run on an SEV-SNP host; `--print-plan` shows the exact command lines",
+/**
+ * --tee snp on this host: finds a QEMU that can launch the plans (refusing, naming what to
+ * install, when there is none), then checks the host's SEV-SNP device and refuses naming it when
+ * it is missing. A host that has both still gets a refusal: airlock launches emulated pairs only.
+ */
+export async function checkSnpHost(plans: Record<Role, QemuPlan>, sevDevice?: string): Promise<never> {
+  const qemu: SnpQemu = await findSnpQemu();
+  for (const plan of Object.values(plans)) checkQemuSupports(plan, qemu.version);
+  checkSevDevice(qemu, sevDevice);
+  throw new AirlockError("TEE_UNSUPPORTED", `this host has an SEV-SNP device and QEMU ${qemu.version} (${qemu.binary}) can launch the plans, but airlock does not launch SNP pairs yet`, {
+    hint: "`--print-plan` shows the exact command lines and expected measurements; use --tee emulated meanwhile",
   });
 }

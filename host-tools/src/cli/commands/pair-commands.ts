@@ -8,9 +8,9 @@ import type { Argv } from "yargs";
 import { AirlockError } from "../../../../proto/src/errors.ts";
 import { createRootLogger } from "../../../../proto/src/log.ts";
 import { loadManifest, type Manifest } from "../../../../proto/src/manifest/index.ts";
-import { checkSnpHost, emulatedPairArgv, snpPairPlans } from "../../launch/tee-plans.ts";
+import { checkSnpHost, emulatedPairArgv, snpRoom } from "../../launch/tee-plans.ts";
+import { chosenSnpFirmware, loadSnpFirmware, SNP_FIRMWARE_ENV } from "../../launch/snp-firmware.ts";
 import { roomIdentity } from "../../launch/room-digest.ts";
-import { QEMU_BINARY } from "../../launch/qemu-args.ts";
 import { Pair } from "../../launch/pair.ts";
 import { projectRoot } from "../../paths.ts";
 import { checkPairName, isAlive, listPairNames, observedState, PairDir, type PairState } from "../../launch/pair-state.ts";
@@ -28,7 +28,11 @@ interface UpArgs {
   debug: boolean;
   json: boolean;
   "print-plan"?: boolean;
+  firmware?: string;
 }
+
+/** --firmware, shared by up and run. */
+export const FIRMWARE_OPTION = { type: "string", describe: `--tee snp: the AmdSev OVMF to boot and measure (default: $${SNP_FIRMWARE_ENV})` } as const;
 
 const pairOptions = (y: Argv): Argv =>
   y
@@ -37,27 +41,34 @@ const pairOptions = (y: Argv): Argv =>
     .option("accel", { choices: ["auto", "kvm", "tcg"] as const, default: "auto" as const, describe: "auto uses KVM only if a bounded probe boot succeeds" })
     .option("tee", { choices: ["emulated", "snp"] as const, default: "emulated" as const })
     .option("debug", { type: "boolean", default: false, describe: "capture the sandbox console (never done otherwise)" })
-    .option("print-plan", { type: "boolean", default: false, describe: "print the QEMU command lines for --tee and stop" });
+    .option("print-plan", { type: "boolean", default: false, describe: "print the QEMU command lines for --tee and stop" })
+    .option("firmware", FIRMWARE_OPTION);
 
 /**
- * --print-plan prints the QEMU command lines the pair gets under the chosen TEE and stops;
- * --tee snp is checked against the local QEMU and refused with the version it needs.
+ * --print-plan prints the QEMU command lines the pair gets under the chosen TEE and stops (for
+ * --tee snp with the firmware and each VM's expected launch measurement); --tee snp needs the
+ * firmware the user chose and is refused on a host without an SNP-capable QEMU or SEV-SNP device.
  * Returns true when the command should stop here.
  */
-export async function handlePlanAndTee(args: { tee: "emulated" | "snp"; accel: "auto" | "kvm" | "tcg"; "print-plan"?: boolean }, manifest: Manifest, name: string): Promise<boolean> {
+export async function handlePlanAndTee(args: { tee: "emulated" | "snp"; accel: "auto" | "kvm" | "tcg"; "print-plan"?: boolean; firmware?: string }, manifest: Manifest, name: string): Promise<boolean> {
+  if (args.firmware !== undefined && args.tee !== "snp") throw new AirlockError("USAGE", "--firmware is for --tee snp only (emulated launches boot the kernel directly)");
   if (args.tee === "emulated" && !args["print-plan"]) return false;
   const dir = new PairDir(name);
-  const room = await roomIdentity(manifest);
-  const images = room.images;
   if (args.tee === "snp") {
-    const plans = snpPairPlans(manifest, images, dir, room.digest);
+    const chosen = chosenSnpFirmware(args.firmware);
+    if (chosen === undefined) throw new AirlockError("USAGE", `--tee snp needs the firmware to boot and measure: pass --firmware PATH or set ${SNP_FIRMWARE_ENV}`, { hint: "an OVMF built from edk2's OvmfPkg/AmdSev/AmdSevX64.dsc" });
+    const firmware = loadSnpFirmware(chosen);
+    const { plans, measurements } = await snpRoom(manifest, dir, firmware);
     if (args["print-plan"]) {
-      for (const [role, plan] of Object.entries(plans)) process.stdout.write(`# ${role} (SNP, needs QEMU ≥ ${plan.requires.minQemu})\n${[QEMU_BINARY, ...plan.argv].map(shellQuote).join(" ")}\n`);
+      process.stdout.write(`# firmware ${firmware.path} (sha256 ${firmware.sha256})\n`);
+      for (const [role, plan] of Object.entries(plans)) {
+        process.stdout.write(`# ${role} (SNP, needs QEMU ≥ ${plan.requires.minQemu}), expected launch measurement ${measurements[role as keyof typeof measurements].toString("hex")}\n${[plan.binary, ...plan.argv].map(shellQuote).join(" ")}\n`);
+      }
       return true;
     }
     await checkSnpHost(plans);
-    return true;
   }
+  const images = (await roomIdentity(manifest)).images;
   const argv = emulatedPairArgv(manifest, images, dir, args.accel === "kvm" ? "kvm" : "tcg");
   for (const [role, a] of Object.entries(argv)) process.stdout.write(`# ${role} (emulated TEE)\n${a.map(shellQuote).join(" ")}\n`);
   return true;

@@ -10,7 +10,7 @@ import { AirlockError, RUN_EXIT } from "../../../../proto/src/errors.ts";
 import { prepareOutDir } from "../out-dir.ts";
 import type { RunSummary } from "../../launch/run-summary.ts";
 import { handleSignals } from "../signals.ts";
-import { handlePlanAndTee } from "./pair-commands.ts";
+import { FIRMWARE_OPTION, handlePlanAndTee } from "./pair-commands.ts";
 
 interface RunArgs {
   manifest: string;
@@ -20,6 +20,7 @@ interface RunArgs {
   tee: "emulated" | "snp";
   debug: boolean;
   "print-plan"?: boolean;
+  firmware?: string;
   force: boolean;
   keep: boolean;
 }
@@ -34,6 +35,7 @@ export const runCommand: AirlockCommand = {
       .option("tee", { choices: ["emulated", "snp"] as const, default: "emulated" as const })
       .option("debug", { type: "boolean", default: false, describe: "capture the sandbox console in the state folder (never done otherwise)" })
       .option("print-plan", { type: "boolean", default: false, describe: "print the QEMU command lines for --tee and stop" })
+      .option("firmware", FIRMWARE_OPTION)
       .option("keep", { type: "boolean", default: false, describe: "keep the pair's state folder (state.json, logs) after a completed run too, for review" })
       .option("force", { type: "boolean", default: false, describe: "replace what an earlier run of this room left in --out (which must otherwise be new or empty)" }),
   handler: async (argv) => {
