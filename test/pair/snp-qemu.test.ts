@@ -28,11 +28,12 @@ const skipReason = qemu === undefined && !process.env.CI ? `no SNP-capable QEMU 
 if (skipReason) console.warn(`snp-qemu.test.ts skipped: ${skipReason}`);
 
 /**
- * What QEMU says when the host, not the command line, stops an SEV-SNP launch: KVM without the
- * SEV-SNP VM type (this host), no KVM at all (a CI runner without /dev/kvm), or KVM with SNP but
- * no SEV firmware device.
+ * What QEMU 10.0 says when the host, not the command line, stops an SEV-SNP launch: KVM without
+ * the SEV-SNP VM type (a host with /dev/kvm but no SNP, like the development host), no KVM at all
+ * (a runner without /dev/kvm: "Could not access KVM kernel module: No such file or directory",
+ * then "failed to initialize kvm: …"), or SNP-capable KVM without the SEV firmware device.
  */
-const HARDWARE = [/^qemu-system-x86_64: vm-type SEV-SNP not supported by KVM$/, /^Could not access KVM kernel module: /, /^qemu-system-x86_64: failed to initialize kvm: /, /^qemu-system-x86_64: sev_common_kvm_init: Failed to open \/dev\/sev /];
+const HARDWARE = [/^qemu-system-x86_64: vm-type SEV-SNP not supported by KVM$/, /^qemu-system-x86_64: Could not access KVM kernel module: /, /^qemu-system-x86_64: failed to initialize kvm: /, /^qemu-system-x86_64: sev_common_kvm_init: Failed to open \/dev\/sev /];
 /** What it says about a command line it does not accept: none of this may ever appear. */
 const COMMAND_LINE = /invalid option|Invalid parameter|Parameter '.*' (is missing|expects)|[Pp]roperty '.*' not found|unknown (option|object type)|is not a valid|invalid object type|not a valid device model|CPU model '.*' not found|Could not open option rom/;
 
