@@ -1,8 +1,8 @@
 // The kernel-hashes table QEMU writes into OVMF's SNP_KERNEL_HASHES page when it launches with
 // kernel-hashes=on (target/i386/sev.c, sev_add_kernel_loader_hashes): OVMF checks -kernel,
 // -initrd and -append against it, and the page is measured, so the launch digest covers them.
-import { createHash } from "node:crypto";
-import { createReadStream } from "node:fs";
+import { createHash, webcrypto } from "node:crypto";
+import { open, type FileHandle } from "node:fs/promises";
 import { AirlockError } from "../../../proto/src/errors.ts";
 import { guidToBytes, PAGE_SIZE } from "./ovmf.ts";
 
@@ -26,15 +26,60 @@ export interface KernelHashes {
 /** A file path (streamed) or contents already in memory. */
 export type BlobSource = string | Buffer;
 
-/** SHA-256 of a file, read in 1 MiB chunks so a 100+ MB initrd never sits in memory whole. */
+/** Reads of a streamed file: large enough that the per-read cost vanishes, small enough to stay in cache. */
+const BLOCK = 1 << 20;
+/**
+ * A regular file up to this size (a kernel) is read whole and hashed on libuv's thread pool
+ * (WebCrypto's digest), beside the main thread, which streams the larger file (an initrd).
+ */
+const POOL_HASH_MAX = 64 << 20;
+
+/**
+ * SHA-256 of a file, read once: small regular files whole and hashed off the main thread, others
+ * streamed in 1 MiB blocks (the next block is read while this one is hashed), so a 100+ MB initrd
+ * never sits in memory whole.
+ */
 export async function sha256Of(source: BlobSource, what: string): Promise<Buffer> {
-  const hash = createHash("sha256");
-  if (Buffer.isBuffer(source)) return hash.update(source).digest();
+  if (Buffer.isBuffer(source)) return createHash("sha256").update(source).digest();
   try {
-    for await (const chunk of createReadStream(source, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
+    const file = await open(source, "r");
+    try {
+      const st = await file.stat();
+      return st.isFile() && st.size <= POOL_HASH_MAX ? await hashWhole(file, st.size) : await hashStreamed(file);
+    } finally {
+      await file.close();
+    }
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code ?? "";
     throw new AirlockError("MEASURE", `cannot read the ${what} ${source}${code ? ` (${code})` : ""}`, { cause: err, hint: `check the --${what} path` });
+  }
+}
+
+/** Reads to the end (the file may have grown since its size was taken), then digests on the thread pool. */
+async function hashWhole(file: FileHandle, size: number): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for (let want = size; ; want = BLOCK) {
+    const buf = Buffer.allocUnsafe(Math.max(want, 1));
+    const { bytesRead } = await file.read(buf, 0, buf.length, null);
+    if (bytesRead === 0) break;
+    parts.push(buf.subarray(0, bytesRead));
+  }
+  const data = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+  return Buffer.from(await webcrypto.subtle.digest("SHA-256", data));
+}
+
+/** Two buffers in turn: the next block is read (on the thread pool) while this one is hashed. */
+async function hashStreamed(file: FileHandle): Promise<Buffer> {
+  const hash = createHash("sha256");
+  const buffers = [Buffer.allocUnsafe(BLOCK), Buffer.allocUnsafe(BLOCK)] as const;
+  let which = 0;
+  let pending = file.read(buffers[which], 0, BLOCK, null);
+  for (;;) {
+    const { bytesRead, buffer } = await pending;
+    if (bytesRead === 0) break;
+    which ^= 1;
+    pending = file.read(buffers[which], 0, BLOCK, null);
+    hash.update(buffer.subarray(0, bytesRead));
   }
   return hash.digest();
 }

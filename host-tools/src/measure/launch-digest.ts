@@ -50,6 +50,7 @@ export interface ExplainEntry {
 
 export interface SnpLaunchDigest {
   digest: Buffer;
+  /** In launch order; the firmware's own (whole-file) hash is computed when this is first read. */
   components: ExplainEntry[];
 }
 
@@ -109,10 +110,13 @@ export function snpLaunchDigestOf(info: OvmfInfo, inputs: SnpLaunchInputs): SnpL
     components.push({ ...e, digestAfter: ld.digest.toString("hex") });
   };
 
-  // (1) The firmware, unless its pages' digest was given.
+  // (1) The firmware, unless its pages' digest was given. Its whole-file hash is only for the
+  // explanation: computed when the components are read (the digest needs only the pages' hashes).
+  let firmware: ExplainEntry | undefined;
   if (inputs.ovmfHash === undefined) {
     ld.normalPages(info.gpa, inputs.ovmf);
-    record({ component: "firmware", detail: `${source}, ${info.size} bytes as NORMAL pages`, hash: `sha384:${sha384(inputs.ovmf).toString("hex")}`, gpa: hex(info.gpa), pages: info.size / PAGE_SIZE });
+    record({ component: "firmware", detail: `${source}, ${info.size} bytes as NORMAL pages`, hash: undefined, gpa: hex(info.gpa), pages: info.size / PAGE_SIZE });
+    firmware = components.at(-1);
   } else {
     record({ component: "firmware", detail: `precomputed digest of the firmware pages (seed)`, hash: `ld:${inputs.ovmfHash.toString("hex")}`, gpa: hex(info.gpa), pages: 0 });
   }
@@ -192,7 +196,14 @@ export function snpLaunchDigestOf(info: OvmfInfo, inputs: SnpLaunchInputs): SnpL
     for (let i = 1; i < vcpus; i++) ld.vmsaPageHash(ap);
     record({ component: vcpus === 2 ? "vmsa[1] AP" : `vmsa[1..${vcpus - 1}] AP`, detail: `${vcpus - 1} VMSA page(s), EIP ${hex(info.apResetEip)}`, hash: `sha384:${ap.toString("hex")}`, gpa: hex(VMSA_GPA), pages: vcpus - 1 });
   }
-  return { digest: ld.digest, components };
+  const ovmf = inputs.ovmf;
+  return {
+    digest: ld.digest,
+    get components() {
+      if (firmware !== undefined && firmware.hash === undefined) firmware.hash = `sha384:${sha384(ovmf).toString("hex")}`;
+      return components;
+    },
+  };
 }
 
 function checkWholePages(size: number, name: string, source: string): void {
