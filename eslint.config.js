@@ -26,7 +26,7 @@ const protoProgramsZone = {
 const boundaries = (zones) => ["error", { basePath: import.meta.dirname, zones }];
 
 export default tseslint.config(
-  { ignores: ["node_modules/", "dist/", "**/build/", "out/", ".airlock/"] },
+  { ignores: ["node_modules/", "dist/", "**/build/", "out/", ".airlock/", "proto/gen/"] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

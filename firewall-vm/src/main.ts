@@ -5,7 +5,7 @@
 import { mkdirSync } from "node:fs";
 import { HOST_CONTROL_PORT } from "../../proto/src/control.ts";
 import { createRootLogger } from "../../proto/src/log.ts";
-import { parseRoom } from "../../proto/src/room.ts";
+import { parseRoomBytes } from "../../proto/src/room.ts";
 import { AuditLog, signerFromPrivateKey } from "../../proto/src/audit/index.ts";
 import { connectVsock } from "../../proto/src/vsock-stream.ts";
 import { HOST_CID } from "./enforcer/context.ts";
@@ -22,10 +22,10 @@ const log = createRootLogger({ name: "firewall", destination: 1 });
 async function main(): Promise<number> {
   const hostStream = await connectVsock(HOST_CID, HOST_CONTROL_PORT, 30_000);
   const host = new HostChannel(hostStream);
-  const first = await host.nextJson("room");
-  const room = parseRoom(first.canonical);
+  const first = await host.expect("room");
+  const room = parseRoomBytes(first.canonicalJson);
   // The host names the broker's key; the room (whose digest the launch bound) pins its hash.
-  const brokerPublicKey = typeof first.brokerPublicKey === "string" && first.brokerPublicKey.length < 200 ? first.brokerPublicKey : null;
+  const brokerPublicKey = first.brokerPublicKey || null;
   log.info({ room: room.name, digest: room.digest }, "room received");
 
   mkdirSync(RUN_DIR, { recursive: true, mode: 0o700 });
@@ -33,7 +33,7 @@ async function main(): Promise<number> {
   const audit = new ShippedAudit(await AuditLog.create(`${RUN_DIR}/audit.log`, { signer: signerFromPrivateKey(key.privateKey), logger: log }), host);
   // The launch names the TEE (airlock.tee= on the measured kernel command line; emulated by default).
   const provider = reportProvider();
-  const code = await runEnforcer({ room, host, audit, key, provider, violations: new Violations(), log, hold: first.hold === true, brokerPublicKey, runDir: RUN_DIR });
+  const code = await runEnforcer({ room, host, audit, key, provider, violations: new Violations(), log, hold: first.hold, brokerPublicKey, runDir: RUN_DIR });
   hostStream.destroy();
   return code;
 }

@@ -1,10 +1,14 @@
-// The messages between the host, the firewall VM and the sandbox VM. Both links carry frames
-// (framing.ts); a frame's first byte says whether it holds a JSON message or raw data that belongs
-// to the message before it. Every message from a peer is parsed by the functions here, which
-// check each field: a guest's message is hostile until it has passed them.
+// The links between the host, the firewall VM and the sandbox VM: the messages are declared in
+// proto/airlock/v1/control.proto (host <-> firewall) and agent.proto (firewall <-> agent). Both
+// links carry frames (framing.ts); a frame's first byte says whether it holds one message of the
+// link or raw data that belongs to the message before it. Every message from a peer is decoded and
+// checked against its declaration (wire.ts): a guest's message is hostile until it has passed.
 import type { Readable, Writable } from "node:stream";
+import type { DescMessage, Message, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
+import type { GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { AirlockError } from "./errors.ts";
 import { readFrames, writeFrame } from "./framing.ts";
+import { decodeMessage, encodeMessage } from "./wire.ts";
 
 /** Firewall → host: the firewall connects to the host (CID 2) on this vsock port. */
 export const HOST_CONTROL_PORT = 1024;
@@ -22,13 +26,28 @@ export const AGENT_PORT = 5000;
 export const SANDBOX_PSP_RELAY_PORT = 5001;
 export const FIREWALL_CID = 3;
 
-const JSON_FRAME = 1;
+const MESSAGE_FRAME = 1;
 const DATA_FRAME = 2;
 
-export type Incoming = { kind: "json"; value: Record<string, unknown> } | { kind: "data"; data: Buffer };
+/** A frame from a peer: one message of the link's envelope (already checked), or raw bytes. */
+export type Incoming<M> = { kind: "message"; message: M } | { kind: "data"; data: Buffer };
 
-export async function sendMessage(stream: Writable, value: object): Promise<void> {
-  await writeFrame(stream, Buffer.concat([Buffer.from([JSON_FRAME]), Buffer.from(JSON.stringify(value))]));
+type AnyCase = { case: string; value: unknown };
+/** The cases of a link's envelope (`body` oneof): `{ case: "workloadExit"; value: WorkloadExit }`... */
+export type BodyOf<M> = M extends { body: infer B } ? Extract<B, AnyCase> : never;
+/** One case's name. */
+export type CaseOf<M> = BodyOf<M> extends infer B ? (B extends AnyCase ? B["case"] : never) : never;
+/** The value of case K. */
+export type ValueOf<M, K> = BodyOf<M> extends infer B ? (B extends { case: K; value: infer V } ? V : never) : never;
+/** What a sender gives for case K: the value's fields, any of them left at their defaults. */
+export type InitOf<M, K> = ValueOf<M, K> extends infer V ? (V extends Message ? MessageInitShape<GenMessage<V>> : never) : never;
+/** A message of a link as its sender writes it. */
+export type Outgoing<M> = { [K in CaseOf<M>]: { case: K; value: InitOf<M, K> } }[CaseOf<M>];
+
+/** Sends one message of the link (`body` case K), checked against its declaration. */
+export async function sendMessage<M extends Message>(stream: Writable, schema: GenMessage<M>, message: Outgoing<M>): Promise<void> {
+  const payload = encodeMessage(schema, { body: message } as unknown as MessageInitShape<GenMessage<M>>);
+  await writeFrame(stream, Buffer.concat([Buffer.from([MESSAGE_FRAME]), payload]));
 }
 
 export async function sendData(stream: Writable, data: Buffer): Promise<void> {
@@ -40,42 +59,33 @@ export async function sendBytes(stream: Writable, data: Buffer, piece = 256 * 10
   for (let off = 0; off < data.length; off += piece) await sendData(stream, data.subarray(off, off + piece));
 }
 
-export async function* readMessages(stream: Readable, maxFrame?: number): AsyncGenerator<Incoming> {
+/**
+ * Reads a link's frames: each message is decoded and checked against `schema` (proto/src/wire.ts)
+ * before it is yielded; `peer` names the sender in errors (GUEST_PROTOCOL).
+ */
+export async function* readMessages<D extends DescMessage>(stream: Readable, schema: D, peer: string, maxFrame?: number): AsyncGenerator<Incoming<MessageShape<D>>> {
   for await (const frame of readFrames(stream, maxFrame)) {
-    if (frame.length === 0) throw new AirlockError("GUEST_PROTOCOL", "empty frame");
+    if (frame.length === 0) throw new AirlockError("GUEST_PROTOCOL", `${peer}: empty frame`);
     if (frame[0] === DATA_FRAME) {
       yield { kind: "data", data: frame.subarray(1) };
-    } else if (frame[0] === JSON_FRAME) {
-      let value: unknown;
-      try {
-        value = JSON.parse(frame.subarray(1).toString("utf8"));
-      } catch {
-        throw new AirlockError("GUEST_PROTOCOL", "a message that is not JSON");
-      }
-      if (value === null || typeof value !== "object" || Array.isArray(value)) throw new AirlockError("GUEST_PROTOCOL", "a message that is not an object");
-      yield { kind: "json", value: value as Record<string, unknown> };
+    } else if (frame[0] === MESSAGE_FRAME) {
+      yield { kind: "message", message: decodeMessage(schema, frame.subarray(1), peer) };
     } else {
-      throw new AirlockError("GUEST_PROTOCOL", `unknown frame type ${frame[0]}`);
+      throw new AirlockError("GUEST_PROTOCOL", `${peer}: unknown frame type ${frame[0]}`);
     }
   }
 }
 
-/** A message's type for an error: only a well-formed one is quoted (errors may reach the host). */
-const typeOf = (m: Record<string, unknown>): string => (typeof m.type === "string" && /^[a-z-]{1,32}$/.test(m.type) ? m.type : "(malformed)");
+/** The body of a decoded message (decodeMessage has checked that its oneof is set). */
+export function bodyOf<M>(message: M): BodyOf<M> {
+  return (message as { body: unknown }).body as BodyOf<M>;
+}
 
-/** Field checks for messages from a peer; each throws GUEST_PROTOCOL naming the field. */
-export const field = {
-  string(m: Record<string, unknown>, k: string, max = 4096): string {
-    const v = m[k];
-    if (typeof v !== "string" || v.length > max) throw new AirlockError("GUEST_PROTOCOL", `message ${typeOf(m)}: field ${k} must be a string of at most ${max} characters`);
-    return v;
-  },
-  int(m: Record<string, unknown>, k: string, min: number, max: number): number {
-    const v = m[k];
-    if (!Number.isSafeInteger(v) || (v as number) < min || (v as number) > max) throw new AirlockError("GUEST_PROTOCOL", `message ${typeOf(m)}: field ${k} must be an integer from ${min} to ${max}`);
-    return v as number;
-  },
-};
+/** The value of an expected message, or GUEST_PROTOCOL naming what was expected (never what came). */
+export function expectMessage<M, K extends CaseOf<M>>(frame: Incoming<M>, kind: K, peer: string): ValueOf<M, K> {
+  if (frame.kind !== "message" || (bodyOf(frame.message) as AnyCase).case !== kind) throw new AirlockError("GUEST_PROTOCOL", `${peer} sent something other than the expected ${kind} message`);
+  return (bodyOf(frame.message) as AnyCase).value as ValueOf<M, K>;
+}
 
 /** A relative path inside an output folder: no absolute paths, no "..", no empty parts. */
 export function checkRelativePath(p: string): string {

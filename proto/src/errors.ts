@@ -3,7 +3,11 @@
 //
 // Each code is declared once, with the exit status the CLI returns for it (README § Using it: 2 bad
 // input or a refusal, 1 a failed check, 3 an internal fault) and its one-line summary. README.md
-// lists them in a table that proto/src/errors.test.ts keeps in step with this one.
+// lists them in a table that proto/src/errors.test.ts keeps in step with this one. The codes as
+// they cross the wire are proto/airlock/v1/errors.proto's ErrorCode: the `satisfies` below makes
+// the compiler refuse a code missing from either list.
+import { ErrorCode as WireErrorCode } from "../gen/airlock/v1/errors_pb.ts";
+
 export const ERROR_CODES = {
   USAGE: { exit: 2, summary: "bad command-line usage" },
   MANIFEST_INVALID: { exit: 2, summary: "the room manifest is malformed or fails validation" },
@@ -39,9 +43,18 @@ export const ERROR_CODES = {
   AUDIT_INVALID: { exit: 1, summary: "the audit trail does not verify" },
   CONSENT: { exit: 2, summary: "governance did not consent" },
   INTERNAL: { exit: 3, summary: "an internal fault in airlock" },
-} as const satisfies Record<string, { exit: 1 | 2 | 3; summary: string }>;
+} as const satisfies Record<Exclude<keyof typeof WireErrorCode, "UNSPECIFIED">, { exit: 1 | 2 | 3; summary: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
+
+/** A code as it crosses the wire. */
+export const errorCodeToWire = (code: ErrorCode): WireErrorCode => WireErrorCode[code];
+
+/** A code from the wire (decoding refused values the enum does not declare). */
+export function errorCodeFromWire(wire: WireErrorCode): ErrorCode {
+  const name = WireErrorCode[wire];
+  return name !== undefined && isErrorCode(name) ? name : "INTERNAL";
+}
 
 /** True for a code declared above (own keys only: "constructor" or "toString" are not codes). */
 export function isErrorCode(code: string): code is ErrorCode {

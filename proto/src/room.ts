@@ -67,6 +67,20 @@ function canonicalText(v: unknown): string {
   }
 }
 
+/** The room as control.proto's Room carries it: the canonical manifest's JSON text. */
+export function parseRoomBytes(canonicalJson: Uint8Array): RoomPlan {
+  let value: unknown;
+  try {
+    value = JSON.parse(Buffer.from(canonicalJson).toString("utf8"));
+  } catch {
+    bad("it is not JSON");
+  }
+  return parseRoom(value);
+}
+
+/** The canonical manifest's bytes as the room's messages carry them (Room, Run). */
+export const roomBytes = (canonical: unknown): Buffer => Buffer.from(canonicalJson(canonical));
+
 /** Checks a canonical manifest received from the host and returns what the enforcer needs. */
 export function parseRoom(canonical: unknown): RoomPlan {
   if (!isObj(canonical) || canonical.apiVersion !== "airlock/v1") bad("not an airlock/v1 canonical manifest");

@@ -52,7 +52,7 @@ export async function openAgentChannel(ctx: RunContext, listeners: AgentListener
   const { room, host, audit, provider, log } = ctx;
   const sandboxMeasurement = room.attestation.sandbox;
   await audit.append("channel.expected", { peer: "sandbox", measurement: sandboxMeasurement, pinnedBy: "room digest" });
-  await host.send({ type: "firewall-ready", digest: room.digest });
+  await host.send({ case: "firewallReady", value: { digest: room.digest } });
   const conn = await listeners.connection;
   // Closed by the run's end once the host has heard how the run ended: the sandbox powers off when
   // its link closes, and the host must learn why before it sees that.
@@ -68,7 +68,7 @@ export async function openAgentChannel(ctx: RunContext, listeners: AgentListener
     listeners.pspRelay.close();
   }
   // The handshake was the sandbox's one attestation: the host closes its sandbox PSP listener too.
-  await host.send({ type: "sandbox-attested" });
+  await host.send({ case: "sandboxAttested", value: {} });
   ctx.agentLink = channel.stream;
   // A truncated or tampered channel after the run is over is only logged (reads report it before).
   channel.stream.on("error", (err: Error) => log.warn({ err: err.message }, "agent channel failed"));

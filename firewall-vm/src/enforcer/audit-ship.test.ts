@@ -9,6 +9,7 @@ import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { AuditLog, signerFromPrivateKey, verifyAuditLog } from "../../../proto/src/audit/index.ts";
 import { readMessages } from "../../../proto/src/control.ts";
+import { FirewallToHostSchema } from "../../../proto/gen/airlock/v1/control_pb.ts";
 import { HostChannel } from "./host-channel.ts";
 import { ShippedAudit } from "./audit-ship.ts";
 
@@ -26,8 +27,8 @@ async function hostEnd(): Promise<{ socketPath: string; received: () => string; 
     void (async () => {
       let want = 0;
       try {
-        for await (const m of readMessages(c)) {
-          if (m.kind === "json" && m.value.type === "audit-lines") want = m.value.size as number;
+        for await (const m of readMessages(c, FirewallToHostSchema, "the firewall")) {
+          if (m.kind === "message" && m.message.body.case === "auditLines") want = m.message.body.value.size;
           else if (m.kind === "data" && want > 0) {
             text += m.data.toString("utf8");
             want -= m.data.length;

@@ -44,7 +44,7 @@ export class ShippedAudit implements AuditSink {
         const end = buf.subarray(0, bytesRead).lastIndexOf(0x0a) + 1;
         if (end === 0) return;
         await this.host.exclusive(async (send, data) => {
-          await send({ type: "audit-lines", size: end });
+          await send({ case: "auditLines", value: { size: end } });
           await data(buf.subarray(0, end));
         });
         this.offset += end;

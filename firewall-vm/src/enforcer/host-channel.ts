@@ -4,7 +4,12 @@
 // file, a consent answer) is either authenticated (age) or named as the host's word in the audit.
 import type { Duplex } from "node:stream";
 import { AirlockError } from "../../../proto/src/errors.ts";
-import { field, readMessages, sendBytes, sendMessage, type Incoming } from "../../../proto/src/control.ts";
+import { expectMessage, readMessages, sendBytes, sendMessage, type CaseOf, type Incoming, type Outgoing, type ValueOf } from "../../../proto/src/control.ts";
+import { num } from "../../../proto/src/wire.ts";
+import { FirewallToHostSchema, HostToFirewallSchema, type FirewallToHost, type HostToFirewall } from "../../../proto/gen/airlock/v1/control_pb.ts";
+
+/** A message to the host: one case of control.proto's FirewallToHost, with its value. */
+export type ToHost = Outgoing<FirewallToHost>;
 
 export interface ConsentAnswer {
   /** HTTP status the governance endpoint answered, or 0 when it was unreachable. */
@@ -14,31 +19,30 @@ export interface ConsentAnswer {
 }
 
 export class HostChannel {
-  private readonly messages: AsyncGenerator<Incoming>;
+  private readonly messages: AsyncGenerator<Incoming<HostToFirewall>>;
   private lock: Promise<void> = Promise.resolve();
 
   constructor(readonly stream: Duplex) {
-    this.messages = readMessages(stream, 8 * 1024 * 1024);
+    this.messages = readMessages(stream, HostToFirewallSchema, "the host", 8 * 1024 * 1024);
   }
 
-  async next(): Promise<Incoming> {
+  async next(): Promise<Incoming<HostToFirewall>> {
     const m = await this.messages.next();
     if (m.done) throw new AirlockError("FABRIC", "the host closed the control link");
     return m.value;
   }
 
-  async nextJson(type: string): Promise<Record<string, unknown>> {
-    const m = await this.next();
-    if (m.kind !== "json" || m.value.type !== type) throw new AirlockError("GUEST_PROTOCOL", `the host sent something other than ${type}`);
-    return m.value;
+  /** The host's next message, which must be of case `kind`. */
+  async expect<K extends CaseOf<HostToFirewall>>(kind: K): Promise<ValueOf<HostToFirewall, K>> {
+    return expectMessage(await this.next(), kind, "the host");
   }
 
   /**
    * Runs `fn` with the link to itself: a message followed by its data frames must not be split by
    * another sender (the audit shipper runs alongside the session).
    */
-  exclusive<T>(fn: (send: (value: object) => Promise<void>, data: (bytes: Buffer) => Promise<void>) => Promise<T>): Promise<T> {
-    const p = this.lock.then(() => fn((v) => sendMessage(this.stream, v), (b) => sendBytes(this.stream, b)));
+  exclusive<T>(fn: (send: (message: ToHost) => Promise<void>, data: (bytes: Buffer) => Promise<void>) => Promise<T>): Promise<T> {
+    const p = this.lock.then(() => fn((m) => sendMessage(this.stream, FirewallToHostSchema, m), (b) => sendBytes(this.stream, b)));
     this.lock = p.then(
       () => undefined,
       () => undefined,
@@ -46,8 +50,8 @@ export class HostChannel {
     return p;
   }
 
-  send(value: object): Promise<void> {
-    return this.exclusive((send) => send(value));
+  send(message: ToHost): Promise<void> {
+    return this.exclusive((send) => send(message));
   }
 
   /**
@@ -55,11 +59,11 @@ export class HostChannel {
    * HTTP 200 with a JSON body {"consent": true}; anything else, or no answer, is a refusal.
    */
   async askConsent(url: string, digest: string, room: string): Promise<ConsentAnswer> {
-    await this.send({ type: "consent-request", url, body: { room, manifestDigest: digest } });
-    const a = await this.nextJson("consent-answer");
-    const status = field.int(a, "status", 0, 999);
-    const body = typeof a.body === "string" ? a.body.slice(0, 4096) : "";
-    if (status === 0) return { status, granted: false, detail: `unreachable: ${typeof a.error === "string" ? a.error.slice(0, 300) : "no answer"}` };
+    await this.send({ case: "consentRequest", value: { url, room, manifestDigest: digest } });
+    const a = await this.expect("consentAnswer");
+    const status = a.status;
+    const body = a.body.slice(0, 4096);
+    if (status === 0) return { status, granted: false, detail: `unreachable: ${a.error ? a.error.slice(0, 300) : "no answer"}` };
     let granted = false;
     try {
       granted = status === 200 && (JSON.parse(body) as { consent?: unknown }).consent === true;
@@ -71,10 +75,10 @@ export class HostChannel {
 
   /** The encrypted bytes of one input, as the host streams them (authenticated later by age). */
   async *input(name: string): AsyncGenerator<Buffer> {
-    await this.send({ type: "input-request", name });
-    const head = await this.nextJson("input-file");
-    if (head.name !== name) throw new AirlockError("GUEST_PROTOCOL", `the host sent input ${String(head.name).slice(0, 64)} for ${name}`);
-    const size = field.int(head, "size", 0, 2 ** 44);
+    await this.send({ case: "inputRequest", value: { name } });
+    const head = await this.expect("inputFile");
+    if (head.name !== name) throw new AirlockError("GUEST_PROTOCOL", `the host sent another input for ${name}`);
+    const size = num(head.size);
     let got = 0;
     while (got < size) {
       const d = await this.next();

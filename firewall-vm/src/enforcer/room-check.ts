@@ -8,7 +8,7 @@ import type { RunContext } from "./context.ts";
 
 export async function checkRoom({ room, host, audit }: RunContext): Promise<void> {
   await audit.append(AUDIT_KINDS.manifestChecked, { room: room.name, digest: room.digest, inputs: room.inputs.length, outputs: room.outputs.length, collaborators: room.collaborators.length });
-  const checks = checkSignatures(Buffer.from(room.digest, "hex"), room.collaborators, (await host.nextJson("signatures")).signatures);
+  const checks = checkSignatures(Buffer.from(room.digest, "hex"), room.collaborators, (await host.expect("signatures")).signatures);
   for (const c of checks) await audit.append(AUDIT_KINDS.signatureChecked, { collaborator: c.name, ok: c.ok, reason: c.reason });
   const bad = checks.filter((c) => !c.ok);
   if (bad.length) throw new AirlockError("MANIFEST_SIGNATURE", `manifest not signed by ${bad.map((c) => `${c.name} (${c.reason})`).join(", ")}`);

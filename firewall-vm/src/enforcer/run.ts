@@ -1,7 +1,7 @@
 // One run of the room, step by step (README.md § Order): room check, attestation, keys, consent,
 // agent channel, session; then the trail's end and the outcome to the host. Any refusal before the
 // workload starts ends the run with nothing in clear having left.
-import { AirlockError } from "../../../proto/src/errors.ts";
+import { AirlockError, errorCodeToWire } from "../../../proto/src/errors.ts";
 import { checkRoom } from "./room-check.ts";
 import { attest } from "./attestation.ts";
 import { releaseKeys } from "./key-release.ts";
@@ -44,9 +44,9 @@ export async function runEnforcer(ctx: RunContext): Promise<number> {
   // The trail has gone to the host record by record; the signed "closed" record ends it, saying
   // whether the run completed (the exit status itself is in workload.exited, at the scope's rules).
   await audit.close({ completed: !failure });
-  await host.send({ type: "audit-end" });
-  if (failure) await host.send({ type: "refused", code: failure.code, reason: failure.message.slice(0, 2000) });
-  await host.send({ type: "done", completed: !failure });
+  await host.send({ case: "auditEnd", value: {} });
+  if (failure) await host.send({ case: "refused", value: { code: errorCodeToWire(failure.code), reason: failure.message.slice(0, 2000) } });
+  await host.send({ case: "done", value: { completed: !failure } });
   if (ctx.hold && !failure) {
     // `airlock up`: both VMs stay up with their results until the pair is stopped from the host.
     log.info("holding the pair until it is stopped");

@@ -11,7 +11,10 @@ import type net from "node:net";
 import { afterAll, describe, expect, it } from "vitest";
 import { decrypt, encrypt, X25519Identity } from "../../../proto/src/age/index.ts";
 import { AuditLog, signerFromPrivateKey } from "../../../proto/src/audit/index.ts";
-import { readMessages, sendBytes, sendMessage, type Incoming } from "../../../proto/src/control.ts";
+import { bodyOf, readMessages, sendBytes, sendMessage, type Incoming, type Outgoing } from "../../../proto/src/control.ts";
+import { plain, plainMessage } from "../../../proto/src/test-wire.ts";
+import { AgentToFirewallSchema, FirewallToAgentSchema, type AgentToFirewall, type FirewallToAgent } from "../../../proto/gen/airlock/v1/agent_pb.ts";
+import { FirewallToHostSchema, HostToFirewallSchema } from "../../../proto/gen/airlock/v1/control_pb.ts";
 import { silentLogger } from "../../../proto/src/log.ts";
 import type { RoomPlan } from "../../../proto/src/room.ts";
 import { socketPair } from "../../../proto/src/channel/test-sockets.ts";
@@ -55,19 +58,19 @@ function playHost(sock: net.Socket, encrypted: Buffer): { messages: Record<strin
   void (async () => {
     let current: string | undefined;
     try {
-      for await (const m of readMessages(sock)) {
+      for await (const m of readMessages(sock, FirewallToHostSchema, "the firewall")) {
         if (m.kind === "data") {
           if (current) files.set(current, Buffer.concat([files.get(current) ?? Buffer.alloc(0), m.data]));
           frames.push(m.data.length);
           continue;
         }
-        messages.push(m.value);
-        if (m.value.type === "input-request") {
-          await sendMessage(sock, { type: "input-file", name: m.value.name, size: encrypted.length });
+        const v = plainMessage(m.message);
+        messages.push(v);
+        if (v.type === "inputRequest") {
+          await sendMessage(sock, HostToFirewallSchema, { case: "inputFile", value: { name: String(v.name), size: BigInt(encrypted.length) } });
           await sendBytes(sock, encrypted, 1000);
         }
-        const t = m.value.type;
-        current = t === "sealed-data" ? `${String(m.value.output)}.tar.age` : t === "open-file" ? `${String(m.value.output)}/${String(m.value.path)}` : undefined;
+        current = v.type === "sealedData" ? `${String(v.output)}.tar.age` : v.type === "openFile" ? `${String(v.output)}/${String(v.path)}` : undefined;
       }
     } catch {
       // closed
@@ -77,20 +80,27 @@ function playHost(sock: net.Socket, encrypted: Buffer): { messages: Record<strin
 }
 
 /** The agent's side, up to the run message; returns the placed input and the run message. */
-async function playAgent(sock: net.Socket): Promise<{ input: Buffer; messages: AsyncGenerator<Incoming>; run?: Record<string, unknown>; aborted?: string }> {
-  const messages = readMessages(sock);
-  await sendMessage(sock, { type: "hello", agent: "test" });
+async function playAgent(sock: net.Socket): Promise<{ input: Buffer; messages: AsyncGenerator<Incoming<FirewallToAgent>>; run?: Record<string, unknown>; aborted?: string }> {
+  const messages = readMessages(sock, FirewallToAgentSchema, "the firewall");
+  await say(sock, { case: "hello", value: { agent: "test" } });
   const parts: Buffer[] = [];
   for (;;) {
     const m = await messages.next();
     if (m.done) throw new Error("closed");
     const v = m.value;
-    if (v.kind === "data") parts.push(v.data);
-    else if (v.value.type === "input-end") await sendMessage(sock, { type: "input-placed", name: v.value.name });
-    else if (v.value.type === "abort") return { input: Buffer.concat(parts), messages, aborted: String(v.value.reason) };
-    else if (v.value.type === "run") return { input: Buffer.concat(parts), messages, run: v.value };
+    if (v.kind === "data") {
+      parts.push(v.data);
+      continue;
+    }
+    const body = bodyOf(v.message);
+    if (body.case === "inputEnd") await say(sock, { case: "inputPlaced", value: { name: body.value.name } });
+    else if (body.case === "abort") return { input: Buffer.concat(parts), messages, aborted: body.value.reason };
+    else if (body.case === "run") return { input: Buffer.concat(parts), messages, run: plain(body.value) as Record<string, unknown> };
   }
 }
+
+/** What the (fake) agent sends. */
+const say = (sock: net.Socket, message: Outgoing<AgentToFirewall>): Promise<void> => sendMessage(sock, AgentToFirewallSchema, message);
 
 interface FakeFile {
   name: string | Buffer;
@@ -99,12 +109,12 @@ interface FakeFile {
 }
 
 /** Sends one output as the agent does: its account (archive sizing), then each file. */
-async function sendOutput(sock: net.Socket, output: string, files: FakeFile[], extra: Record<string, unknown> = {}): Promise<void> {
+async function sendOutput(sock: net.Socket, output: string, files: FakeFile[], extra: { refused?: Partial<Record<"special" | "symlinks" | "badNames" | "unreadable", number>> } = {}): Promise<void> {
   const names = files.map((f) => (typeof f.name === "string" ? Buffer.from(f.name) : f.name));
   const bytes = files.reduce((n, f, i) => n + archiveEntryCost(names[i]!, f.data.length), 0);
-  await sendMessage(sock, { type: "output", output, files: files.length, bytes, overLimit: false, refused: {}, ...extra });
+  await say(sock, { case: "output", value: { output, files: files.length, bytes: BigInt(bytes), overLimit: false, refused: extra.refused ?? {} } });
   for (const [i, f] of files.entries()) {
-    await sendMessage(sock, { type: "file", output, name: names[i]!.toString("base64"), mode: f.mode ?? 0o644, size: f.data.length });
+    await say(sock, { case: "file", value: { output, name: names[i]!, mode: f.mode ?? 0o644, size: BigInt(f.data.length) } });
     await sendBytes(sock, f.data);
   }
 }
@@ -160,13 +170,13 @@ describe("serveAgent", () => {
   it("streams the decrypted input; each output leaves as its mode allows, sealed ones as one padded archive", async () => {
     const r = { ...room, console: { mode: "secure" as const, maxBytes: 4096 } };
     const out = await run("ok", r, async (sock) => {
-      await sendMessage(sock, { type: "console", bytes: 2, truncated: false });
+      await say(sock, { case: "console", value: { bytes: 2n, truncated: false } });
       await sendBytes(sock, Buffer.from("hi"));
       await sendOutput(sock, "counts", [{ name: "counts.csv", data: Buffer.from("word,count\ncat,5000\n") }, { name: `dir/${MARKER}.csv`, data: Buffer.from("word,count\n") }]);
       await sendOutput(sock, "leak", [{ name: "leak.txt", data: Buffer.from("the cat\n") }]);
-      await sendMessage(sock, { type: "output", output: "dump", files: 0, bytes: 0, overLimit: true, refused: { special: 2 } });
-      await sendMessage(sock, { type: "stray", count: 1 });
-      await sendMessage(sock, { type: "exit", code: 7 });
+      await say(sock, { case: "output", value: { output: "dump", files: 0, bytes: 0n, overLimit: true, refused: { special: 2 } } });
+      await say(sock, { case: "stray", value: { count: 1n } });
+      await say(sock, { case: "exit", value: { code: 7 } });
     }, { roomRecipient: roomId.recipient.toString() });
     expect(out.error).toBeUndefined();
     expect(out.agent.input.equals(plaintext)).toBe(true);
@@ -182,7 +192,7 @@ describe("serveAgent", () => {
     expect(tarList(consoleTar)).toEqual(["console.log", "status.json"]);
     expect(consoleTar.toString()).toContain('{"exitStatus":7,"consoleTruncated":false}');
     // USER_PRIVATE: the host hears success or failure, never the status; names never in clear.
-    expect(out.host.messages.find((m) => m.type === "workload-exit")).toEqual({ type: "workload-exit", succeeded: false });
+    expect(out.host.messages.find((m) => m.type === "workloadExit")).toEqual({ type: "workloadExit", succeeded: false });
     expect(JSON.stringify(out.host.messages)).not.toContain(MARKER);
     expect(out.auditText).not.toContain(MARKER);
     const exited = out.trail.find((x) => x.kind === "workload.exited")!;
@@ -195,7 +205,7 @@ describe("serveAgent", () => {
       { what: "special files or symlinks in an output folder: not shipped", count: 2, cap: 3 },
       { what: "files written outside the output folders: not shipped", count: 1, cap: 3 },
     ]);
-    expect(out.host.messages.at(-1)).toEqual({ type: "outputs-complete" });
+    expect(out.host.messages.at(-1)).toEqual({ type: "outputsComplete" });
   });
 
   it("the host sees the same sizes and frames whatever the names, sizes and counts inside a bucket", async () => {
@@ -209,8 +219,8 @@ describe("serveAgent", () => {
         await sendOutput(sock, "counts", files);
         await sendOutput(sock, "leak", []);
         await sendOutput(sock, "dump", []);
-        await sendMessage(sock, { type: "stray", count: 0 });
-        await sendMessage(sock, { type: "exit", code: 0 });
+        await say(sock, { case: "stray", value: { count: 0n } });
+        await say(sock, { case: "exit", value: { code: 0 } });
       });
       expect(out.error).toBeUndefined();
       seen.push({ sizes: [...out.host.files.values()].map((b) => b.length), frames: out.host.frames });
@@ -223,8 +233,8 @@ describe("serveAgent", () => {
       await sendOutput(sock, "counts", [], { refused: { badNames: 1000, unreadable: 2 } });
       await sendOutput(sock, "leak", []);
       await sendOutput(sock, "dump", []);
-      await sendMessage(sock, { type: "stray", count: 123456 });
-      await sendMessage(sock, { type: "exit", code: 0 });
+      await say(sock, { case: "stray", value: { count: 123456n } });
+      await say(sock, { case: "exit", value: { code: 0 } });
     });
     expect(out.error).toBeUndefined();
     const v = Object.fromEntries(out.trail.filter((x) => x.kind === "violation").map((x) => [x.data.what, x.data.count]));
@@ -238,21 +248,21 @@ describe("serveAgent", () => {
       await sendOutput(sock, "counts", []);
       await sendOutput(sock, "leak", [{ name: "a.txt", data: Buffer.from("hello\n") }, { name: "sub/b.txt", data: Buffer.from("world\n") }]);
       await sendOutput(sock, "dump", []);
-      await sendMessage(sock, { type: "stray", count: 0 });
-      await sendMessage(sock, { type: "exit", code: 3 });
+      await say(sock, { case: "stray", value: { count: 0n } });
+      await say(sock, { case: "exit", value: { code: 3 } });
     });
     expect(good.error).toBeUndefined();
     expect(good.host.files.get("leak/a.txt")!.toString()).toBe("hello\n");
     expect(good.host.files.get("leak/sub/b.txt")!.toString()).toBe("world\n");
-    expect(good.host.messages.find((m) => m.type === "workload-exit")).toEqual({ type: "workload-exit", succeeded: false, code: 3 });
+    expect(good.host.messages.find((m) => m.type === "workloadExit")).toEqual({ type: "workloadExit", succeeded: false, code: 3 });
     expect(good.trail.find((x) => x.kind === "output.decision" && x.data.output === "leak")!.data).toMatchObject({ decision: "release", files: 2, bytes: 12 });
 
     const hostile = await run("open-names", open, async (sock) => {
       await sendOutput(sock, "counts", []);
       await sendOutput(sock, "leak", [{ name: `\u001b[2J${MARKER}`, data: Buffer.from("x\n") }]);
       await sendOutput(sock, "dump", []);
-      await sendMessage(sock, { type: "stray", count: 0 });
-      await sendMessage(sock, { type: "exit", code: 0 });
+      await say(sock, { case: "stray", value: { count: 0n } });
+      await say(sock, { case: "exit", value: { code: 0 } });
     });
     expect(hostile.error).toBeUndefined();
     expect([...hostile.host.files.keys()]).toEqual(["counts.tar.age"]); // an empty sealed output still leaves, so emptiness is no signal
@@ -267,8 +277,8 @@ describe("serveAgent", () => {
       await sendOutput(sock, "counts", []);
       await sendOutput(sock, "leak", [{ name: "leak.txt", data: Buffer.from("the cat\n") }]);
       await sendOutput(sock, "dump", []);
-      await sendMessage(sock, { type: "stray", count: 0 });
-      await sendMessage(sock, { type: "exit", code: 0 });
+      await say(sock, { case: "stray", value: { count: 0n } });
+      await say(sock, { case: "exit", value: { code: 0 } });
     }, { ownerScopes: new Map([["corpus", "USER_PRIVATE"]]) });
     expect(out.error).toBeUndefined();
     expect([...out.host.files.keys()]).toEqual(["counts.tar.age"]);
@@ -277,8 +287,8 @@ describe("serveAgent", () => {
 
   it("a hostile agent that lies about its files stops the run, and the error quotes none of it", async () => {
     const out = await run("liar", room, async (sock) => {
-      await sendMessage(sock, { type: "output", output: "counts", files: 1, bytes: 1024, overLimit: false, refused: {} });
-      await sendMessage(sock, { type: "file", output: "counts", name: Buffer.from(MARKER).toString("base64"), mode: 0o644, size: 100 });
+      await say(sock, { case: "output", value: { output: "counts", files: 1, bytes: 1024n, overLimit: false, refused: {} } });
+      await say(sock, { case: "file", value: { output: "counts", name: Buffer.from(MARKER), mode: 0o644, size: 100n } });
       await sendBytes(sock, Buffer.alloc(200, 1));
     });
     expect(out.error).toBeInstanceOf(AirlockError);
@@ -295,16 +305,16 @@ describe("serveAgent", () => {
       await sendOutput(sock, "counts", []);
       await sendOutput(sock, "leak", []);
       await sendOutput(sock, "dump", []);
-      await sendMessage(sock, { type: "stray", count: 0 });
-      await sendMessage(sock, { type: "exit", code: 0 });
+      await say(sock, { case: "stray", value: { count: 0n } });
+      await say(sock, { case: "exit", value: { code: 0 } });
       await new Promise((r) => setTimeout(r, 1000));
       quietAfterOneSecond = host ? [...host.messages] : [];
     }, {}, (h) => (host = h));
     expect(out.error).toBeUndefined();
     expect(Date.now() - t0).toBeGreaterThanOrEqual(2000);
-    const started = quietAfterOneSecond.findIndex((m) => m.type === "workload-started");
+    const started = quietAfterOneSecond.findIndex((m) => m.type === "workloadStarted");
     expect(started).toBeGreaterThanOrEqual(0);
-    expect(quietAfterOneSecond.slice(started + 1).filter((m) => m.type !== "audit-lines")).toEqual([]);
+    expect(quietAfterOneSecond.slice(started + 1).filter((m) => m.type !== "auditLines")).toEqual([]);
     expect(out.agent.run).toMatchObject({ padToSeconds: 2 });
   });
 
@@ -314,7 +324,7 @@ describe("serveAgent", () => {
     const out = await run("deadline", short, async () => {}, { collectionBoundMs: 500 });
     expect(out.error?.code).toBe("TIMEOUT");
     expect(Date.now() - t0).toBeLessThan(10_000);
-    expect(out.host.messages.some((m) => m.type === "outputs-complete")).toBe(false);
+    expect(out.host.messages.some((m) => m.type === "outputsComplete")).toBe(false);
   });
 
   it("aborts before the workload starts when the input was tampered with", async () => {
@@ -330,7 +340,7 @@ describe("serveAgent", () => {
     expect(agent.aborted).toMatch(/input corpus refused/);
     const err = await failed;
     expect(err.message).toMatch(/input corpus: .*fails authentication/);
-    expect(host.messages.some((m) => m.type === "workload-started")).toBe(false);
+    expect(host.messages.some((m) => m.type === "workloadStarted")).toBe(false);
     await audit.close();
     await hostPair.close();
     await agentPair.close();

@@ -14,19 +14,21 @@
 import type { Duplex } from "node:stream";
 import { AirlockError } from "../../../proto/src/errors.ts";
 import type { Logger } from "../../../proto/src/log.ts";
-import { field, readMessages, sendData, sendMessage, type Incoming } from "../../../proto/src/control.ts";
+import { expectMessage, readMessages, sendData, sendMessage, type CaseOf, type Incoming, type Outgoing, type ValueOf } from "../../../proto/src/control.ts";
+import { num } from "../../../proto/src/wire.ts";
+import { AgentToFirewallSchema, FirewallToAgentSchema, type AgentToFirewall, type FirewallToAgent } from "../../../proto/gen/airlock/v1/agent_pb.ts";
+import { Decision } from "../../../proto/gen/airlock/v1/control_pb.ts";
 import { decrypt, encrypt, X25519Recipient, type AgeIdentity } from "../../../proto/src/age/index.ts";
 import { AUDIT_KINDS } from "../../../proto/src/audit/index.ts";
 import { ARCHIVE_TRAILER, archiveBucket, archiveEntryCost, archiveEntryHeader, archiveEntryPadding, checkArchiveName } from "../../../proto/src/archive.ts";
-import { collectionBoundSeconds, type RoomPlan } from "../../../proto/src/room.ts";
+import { collectionBoundSeconds, roomBytes, type RoomPlan } from "../../../proto/src/room.ts";
 import { CONSOLE_OUTPUT, type DataScope } from "../../../proto/src/manifest/schema.ts";
 import type { AuditSink } from "./audit-ship.ts";
 import { decideOutput, inspectOpenOutput, scopeRank, ScopeTracker, stricter, type OutputDecision } from "../policy/index.ts";
 import type { HostChannel } from "./host-channel.ts";
 import type { Violations } from "./violations.ts";
 
-/** Bounds on what the agent may describe, checked before anything is allocated. */
-const MAX_FILES_PER_OUTPUT = 10_000;
+/** The agent's frames; each message's own bounds are declared in proto/airlock/v1/agent.proto. */
 const MAX_AGENT_FRAME = 1024 * 1024 + 64;
 /** Plaintext pieces fed to age: its chunks are 64 KiB, so the host sees equal-sized frames. */
 const PAD_PIECE = 1024 * 1024;
@@ -68,9 +70,10 @@ interface AgentFile {
 /** Serves one agent connection to its end, reporting to the host. */
 export async function serveAgent(agent: Duplex, host: HostChannel, room: RoomPlan, log: Logger, options: SessionOptions): Promise<SessionResult> {
   const { roomRecipient, audit, violations } = options;
-  const messages = readMessages(agent, MAX_AGENT_FRAME);
+  const messages = readMessages(agent, AgentToFirewallSchema, "the sandbox agent", MAX_AGENT_FRAME);
+  const toAgent = (message: Outgoing<FirewallToAgent>): Promise<void> => sendMessage(agent, FirewallToAgentSchema, message);
   let deadline = Number.POSITIVE_INFINITY;
-  const next = async (): Promise<Incoming> => {
+  const next = async (): Promise<Incoming<AgentToFirewall>> => {
     const left = deadline - Date.now();
     if (left <= 0) throw deadlineError(room);
     let timer: NodeJS.Timeout | undefined;
@@ -83,13 +86,9 @@ export async function serveAgent(agent: Duplex, host: HostChannel, room: RoomPla
     }
   };
   // The agent is the sandbox's: its messages are checked, and errors about them never quote them.
-  const nextJson = async (type: string): Promise<Record<string, unknown>> => {
-    const m = await next();
-    if (m.kind !== "json" || m.value.type !== type) throw new AirlockError("GUEST_PROTOCOL", `the sandbox agent sent something other than the expected ${type} message`);
-    return m.value;
-  };
-  await nextJson("hello");
-  await host.send({ type: "sandbox-ready" });
+  const nextOf = async <K extends CaseOf<AgentToFirewall>>(kind: K): Promise<ValueOf<AgentToFirewall, K>> => expectMessage(await next(), kind, "the sandbox agent");
+  await nextOf("hello");
+  await host.send({ case: "sandboxReady", value: {} });
 
   // Inputs: decrypted as they stream in from the host, sent on to the agent. The agent places a
   // file only when its input-end arrives, which is sent only after age has authenticated the last
@@ -98,7 +97,7 @@ export async function serveAgent(agent: Duplex, host: HostChannel, room: RoomPla
   for (const input of room.inputs) {
     const ids = options.identities.get(input.name);
     if (!ids) throw new AirlockError("KEY_RELEASE", `no identity for input ${input.name}`);
-    await sendMessage(agent, { type: "input", name: input.name, mount: input.mount });
+    await toAgent({ case: "input", value: { name: input.name, mount: input.mount } });
     let bytes = 0;
     try {
       for await (const chunk of decrypt(host.input(input.name), ids)) {
@@ -108,11 +107,11 @@ export async function serveAgent(agent: Duplex, host: HostChannel, room: RoomPla
     } catch (err) {
       const e = AirlockError.from(err, "CRYPTO");
       await audit.append(AUDIT_KINDS.inputServed, { input: input.name, served: false, reason: e.message.slice(0, 500) });
-      await sendMessage(agent, { type: "abort", reason: `input ${input.name} refused` });
+      await toAgent({ case: "abort", value: { reason: `input ${input.name} refused` } });
       throw new AirlockError(e.code, `input ${input.name}: ${e.message}`);
     }
-    await sendMessage(agent, { type: "input-end", name: input.name, bytes });
-    const placed = await nextJson("input-placed");
+    await toAgent({ case: "inputEnd", value: { name: input.name, bytes: BigInt(bytes) } });
+    const placed = await nextOf("inputPlaced");
     if (placed.name !== input.name) throw new AirlockError("GUEST_PROTOCOL", `the agent did not place input ${input.name}`);
     const owner = options.ownerScopes?.get(input.name);
     const effective = owner ? stricter(owner, input.scope) : input.scope;
@@ -121,38 +120,33 @@ export async function serveAgent(agent: Duplex, host: HostChannel, room: RoomPla
     log.info({ input: input.name }, "input served");
   }
 
-  await sendMessage(agent, {
-    type: "run",
+  await toAgent({ case: "run", value: {
     command: room.workload.command,
     env: room.workload.env,
     timeoutSeconds: room.workload.timeoutSeconds,
     ...(room.workload.padToSeconds ? { padToSeconds: room.workload.padToSeconds } : {}),
     // The agent checks this room's digest against its own host_data and our measurement against its pin.
-    room: room.canonical,
-    outputs: room.outputs.map((o) => ({ name: o.name, mount: o.mount, maxBytes: o.maxBytes })),
-    console: room.console ? { maxBytes: room.console.maxBytes } : null,
-  });
+    roomCanonicalJson: roomBytes(room.canonical),
+    outputs: room.outputs.map((o) => ({ name: o.name, mount: o.mount, maxBytes: BigInt(o.maxBytes) })),
+    ...(room.console ? { console: { maxBytes: BigInt(room.console.maxBytes) } } : {}),
+  } });
   const startedAt = Date.now();
   deadline = startedAt + (room.workload.timeoutSeconds + (room.workload.padToSeconds ?? 0)) * 1000 + (options.collectionBoundMs ?? collectionBoundSeconds(room) * 1000);
   await audit.append(AUDIT_KINDS.workloadStarted, { command: room.workload.command.join(" ").slice(0, 500), sandboxScope: scope.current });
-  await host.send({ type: "workload-started" });
+  await host.send({ case: "workloadStarted", value: {} });
 
   // The first word from the agent after the start says the workload ended: with padTo, the host
   // hears nothing until the padded time (the agent waits too, so the fabric carries nothing either).
   const first = await next();
   const padUntil = startedAt + (room.workload.padToSeconds ?? 0) * 1000;
   if (Date.now() < padUntil) await new Promise((r) => setTimeout(r, padUntil - Date.now()));
-  let pending: Incoming | undefined = first;
-  const take = async (): Promise<Incoming> => {
+  let pending: Incoming<AgentToFirewall> | undefined = first;
+  const take = async (): Promise<Incoming<AgentToFirewall>> => {
     const m = pending ?? (await next());
     pending = undefined;
     return m;
   };
-  const takeJson = async (type: string): Promise<Record<string, unknown>> => {
-    const m = await take();
-    if (m.kind !== "json" || m.value.type !== type) throw new AirlockError("GUEST_PROTOCOL", `the sandbox agent sent something other than the expected ${type} message`);
-    return m.value;
-  };
+  const takeOf = async <K extends CaseOf<AgentToFirewall>>(kind: K): Promise<ValueOf<AgentToFirewall, K>> => expectMessage(await take(), kind, "the sandbox agent");
   const takeData = async (): Promise<Buffer> => {
     const m = await take();
     if (m.kind !== "data") throw new AirlockError("GUEST_PROTOCOL", "the sandbox agent sent a message inside a file's data");
@@ -173,9 +167,10 @@ export async function serveAgent(agent: Duplex, host: HostChannel, room: RoomPla
   let consoleData: Buffer[] = [];
   let consoleTruncated = false;
   if (room.console) {
-    const head = await takeJson("console");
-    const size = field.int(head, "bytes", 0, room.console.maxBytes);
-    consoleTruncated = head.truncated === true;
+    const head = await takeOf("console");
+    const size = num(head.bytes);
+    if (size > room.console.maxBytes) throw new AirlockError("GUEST_PROTOCOL", "the sandbox agent's console is over its limit");
+    consoleTruncated = head.truncated;
     if (consoleTruncated) violations.note("consoleCut");
     for await (const d of dataOf(size)) consoleData.push(Buffer.from(d));
   }
@@ -183,23 +178,22 @@ export async function serveAgent(agent: Duplex, host: HostChannel, room: RoomPla
   // 2. The outputs, in the manifest's order.
   const decisions: SessionResult["decisions"] = [];
   for (const spec of room.outputs) {
-    const head = await takeJson("output");
+    const head = await takeOf("output");
     if (head.output !== spec.name) throw new AirlockError("GUEST_PROTOCOL", `the sandbox agent sent outputs out of the manifest's order (expected ${spec.name})`);
-    const files = field.int(head, "files", 0, MAX_FILES_PER_OUTPUT);
-    const declared = field.int(head, "bytes", 0, 2 ** 44);
-    const overLimit = head.overLimit === true;
-    const refused = (typeof head.refused === "object" && head.refused !== null ? head.refused : {}) as Record<string, unknown>;
-    const count = (k: string): number => (Number.isSafeInteger(refused[k]) && (refused[k] as number) > 0 ? (refused[k] as number) : 0);
-    violations.note("special", count("special") + count("symlinks"));
-    violations.note("badNames", count("badNames"));
-    violations.note("unreadable", count("unreadable"));
+    const files = head.files;
+    const declared = num(head.bytes);
+    const overLimit = head.overLimit;
+    const refused = head.refused ?? { special: 0, symlinks: 0, badNames: 0, unreadable: 0 };
+    violations.note("special", refused.special + refused.symlinks);
+    violations.note("badNames", refused.badNames);
+    violations.note("unreadable", refused.unreadable);
     if (overLimit) violations.note("overLimit");
     if (overLimit ? files !== 0 : declared > spec.maxBytes) throw new AirlockError("GUEST_PROTOCOL", `the sandbox agent's account of output ${spec.name} breaks its size limit`);
 
     const decision = decideOutput({ name: spec.name, mode: spec.mode, maxBytes: spec.maxBytes, overLimit, ...(spec.recipient ? { recipient: spec.recipient } : {}), ...(roomRecipient ? { roomRecipient } : {}) }, scope.current);
     const incoming = agentFiles(spec.name, files, declared);
     let final: OutputDecision = decision;
-    let released: Record<string, number> = {};
+    let released: Released = {};
     if (decision.decision === "encrypt") {
       const sealedBytes = await sealToHost(host, spec.name, decision.recipient, spec.maxBytes, incoming);
       released = { sealedBytes };
@@ -217,7 +211,7 @@ export async function serveAgent(agent: Duplex, host: HostChannel, room: RoomPla
       } else {
         for (const f of got) {
           await host.exclusive(async (send, bytes) => {
-            await send({ type: "open-file", output: spec.name, path: f.path, size: f.content.length });
+            await send({ case: "openFile", value: { output: spec.name, path: f.path, size: BigInt(f.content.length) } });
             await bytes(f.content);
           });
         }
@@ -229,20 +223,19 @@ export async function serveAgent(agent: Duplex, host: HostChannel, room: RoomPla
     decisions.push({ output: spec.name, decision: final.decision });
     // Counts and sizes only for what was released; the host sees a sealed output's bucket anyway.
     await audit.append(AUDIT_KINDS.outputDecision, { output: spec.name, mode: spec.mode, decision: final.decision, reason: final.reason, sandboxScope: scope.current, ...released });
-    await host.send({ type: "output", output: spec.name, decision: final.decision, reason: final.reason, ...released });
+    await host.send({ case: "outputDecided", value: { output: spec.name, decision: WIRE_DECISIONS[final.decision], reason: final.reason, ...wireCounts(released) } });
     log.info({ output: spec.name, decision: final.decision }, "output decided");
   }
 
   // 3. Stray files: a count, never names.
-  const stray = await takeJson("stray");
-  violations.note("stray", field.int(stray, "count", 0, 2 ** 40));
+  const stray = await takeOf("stray");
+  violations.note("stray", num(stray.count));
 
   // 4. The exit status: exact to the host only at DOMAIN_OWNED or below; sealed in the console.
-  const exit = await takeJson("exit");
-  const exitCode = field.int(exit, "code", 0, 255);
+  const exitCode = (await takeOf("exit")).code;
   const shown = exitForHost(exitCode, scope.current);
   await audit.append(AUDIT_KINDS.workloadExited, { ...shown, sandboxScope: scope.current });
-  await host.send({ type: "workload-exit", ...shown });
+  await host.send({ case: "workloadExit", value: shown });
 
   if (room.console) {
     const c = room.console;
@@ -250,7 +243,7 @@ export async function serveAgent(agent: Duplex, host: HostChannel, room: RoomPla
     const log = Buffer.concat(consoleData);
     consoleData = [];
     const decision = decideOutput({ name: CONSOLE_OUTPUT, mode: c.mode, maxBytes: consoleArchiveLimit(c.maxBytes), overLimit: false, ...(c.recipient ? { recipient: c.recipient } : {}), ...(roomRecipient ? { roomRecipient } : {}) }, scope.current);
-    let released: Record<string, number> = {};
+    let released: Released = {};
     if (decision.decision === "encrypt") {
       const entries = (async function* (): AsyncGenerator<AgentFile> {
         for (const [name, data] of [["console.log", log], ["status.json", status]] as const) {
@@ -261,26 +254,26 @@ export async function serveAgent(agent: Duplex, host: HostChannel, room: RoomPla
     }
     decisions.push({ output: CONSOLE_OUTPUT, decision: decision.decision });
     await audit.append(AUDIT_KINDS.outputDecision, { output: CONSOLE_OUTPUT, mode: c.mode, decision: decision.decision, reason: decision.reason, sandboxScope: scope.current, ...released });
-    await host.send({ type: "output", output: CONSOLE_OUTPUT, decision: decision.decision, reason: decision.reason, ...released });
+    await host.send({ case: "outputDecided", value: { output: CONSOLE_OUTPUT, decision: WIRE_DECISIONS[decision.decision], reason: decision.reason, ...wireCounts(released) } });
   }
   await violations.flush(audit);
   // Everything the run releases has been sent: the host may now put it in place.
-  await host.send({ type: "outputs-complete" });
+  await host.send({ case: "outputsComplete", value: {} });
   // Holding: the agent waits for its bye, so the sandbox stays up until the pair is stopped.
-  if (!options.hold) await sendMessage(agent, { type: "bye" });
+  if (!options.hold) await toAgent({ case: "bye", value: {} });
   return { exitCode, scope: scope.current, decisions };
 
   /** The files of one output, each checked before its bytes are read. */
   async function* agentFiles(output: string, files: number, declared: number): AsyncGenerator<AgentFile> {
     let cost = 0;
     for (let i = 0; i < files; i++) {
-      const f = await takeJson("file");
+      const f = await takeOf("file");
       if (f.output !== output) throw new AirlockError("GUEST_PROTOCOL", `the sandbox agent sent a file of another output inside output ${output}`);
-      const encoded = field.string(f, "name", 8192);
-      const name = Buffer.from(encoded, "base64");
-      if (name.toString("base64") !== encoded || !checkArchiveName(name)) throw new AirlockError("GUEST_PROTOCOL", `the sandbox agent sent a malformed file name in output ${output}`);
-      const mode = field.int(f, "mode", 0, 0o7777) & 0o111 ? 0o755 : 0o644;
-      const size = field.int(f, "size", 0, declared);
+      const name = Buffer.from(f.name);
+      if (!checkArchiveName(name)) throw new AirlockError("GUEST_PROTOCOL", `the sandbox agent sent a malformed file name in output ${output}`);
+      const mode = f.mode & 0o111 ? 0o755 : 0o644;
+      const size = num(f.size);
+      if (size > declared) throw new AirlockError("GUEST_PROTOCOL", `the sandbox agent's files in output ${output} exceed its own account of them`);
       cost += archiveEntryCost(name, size);
       if (cost > declared) throw new AirlockError("GUEST_PROTOCOL", `the sandbox agent's files in output ${output} exceed its own account of them`);
       const chunks = dataOf(size);
@@ -289,6 +282,13 @@ export async function serveAgent(agent: Duplex, host: HostChannel, room: RoomPla
     }
   }
 }
+
+/** What the host learns of a decided output: counts of what was released, or the sealed size. */
+type Released = { files?: number; bytes?: number; sealedBytes?: number };
+const wireCounts = (r: Released): { files?: bigint; bytes?: bigint; sealedBytes?: bigint } =>
+  Object.fromEntries(Object.entries(r).map(([k, v]) => [k, BigInt(v as number)]));
+
+const WIRE_DECISIONS = { release: Decision.RELEASE, encrypt: Decision.ENCRYPT, withhold: Decision.WITHHOLD } as const satisfies Record<OutputDecision["decision"], Decision>;
 
 /** The archive limit of a console of `maxBytes`: its log and the small status file. */
 function consoleArchiveLimit(maxBytes: number): number {
@@ -323,15 +323,15 @@ async function sealToHost(host: HostChannel, output: string, recipient: string, 
       zeros -= n;
     }
   }
-  await host.send({ type: "sealed-begin", output });
+  await host.send({ case: "sealedBegin", value: { output } });
   let sent = 0;
   for await (const c of encrypt(archive(), [X25519Recipient.parse(recipient)])) {
     await host.exclusive(async (send, bytes) => {
-      await send({ type: "sealed-data", output, size: c.length });
+      await send({ case: "sealedData", value: { output, size: c.length } });
       await bytes(c);
     });
     sent += c.length;
   }
-  await host.send({ type: "sealed-end", output, bytes: sent });
+  await host.send({ case: "sealedEnd", value: { output, bytes: BigInt(sent) } });
   return sent;
 }

@@ -10,9 +10,13 @@ import { closeSync, createReadStream, fdatasyncSync, mkdirSync, openSync, rmSync
 import { EventEmitter } from "node:events";
 import net from "node:net";
 import path from "node:path";
-import { AirlockError, isErrorCode } from "../../../proto/src/errors.ts";
+import { AirlockError, errorCodeFromWire } from "../../../proto/src/errors.ts";
 import type { Logger } from "../../../proto/src/log.ts";
-import { field, HOST_CONTROL_PORT, readMessages, sendData, sendMessage } from "../../../proto/src/control.ts";
+import { bodyOf, HOST_CONTROL_PORT, readMessages, sendData, sendMessage } from "../../../proto/src/control.ts";
+import { num } from "../../../proto/src/wire.ts";
+import { roomBytes } from "../../../proto/src/room.ts";
+import { Decision, FirewallToHostSchema, HostToFirewallSchema } from "../../../proto/gen/airlock/v1/control_pb.ts";
+import type { ErrorCode as WireErrorCode } from "../../../proto/gen/airlock/v1/errors_pb.ts";
 import { CONSOLE_OUTPUT, type Manifest } from "../../../proto/src/manifest/index.ts";
 import { readSignatureFile, signatureFileOf } from "../../../proto/src/manifest/sign.ts";
 import { embeddedBrokerDirs } from "../kbs/grant.ts";
@@ -113,13 +117,13 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
     const { manifest } = this.options;
     c.on("error", () => {});
     // The broker's key is the host's word, checked inside against the hash the room pins.
-    await sendMessage(c, { type: "room", canonical: this.options.identity.canonical, hold: this.options.hold ?? false, brokerPublicKey: this.options.services.brokerPublicKey });
-    await sendMessage(c, { type: "signatures", signatures: readSignatureFile(signatureFileOf(manifest.file)) });
+    await sendMessage(c, HostToFirewallSchema, { case: "room", value: { canonicalJson: roomBytes(this.options.identity.canonical), hold: this.options.hold ?? false, brokerPublicKey: this.options.services.brokerPublicKey ?? "" } });
+    await sendMessage(c, HostToFirewallSchema, { case: "signatures", value: { signatures: readSignatureFile(signatureFileOf(manifest.file)) } });
     // Data frames follow a message that announced them: an audit chunk, a sealed piece or an open file.
     let audit: { size: number; parts: Buffer[]; got: number } | undefined;
     let sealed: { output: string; size: number; got: number } | undefined;
     const writer = this.writer;
-    for await (const m of readMessages(c, 8 * 1024 * 1024)) {
+    for await (const m of readMessages(c, FirewallToHostSchema, "the firewall", 8 * 1024 * 1024)) {
       if (m.kind === "data") {
         if (audit) {
           if (audit.got + m.data.length > audit.size) throw new AirlockError("GUEST_PROTOCOL", "audit data beyond its declared size");
@@ -143,78 +147,84 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
         continue;
       }
       if (audit || sealed || writer.inFile) throw new AirlockError("GUEST_PROTOCOL", "a message in the middle of a file");
-      const msg = m.value;
-      switch (msg.type) {
-        case "firewall-ready":
-        case "sandbox-ready":
-        case "workload-started":
-          this.emit("event", { type: msg.type });
+      const msg = bodyOf(m.message);
+      switch (msg.case) {
+        case "firewallReady":
+          this.emit("event", { type: "firewall-ready" });
           break;
-        case "sandbox-attested":
+        case "sandboxReady":
+          this.emit("event", { type: "sandbox-ready" });
+          break;
+        case "workloadStarted":
+          this.emit("event", { type: "workload-started" });
+          break;
+        case "sandboxAttested":
           // The sandbox had its one attestation: nothing may reach this PSP again.
           await this.options.services.closeSandboxPsp();
           break;
-        case "workload-exit":
-          this.emit("event", { type: "workload-exit", succeeded: msg.succeeded === true, ...(msg.code === undefined ? {} : { code: field.int(msg, "code", 0, 255) }) });
+        case "workloadExit":
+          this.emit("event", { type: "workload-exit", succeeded: msg.value.succeeded, ...(msg.value.code === undefined ? {} : { code: msg.value.code }) });
           break;
-        case "input-request":
-          await this.sendInput(c, field.string(msg, "name", 64));
+        case "inputRequest":
+          await this.sendInput(c, msg.value.name);
           break;
-        case "consent-request":
-          await sendMessage(c, { type: "consent-answer", ...(await this.options.services.relayConsent(field.string(msg, "url", 2048), msg.body)) });
-          break;
-        case "output": {
-          const decision = field.string(msg, "decision", 16);
-          if (decision !== "release" && decision !== "encrypt" && decision !== "withhold") throw new AirlockError("GUEST_PROTOCOL", "an output decision of an unknown kind");
-          const counts: Record<string, number> = {};
-          for (const k of ["files", "bytes", "sealedBytes"] as const) if (msg[k] !== undefined) counts[k] = field.int(msg, k, 0, 2 ** 44);
-          this.emit("event", { type: "output", output: this.outputName(msg), decision, reason: field.string(msg, "reason", 4000), ...counts });
+        case "consentRequest": {
+          const { url, room, manifestDigest } = msg.value;
+          await sendMessage(c, HostToFirewallSchema, { case: "consentAnswer", value: await this.options.services.relayConsent(url, { room, manifestDigest }) });
           break;
         }
-        case "sealed-begin":
-          writer.sealedBegin(this.outputName(msg));
+        case "outputDecided": {
+          const o = msg.value;
+          const counts: { files?: number; bytes?: number; sealedBytes?: number } = {};
+          if (o.files !== undefined) counts.files = num(o.files);
+          if (o.bytes !== undefined) counts.bytes = num(o.bytes);
+          if (o.sealedBytes !== undefined) counts.sealedBytes = num(o.sealedBytes);
+          this.emit("event", { type: "output", output: this.outputName(o.output), decision: DECISION_NAMES[o.decision], reason: o.reason, ...counts });
           break;
-        case "sealed-data":
-          sealed = { output: this.outputName(msg), size: field.int(msg, "size", 1, 8 * 1024 * 1024), got: 0 };
+        }
+        case "sealedBegin":
+          writer.sealedBegin(this.outputName(msg.value.output));
           break;
-        case "sealed-end":
-          writer.sealedEnd(this.outputName(msg), field.int(msg, "bytes", 0, 2 ** 44));
+        case "sealedData":
+          sealed = { output: this.outputName(msg.value.output), size: msg.value.size, got: 0 };
           break;
-        case "open-file":
-          writer.openBegin(this.outputName(msg), field.string(msg, "path", 1024), field.int(msg, "size", 0, 2 ** 40));
+        case "sealedEnd":
+          writer.sealedEnd(this.outputName(msg.value.output), num(msg.value.bytes));
           break;
-        case "outputs-complete":
+        case "openFile":
+          writer.openBegin(this.outputName(msg.value.output), msg.value.path, num(msg.value.size));
+          break;
+        case "outputsComplete":
           writer.commit();
           this.emit("event", { type: "outputs-complete", written: writer.result.written, refused: writer.result.refused });
           break;
-        case "audit-lines": {
+        case "auditLines":
           // Records as the enforcer writes them, kept durably at once (they survive a dead enforcer).
-          audit = { size: field.int(msg, "size", 1, 64 * 1024 * 1024), parts: [], got: 0 };
+          audit = { size: msg.value.size, parts: [], got: 0 };
           mkdirSync(path.dirname(this.auditPath), { recursive: true });
           break;
-        }
-        case "audit-end":
+        case "auditEnd":
           this.emit("event", { type: "audit-log", path: this.auditPath });
           break;
         case "refused":
           // The firewall refused or stopped the run (signature, key, consent, input, deadline...).
           this.finished = true;
           writer.discard();
-          this.emit("lost", refusal(field.string(msg, "code", 40), field.string(msg, "reason", 4000), manifest.file));
+          this.log.info({ code: errorCodeFromWire(msg.value.code) }, "the firewall refused the run");
+          this.emit("lost", refusal(msg.value.code, msg.value.reason, manifest.file));
           break;
         case "done":
           this.finished = true;
-          this.emit("event", { type: "done", completed: msg.completed === true });
+          this.emit("event", { type: "done", completed: msg.value.completed });
           break;
         default:
-          this.log.warn("an unknown message from the firewall ignored");
+          throw unreachable(msg);
       }
     }
   }
 
   /** An output name from the firewall: one the manifest declares, or the console. */
-  private outputName(msg: Record<string, unknown>): string {
-    const name = field.string(msg, "output", 64);
+  private outputName(name: string): string {
     if (!this.outputNames.has(name)) throw new AirlockError("GUEST_PROTOCOL", "the firewall named an output the manifest does not declare");
     return name;
   }
@@ -224,7 +234,7 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
     const input = this.options.manifest.inputs.find((i) => i.name === name);
     if (!input) throw new AirlockError("GUEST_PROTOCOL", `the firewall asked for unknown input ${JSON.stringify(name)}`);
     const size = statSync(input.path).size;
-    await sendMessage(c, { type: "input-file", name, size });
+    await sendMessage(c, HostToFirewallSchema, { case: "inputFile", value: { name, size: BigInt(size) } });
     let sent = 0;
     for await (const chunk of createReadStream(input.path, { highWaterMark: 256 * 1024, end: size - 1 }) as AsyncIterable<Buffer>) {
       sent += chunk.length;
@@ -239,8 +249,22 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
   }
 }
 
+/** Every case of the firewall's messages is handled above: the compiler checks it. */
+function unreachable(never: never): Error {
+  return new AirlockError("INTERNAL", `unhandled firewall message ${String((never as { case?: unknown }).case)}`);
+}
+
+/** The wire's decisions by name (the enum's zero is refused when the message is decoded). */
+const DECISION_NAMES = {
+  [Decision.UNSPECIFIED]: "withhold",
+  [Decision.RELEASE]: "release",
+  [Decision.ENCRYPT]: "encrypt",
+  [Decision.WITHHOLD]: "withhold",
+} as const satisfies Record<Decision, string>;
+
 /** The firewall's refusal, with what a user can do about it. */
-function refusal(code: string, reason: string, manifestFile: string): AirlockError {
+function refusal(wireCode: WireErrorCode, reason: string, manifestFile: string): AirlockError {
+  const code = errorCodeFromWire(wireCode);
   const hints: Record<string, string> = {
     KEY_RELEASE: `grant each input to this room and this firewall image: airlock manifest grant ${manifestFile} --input NAME [--identity FILE] (again after the manifest or the firewall image changes)`,
     MANIFEST_SIGNATURE: `each collaborator signs: airlock manifest sign ${manifestFile} --key KEY.pem --name NAME; check with airlock manifest verify`,
@@ -249,7 +273,7 @@ function refusal(code: string, reason: string, manifestFile: string): AirlockErr
   };
   const hint = hints[code];
   // The firewall's own code, so `airlock run` can say [KEY_RELEASE]; the hint goes in the message.
-  return new AirlockError(isErrorCode(code) ? code : "POLICY", `the firewall refused the run: ${reason}${hint ? ` (to fix: ${hint})` : ""}`);
+  return new AirlockError(code, `the firewall refused the run: ${reason}${hint ? ` (to fix: ${hint})` : ""}`);
 }
 
 /** Appends and fdatasyncs (the first write of a run starts the file afresh). */

@@ -8,6 +8,8 @@ import path from "node:path";
 import type { Duplex } from "node:stream";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { readMessages, sendBytes, sendMessage } from "../control.ts";
+import { plainMessage } from "../test-wire.ts";
+import { FirewallToHostSchema } from "../../gen/airlock/v1/control_pb.ts";
 import { AirlockError } from "../errors.ts";
 import { secureClient, secureServer } from "./index.ts";
 import type { ChannelOptions, SecureChannel } from "./index.ts";
@@ -128,16 +130,16 @@ describe("secure channel", () => {
   it("carries control.ts messages unchanged (the integration is the stream swap)", async () => {
     const { c, s } = await pair();
     const payload = randomBytes(300_000);
-    await sendMessage(c.stream, { type: "output", path: "out/result.csv", size: payload.length });
+    await sendMessage(c.stream, FirewallToHostSchema, { case: "openFile", value: { output: "out", path: "result.csv", size: BigInt(payload.length) } });
     await sendBytes(c.stream, payload);
     c.stream.end();
     const got: unknown[] = [];
     const data: Buffer[] = [];
-    for await (const m of readMessages(s.stream)) {
-      if (m.kind === "json") got.push(m.value);
+    for await (const m of readMessages(s.stream, FirewallToHostSchema, "the peer")) {
+      if (m.kind === "message") got.push(plainMessage(m.message));
       else data.push(m.data);
     }
-    expect(got).toEqual([{ type: "output", path: "out/result.csv", size: payload.length }]);
+    expect(got).toEqual([{ type: "openFile", output: "out", path: "result.csv", size: payload.length }]);
     expect(Buffer.concat(data).equals(payload)).toBe(true);
   });
 
@@ -188,7 +190,7 @@ describe("secure channel", () => {
     const plain = await startRelay(dir, l.path);
     cleanups.push(plain.close);
     const raw = await connect(plain.path);
-    await sendMessage(raw, { marker: marker.toString() });
+    await sendBytes(raw, Buffer.from(marker));
     await new Promise((r) => setTimeout(r, 50));
     raw.destroy();
     expect(Buffer.concat(plain.wire.c2s).indexOf(marker)).toBeGreaterThan(0);

@@ -1,9 +1,12 @@
-// The input placement loop: before the run message, the firewall streams each input (decrypted on
-// its side) as `input {name, mount}` + data frames + `input-end {bytes}`; each is written under
-// /data/in on tmpfs and put in place, read-only, only after its input-end, then acknowledged with
-// `input-placed`. An `abort` ends the run (after the firewall has closed the link, bounded).
+// The input placement loop: before the Run message, the firewall streams each input (decrypted on
+// its side) as Input {name, mount} + data frames + InputEnd {bytes}; each is written under
+// /data/in on tmpfs and put in place, read-only, only after its InputEnd, then acknowledged with
+// InputPlaced. An Abort ends the run (after the firewall has closed the link, bounded).
 import type { Writable } from "node:stream";
-import { field, sendMessage, type Incoming } from "../../../proto/src/control.ts";
+import { bodyOf } from "../../../proto/src/control.ts";
+import { num } from "../../../proto/src/wire.ts";
+import type { Run } from "../../../proto/gen/airlock/v1/agent_pb.ts";
+import { toFirewall, type FromFirewall } from "./link.ts";
 import { InputFile } from "./workload.ts";
 
 /** An input's mount path: what the room allows (room.ts checks it too, on the firewall's side). */
@@ -12,8 +15,8 @@ export function inputMount(p: string): string {
   return p;
 }
 
-/** Places every input the firewall sends; resolves with the run message that follows them. */
-export async function placeInputs(link: Writable, messages: AsyncIterator<Incoming>): Promise<Record<string, unknown>> {
+/** Places every input the firewall sends; resolves with the Run message that follows them. */
+export async function placeInputs(link: Writable, messages: AsyncIterator<FromFirewall>): Promise<Run> {
   let input: InputFile | undefined;
   for (;;) {
     const m = await messages.next();
@@ -22,27 +25,35 @@ export async function placeInputs(link: Writable, messages: AsyncIterator<Incomi
     if (v.kind === "data") {
       if (!input) throw new Error("input data outside an input");
       input.write(v.data);
-    } else if (v.value.type === "input") {
-      if (input) throw new Error("an input inside an input");
-      input = new InputFile(inputMount(field.string(v.value, "mount", 1024)));
-    } else if (v.value.type === "input-end") {
-      if (!input || field.int(v.value, "bytes", 0, 2 ** 44) !== input.bytes) throw new Error("input-end does not match the input");
-      input.finish();
-      input = undefined;
-      await sendMessage(link, { type: "input-placed", name: v.value.name });
-    } else if (v.value.type === "abort") {
-      // Stay until the firewall closes the link (bounded): it reports to the host first.
-      const reason = String(v.value.reason).slice(0, 200);
-      const deadline = Date.now() + 60_000;
-      while (Date.now() < deadline) {
-        const end = await Promise.race([messages.next().then((x) => x.done === true, () => true), new Promise<boolean>((r) => setTimeout(() => r(true), deadline - Date.now()))]);
-        if (end) break;
+      continue;
+    }
+    const body = bodyOf(v.message);
+    switch (body.case) {
+      case "input":
+        if (input) throw new Error("an input inside an input");
+        input = new InputFile(inputMount(body.value.mount));
+        break;
+      case "inputEnd":
+        if (!input || num(body.value.bytes) !== input.bytes) throw new Error("input-end does not match the input");
+        input.finish();
+        input = undefined;
+        await toFirewall(link, { case: "inputPlaced", value: { name: body.value.name } });
+        break;
+      case "abort": {
+        // Stay until the firewall closes the link (bounded): it reports to the host first.
+        const reason = body.value.reason;
+        const deadline = Date.now() + 60_000;
+        while (Date.now() < deadline) {
+          const end = await Promise.race([messages.next().then((x) => x.done === true, () => true), new Promise<boolean>((r) => setTimeout(() => r(true), deadline - Date.now()))]);
+          if (end) break;
+        }
+        throw new Error(`the firewall aborted the run: ${reason}`);
       }
-      throw new Error(`the firewall aborted the run: ${reason}`);
-    } else if (v.value.type === "run") {
-      return v.value;
-    } else {
-      throw new Error(`unexpected message ${String(v.value.type).slice(0, 40)}`);
+      case "run":
+        if (input) throw new Error("the run inside an input");
+        return body.value;
+      case "bye":
+        throw new Error("the firewall said bye before the run");
     }
   }
 }

@@ -9,7 +9,8 @@
 import { archiveEntryCost } from "../../../proto/src/archive.ts";
 import { closeSync, constants, fstatSync, lstatSync, openSync, readdirSync, readSync } from "node:fs";
 import type { Writable } from "node:stream";
-import { sendData, sendMessage } from "../../../proto/src/control.ts";
+import { sendData } from "../../../proto/src/control.ts";
+import { toFirewall } from "./link.ts";
 
 export const MAX_ENTRIES = 10_000;
 export const MAX_DEPTH = 16;
@@ -176,10 +177,10 @@ export function scanOutput(mount: string, maxBytes: number, maxEntries = MAX_ENT
 export async function sendOutput(link: Writable, name: string, scan: OutputScan): Promise<void> {
   const files = scan.overLimit ? 0 : scan.files.length;
   const bytes = scan.overLimit ? 0 : scan.bytes;
-  await sendMessage(link, { type: "output", output: name, files, bytes, overLimit: scan.overLimit, refused: scan.refused });
+  await toFirewall(link, { case: "output", value: { output: name, files, bytes: BigInt(bytes), overLimit: scan.overLimit, refused: scan.refused } });
   if (scan.overLimit) return;
   for (const f of scan.files) {
-    await sendMessage(link, { type: "file", output: name, name: f.rel.toString("base64"), mode: f.mode, size: f.size });
+    await toFirewall(link, { case: "file", value: { output: name, name: f.rel, mode: f.mode, size: BigInt(f.size) } });
     const o = openRegular(f.abs);
     if (o.kind !== "file") throw new Error(`output ${name}: a listed file is no longer a regular file`);
     try {

@@ -4,14 +4,14 @@
 // the firewall's bye.
 import { createHash } from "node:crypto";
 import { connectVsock } from "../../../proto/src/vsock-stream.ts";
-import { canonicalJson } from "../../../proto/src/manifest/digest.ts";
-import { AGENT_PORT, FIREWALL_CID, readMessages, sendMessage } from "../../../proto/src/control.ts";
+import { AGENT_PORT, FIREWALL_CID, bodyOf } from "../../../proto/src/control.ts";
 import type { ReportProvider } from "../../../proto/src/attestation/index.ts";
 import { secureClient } from "../../../proto/src/channel/index.ts";
 import { roomChannelOptions } from "../../../proto/src/agent-link.ts";
 import { runWorkload } from "./workload.ts";
 import { parseRun, sendResults } from "./protocol.ts";
 import { placeInputs } from "./inputs.ts";
+import { fromFirewall, toFirewall } from "./link.ts";
 
 const CONNECT_DEADLINE_MS = 180_000;
 const AGENT_HANDSHAKE_TIMEOUT_MS = 180_000;
@@ -33,10 +33,11 @@ async function connectFirewall() {
  * is our host_data, which the handshake proved the firewall shares), and the firewall must run the
  * image that room pins. Otherwise nothing runs: the host launched a firewall of its own making.
  */
-export function checkFirewall(room: Record<string, unknown>, peer: { measurement: string; hostData: string }): void {
-  const digest = createHash("sha256").update(canonicalJson(room)).digest("hex");
+export function checkFirewall(room: Buffer, peer: { measurement: string; hostData: string }): void {
+  // The launch bound the digest of exactly these bytes (the canonical manifest): no parse before.
+  const digest = createHash("sha256").update(room).digest("hex");
   if (digest !== peer.hostData) throw new Error("the room the firewall sent is not the room this sandbox was launched for");
-  const pins = room.attestation as { firewall?: unknown } | undefined;
+  const pins = (JSON.parse(room.toString("utf8")) as { attestation?: { firewall?: unknown } }).attestation;
   if (typeof pins?.firewall !== "string" || pins.firewall !== peer.measurement) throw new Error("the firewall's launch measurement is not the one the room pins");
 }
 
@@ -49,8 +50,8 @@ export async function runAgent(provider: ReportProvider): Promise<number> {
   // (attestation, key release, consent): give it time.
   const { stream: link, peer } = await secureClient(raw, roomChannelOptions(provider, { peer: "firewall", timeoutMs: AGENT_HANDSHAKE_TIMEOUT_MS }));
   link.on("error", () => {}); // reported by the reads below
-  await sendMessage(link, { type: "hello", agent: "airlock-sandbox/1" });
-  const messages = readMessages(link);
+  await toFirewall(link, { case: "hello", value: { agent: "airlock-sandbox/1" } });
+  const messages = fromFirewall(link);
   // Inputs come first, then the run message.
   const spec = parseRun(await placeInputs(link, messages));
   checkFirewall(spec.room, peer);
@@ -70,7 +71,7 @@ export async function runAgent(provider: ReportProvider): Promise<number> {
   // Wait for the firewall's bye before the VM powers off. Not bounded: a held pair (airlock up)
   // stays up until it is stopped, which closes the link.
   const bye = await messages.next();
-  const ok = !bye.done && bye.value.kind === "json" && bye.value.value.type === "bye";
+  const ok = !bye.done && bye.value.kind === "message" && bodyOf(bye.value.message).case === "bye";
   link.end();
   await new Promise((r) => setTimeout(r, 100));
   link.destroy();

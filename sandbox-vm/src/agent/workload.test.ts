@@ -3,11 +3,10 @@ import { chmodSync, chownSync, closeSync, mkdirSync, mkdtempSync, openSync, read
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import type { Incoming } from "../../../proto/src/control.ts";
 import { MAX_DEPTH, openRegular, readPieces, scanOutput, sendOutput, ShrunkError } from "./outputs.ts";
 import { sendResults } from "./protocol.ts";
 import { InputFile, processesOf, runWorkload, strayCount } from "./workload.ts";
-import { capture } from "./test-link.ts";
+import { capture, messagesOf as json } from "./test-link.ts";
 
 // As root (CI, the dev host) the workload runs as uid 1000 and the agent's sweep of that uid is
 // exercised; as an ordinary user it runs as that user, and the tests that need the sweep skip.
@@ -29,7 +28,6 @@ const fresh = (name: string): string => {
   return p;
 };
 
-const json = (ms: Incoming[]): Record<string, unknown>[] => ms.flatMap((m) => (m.kind === "json" ? [m.value] : []));
 
 describe("runWorkload", () => {
   it("captures stdout and stderr as data and returns the exit status", async () => {
@@ -173,7 +171,8 @@ describe("collecting an output", () => {
     expect(scanOutput(out, 2559)).toMatchObject({ bytes: 512 + 1024 + 512 + 512, overLimit: true });
     // Over its bound: announced with no files and no bytes, as the enforcer requires.
     const ms = await capture((link) => sendOutput(link, "o", scanOutput(out, 2047)));
-    expect(ms).toEqual([{ kind: "json", value: { type: "output", output: "o", files: 0, bytes: 0, overLimit: true, refused: { special: 0, symlinks: 0, badNames: 0, unreadable: 0 } } }]);
+    expect(ms).toHaveLength(1);
+    expect(json(ms)).toEqual([{ type: "output", output: "o", files: 0, bytes: 0, overLimit: true, refused: { special: 0, symlinks: 0, badNames: 0, unreadable: 0 } }]);
     const many = fresh("many");
     for (let i = 0; i <= 10; i++) writeFileSync(path.join(many, `f${i}`), "");
     expect(scanOutput(many, 1 << 20, 11).overLimit).toBe(false);
@@ -191,11 +190,11 @@ describe("collecting an output", () => {
     const ms = await capture((link) => sendOutput(link, "o", scanOutput(out, 10 << 20)));
     expect(json(ms)).toEqual([
       { type: "output", output: "o", files: 2, bytes: 512 + big.length + 512 + 512, overLimit: false, refused: { special: 0, symlinks: 0, badNames: 0, unreadable: 0 } },
-      { type: "file", output: "o", name: Buffer.from("small.txt").toString("base64"), mode: 0o644, size: 2 },
-      { type: "file", output: "o", name: Buffer.from("sub/big.bin").toString("base64"), mode: 0o755, size: big.length },
+      { type: "file", output: "o", name: "small.txt", mode: 0o644, size: 2 },
+      { type: "file", output: "o", name: "sub/big.bin", mode: 0o755, size: big.length },
     ]);
-    const sizes = ms.map((m) => (m.kind === "data" ? m.data.length : "json"));
-    expect(sizes).toEqual(["json", "json", 2, "json", 1 << 20, 1 << 20, 512 * 1024]);
+    const sizes = ms.map((m) => (m.kind === "data" ? m.data.length : "message"));
+    expect(sizes).toEqual(["message", "message", 2, "message", 1 << 20, 1 << 20, 512 * 1024]);
     // readPieces asks for no more than the size it is given, and a file shorter than that is an error.
     const fd = openSync(path.join(out, "small.txt"), "r");
     try {
@@ -238,7 +237,7 @@ describe("inputs and stray files", () => {
     mine(path.join(out, "fine.txt"));
     expect(strayCount([top], [out], UID)).toBe(4); // hidden/, stash.txt, the 0xff file, link
     const ms = await capture((link) =>
-      sendResults(link, { command: ["x"], env: {}, timeoutSeconds: 1, room: {}, outputs: [], console: null }, { code: 0, console: Buffer.alloc(0), consoleTruncated: false, survivors: 0 }, [path.join(top, "tmp")]),
+      sendResults(link, { command: ["x"], env: {}, timeoutSeconds: 1, room: Buffer.from("{}"), outputs: [], console: null }, { code: 0, console: Buffer.alloc(0), consoleTruncated: false, survivors: 0 }, [path.join(top, "tmp")]),
     );
     expect(json(ms)).toEqual([
       { type: "stray", count: 4 },

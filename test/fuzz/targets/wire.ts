@@ -10,11 +10,20 @@ import { AirlockError } from "../../../proto/src/errors.ts";
 import { FrameSource } from "../../../proto/src/channel/link.ts";
 import { alertReason, decodeHello, deriveKeys, encodeFrame as encodeChannelFrame, encodeHello, MAX_RECORD, RecordCipher, RecordType, transcriptHash } from "../../../proto/src/channel/protocol.ts";
 import type { Role } from "../../../proto/src/channel/protocol.ts";
-import { checkRelativePath, field, readMessages } from "../../../proto/src/control.ts";
+import { readMessages } from "../../../proto/src/control.ts";
+import { create, equals, toBinary, type DescMessage, type Message, type MessageInitShape } from "@bufbuild/protobuf";
+import type { GenMessage } from "@bufbuild/protobuf/codegenv2";
+import { decodeMessage } from "../../../proto/src/wire.ts";
+import { checkArchiveName } from "../../../proto/src/archive.ts";
+import { canonicalJson } from "../../../proto/src/manifest/digest.ts";
+import { AgentToFirewallSchema, FirewallToAgentSchema, type Run } from "../../../proto/gen/airlock/v1/agent_pb.ts";
+import { Decision, FirewallToHostSchema, HostToFirewallSchema } from "../../../proto/gen/airlock/v1/control_pb.ts";
+import { ErrorCode } from "../../../proto/gen/airlock/v1/errors_pb.ts";
+import { parseRun } from "../../../sandbox-vm/src/agent/protocol.ts";
 import { DEFAULT_MAX_FRAME, encodeFrame, readFrames } from "../../../proto/src/framing.ts";
-import { parseRoom } from "../../../proto/src/room.ts";
+import { parseRoom, parseRoomBytes } from "../../../proto/src/room.ts";
 import { Refused, Violation, type DecoderTarget, type TargetFactory } from "../engine.ts";
-import { dictionary, mutateJsonText, type Field, type Rng, type Seed } from "../mutate.ts";
+import { dictionary, mutate, mutateJsonText, type Field, type Rng, type Seed } from "../mutate.ts";
 import { fixedBytes, fixedEd25519, fixedX25519 } from "../keys.ts";
 import { attestationSeeds } from "./attestation.ts";
 
@@ -54,7 +63,7 @@ const framing: TargetFactory = {
     };
     const seeds = [
       seedOf("three frames", [Buffer.from("hello"), Buffer.alloc(0), Buffer.alloc(1000, 7)]),
-      seedOf("one frame", [Buffer.from('\u0001{"type":"hello","agent":"airlock-sandbox/1"}')]),
+      seedOf("one frame", [Buffer.concat([Buffer.from([1]), toBinary(AgentToFirewallSchema, create(AgentToFirewallSchema, { body: { case: "hello", value: { agent: "airlock-sandbox/1" } } }))])]),
       seedOf("many small frames", Array.from({ length: 40 }, (_, i) => Buffer.alloc(i % 9, i))),
     ];
     const run = async (input: Buffer, rng: Rng): Promise<void> => {
@@ -72,16 +81,34 @@ const framing: TargetFactory = {
 
 // ---- control messages (control.ts) and what the enforcer and the host read from them ----
 
-const JSON_FRAME = 1;
+const MESSAGE_FRAME = 1;
 const DATA_FRAME = 2;
 
-function jsonFrame(v: unknown): Buffer {
-  return encodeFrame(Buffer.concat([Buffer.from([JSON_FRAME]), Buffer.from(JSON.stringify(v))]));
+/** One message of a link, framed as control.ts sends it. */
+function messageFrame<M extends Message>(schema: GenMessage<M>, init: MessageInitShape<GenMessage<M>>): Buffer {
+  return encodeFrame(Buffer.concat([Buffer.from([MESSAGE_FRAME]), toBinary(schema, create(schema, init))]));
 }
 
 function dataFrame(b: Buffer): Buffer {
   return encodeFrame(Buffer.concat([Buffer.from([DATA_FRAME]), b]));
 }
+
+/** Protocol Buffers' edge values: varint continuations, length prefixes past the end, field keys of every wire type, unknown field numbers. */
+const PROTO_DICT = [
+  Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f]),
+  Buffer.from([0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01]),
+  Buffer.from([0x0a, 0xff, 0xff, 0x03]),
+  Buffer.from([0x08, 0x00]),
+  Buffer.from([0x0d, 0, 0, 0, 0]),
+  Buffer.from([0x09, 0, 0, 0, 0, 0, 0, 0, 0]),
+  Buffer.from([0x0b]),
+  Buffer.from([0x0c]),
+  Buffer.from([0xf8, 0x06, 0x01]),
+  Buffer.from([0x12, 0x00]),
+  Buffer.from([0x00]),
+  Buffer.from("\u0000", "utf8"),
+  Buffer.from([0xc3, 0x28]),
+];
 
 /** A canonical room as the host sends it to the firewall (manifest/digest.ts canonicalManifest). */
 function canonicalRoom(): Record<string, unknown> {
@@ -103,61 +130,75 @@ function canonicalRoom(): Record<string, unknown> {
   };
 }
 
-/** Reads a message the way its consumer does (firewall-vm's session and host channel, the host link). */
-function consume(m: Record<string, unknown>): void {
-  const type = field.string(m, "type", 64);
-  switch (type) {
+/**
+ * Reads a message the way its consumer does (the firewall's session and host channel, the host
+ * link, the agent), after the decoder has checked it; a decoded message must re-encode to a message
+ * that decodes equal (the checks are a function of the message, not of its encoding).
+ */
+function consume(schema: DescMessage, message: Message): void {
+  const again = decodeMessage(schema, toBinary(schema, message), "re-encoded");
+  if (!equals(schema, message, again)) throw new Violation(`${schema.typeName} does not survive a re-encoding`);
+  const body = (message as unknown as { body: { case: string; value: Record<string, unknown> } }).body;
+  switch (body.case) {
     case "room":
-      parseRoom(m.canonical);
+      parseRoomBytes(body.value.canonicalJson as Uint8Array);
       break;
-    case "output":
-      field.string(m, "output", 64);
-      field.int(m, "files", 0, 1_000_000);
-      field.int(m, "bytes", 0, 2 ** 44);
+    case "run":
+      parseRun(body.value as unknown as Run);
       break;
     case "file":
-      checkRelativePath(Buffer.from(field.string(m, "name", 8192), "base64").toString("utf8"));
-      field.int(m, "mode", 0, 0o7777);
-      field.int(m, "size", 0, 2 ** 44);
+      checkArchiveName(Buffer.from(body.value.name as Uint8Array));
       break;
-    case "console":
-      field.int(m, "bytes", 0, 2 ** 32);
-      break;
-    case "stray":
-      field.int(m, "count", 0, 2 ** 40);
-      break;
-    case "exit":
-      field.int(m, "code", 0, 255);
-      break;
-    case "consent-request":
-      field.string(m, "url", 2048);
-      break;
-    default:
-      field.string(m, "name", 256);
   }
 }
 
+const LINKS: DescMessage[] = [AgentToFirewallSchema, FirewallToAgentSchema, HostToFirewallSchema, FirewallToHostSchema];
+
 const control: TargetFactory = {
   name: "control",
-  what: "control messages between host, firewall and agent (control.ts readMessages, field checks, checkRelativePath, room.ts parseRoom)",
+  what: "the links' messages between host, firewall and agent (control.ts readMessages, wire.ts decodeMessage against control.proto and agent.proto; then room.ts parseRoomBytes, the agent's parseRun, archive.ts checkArchiveName)",
   create(): DecoderTarget {
     const seedOf = (name: string, frames: Buffer[]): Seed => ({ name, data: Buffer.concat(frames), fields: frameFields(frames) });
     const agent = [
-      jsonFrame({ type: "hello", name: "airlock-sandbox/1" }),
-      jsonFrame({ type: "input-placed", name: "corpus" }),
-      jsonFrame({ type: "output", output: "counts", files: 2, bytes: 11 }),
-      jsonFrame({ type: "file", output: "counts", name: Buffer.from("a/b.txt").toString("base64"), mode: 0o644, size: 5 }),
+      messageFrame(AgentToFirewallSchema, { body: { case: "hello", value: { agent: "airlock-sandbox/1" } } }),
+      messageFrame(AgentToFirewallSchema, { body: { case: "inputPlaced", value: { name: "corpus" } } }),
+      messageFrame(AgentToFirewallSchema, { body: { case: "output", value: { output: "counts", files: 2, bytes: 2048n, refused: { special: 1 } } } }),
+      messageFrame(AgentToFirewallSchema, { body: { case: "file", value: { output: "counts", name: Buffer.from("a/b.txt"), mode: 0o644, size: 5n } } }),
       dataFrame(Buffer.from("hello")),
-      jsonFrame({ type: "file", output: "counts", name: Buffer.from("c.json").toString("base64"), mode: 0o755, size: 6 }),
+      messageFrame(AgentToFirewallSchema, { body: { case: "file", value: { output: "counts", name: Buffer.from("c.json"), mode: 0o755, size: 6n } } }),
       dataFrame(Buffer.from("world!")),
-      jsonFrame({ type: "console", bytes: 3 }),
+      messageFrame(AgentToFirewallSchema, { body: { case: "console", value: { bytes: 3n } } }),
       dataFrame(Buffer.from("ok\n")),
-      jsonFrame({ type: "stray", count: 0 }),
-      jsonFrame({ type: "exit", code: 0 }),
+      messageFrame(AgentToFirewallSchema, { body: { case: "stray", value: { count: 0n } } }),
+      messageFrame(AgentToFirewallSchema, { body: { case: "exit", value: { code: 0 } } }),
     ];
-    const host = [jsonFrame({ type: "room", canonical: canonicalRoom(), hold: false, sandboxMeasurement: fixedBytes("m", 48).toString("hex") }), jsonFrame({ type: "signatures", name: "sigs", signatures: [] })];
-    const seeds = [seedOf("agent to enforcer", agent), seedOf("host to firewall", host), seedOf("consent", [jsonFrame({ type: "consent-request", url: "https://governance.example.test/consent", body: { room: "x" } })])];
-    // Structured: one message's JSON edited, every frame length kept right.
+    const room = Buffer.from(canonicalJson(canonicalRoom()));
+    const toAgent = [
+      messageFrame(FirewallToAgentSchema, { body: { case: "input", value: { name: "corpus", mount: "/data/in/corpus" } } }),
+      dataFrame(Buffer.from("the cat")),
+      messageFrame(FirewallToAgentSchema, { body: { case: "inputEnd", value: { name: "corpus", bytes: 7n } } }),
+      messageFrame(FirewallToAgentSchema, {
+        body: { case: "run", value: { command: ["/bin/sh", "/workload/run.sh"], env: { LANG: "C" }, timeoutSeconds: 600, padToSeconds: 60, roomCanonicalJson: room, outputs: [{ name: "counts", mount: "/data/out/counts", maxBytes: 1048576n }], console: { maxBytes: 65536n } } },
+      }),
+      messageFrame(FirewallToAgentSchema, { body: { case: "bye", value: {} } }),
+    ];
+    const host = [
+      messageFrame(HostToFirewallSchema, { body: { case: "room", value: { canonicalJson: room, hold: false, brokerPublicKey: fixedBytes("broker").toString("base64") } } }),
+      messageFrame(HostToFirewallSchema, { body: { case: "signatures", value: { signatures: [{ name: "data-owner", publicKeyPem: "-----BEGIN PUBLIC KEY-----", alg: "ed25519", signature: "AAAA", digest: "00" }] } } }),
+      messageFrame(HostToFirewallSchema, { body: { case: "inputFile", value: { name: "corpus", size: 3n } } }),
+      dataFrame(Buffer.from("age")),
+      messageFrame(HostToFirewallSchema, { body: { case: "consentAnswer", value: { status: 200, body: '{"consent":true}' } } }),
+    ];
+    const firewall = [
+      messageFrame(FirewallToHostSchema, { body: { case: "consentRequest", value: { url: "https://governance.example.test/consent", room: "word-count", manifestDigest: "ab".repeat(32) } } }),
+      messageFrame(FirewallToHostSchema, { body: { case: "outputDecided", value: { output: "counts", decision: Decision.ENCRYPT, reason: "sealed", sealedBytes: 16_512n } } }),
+      messageFrame(FirewallToHostSchema, { body: { case: "sealedData", value: { output: "counts", size: 3 } } }),
+      dataFrame(Buffer.from("age")),
+      messageFrame(FirewallToHostSchema, { body: { case: "refused", value: { code: ErrorCode.KEY_RELEASE, reason: "no key" } } }),
+      messageFrame(FirewallToHostSchema, { body: { case: "done", value: { completed: false } } }),
+    ];
+    const seeds = [seedOf("agent to firewall", agent), seedOf("firewall to agent", toAgent), seedOf("host to firewall", host), seedOf("firewall to host", firewall)];
+    // Structured: one frame's message mutated as bytes, every frame length kept right.
     const structured = (rng: Rng, seed: Seed): Buffer => {
       const frames: Buffer[] = [];
       for (let off = 0; off + 4 <= seed.data.length; ) {
@@ -166,21 +207,32 @@ const control: TargetFactory = {
         off += 4 + len;
       }
       const i = rng.int(frames.length);
-      if (frames[i]![0] === JSON_FRAME) {
-        const text = mutateJsonText(rng, JSON.parse(frames[i]!.subarray(1).toString("utf8")));
-        frames[i] = Buffer.concat([Buffer.from([JSON_FRAME]), Buffer.from(text)]);
+      if (frames[i]![0] === MESSAGE_FRAME) {
+        const payload = mutate(rng, [{ name: "message", data: frames[i]!.subarray(1) }], { maxLen: 64 * 1024, dict: PROTO_DICT });
+        frames[i] = Buffer.concat([Buffer.from([MESSAGE_FRAME]), payload]);
       } else {
-        frames[i] = Buffer.concat([Buffer.from([rng.pick([DATA_FRAME, JSON_FRAME, 0, 3, 255])]), rng.bytes(rng.int(64))]);
+        frames[i] = Buffer.concat([Buffer.from([rng.pick([DATA_FRAME, MESSAGE_FRAME, 0, 3, 255])]), rng.bytes(rng.int(64))]);
       }
       return Buffer.concat(frames.map((f) => encodeFrame(f)));
     };
     const run = async (input: Buffer, rng: Rng): Promise<void> => {
       const maxFrame = rng.chance(0.25) ? rng.pick([0, 1, 64, 4096]) : undefined;
-      for await (const m of readMessages(Readable.from(chunks(rng, input)), maxFrame)) {
-        if (m.kind === "json") consume(m.value);
+      // The bytes could be any link's: accepted when one link's reader takes them all.
+      let refusal: unknown;
+      for (const schema of LINKS) {
+        try {
+          for await (const m of readMessages(Readable.from(chunks(rng, input)), schema, "the peer", maxFrame)) {
+            if (m.kind === "message") consume(schema, m.message);
+          }
+          return;
+        } catch (err) {
+          if (!(err instanceof AirlockError)) throw err;
+          refusal = err;
+        }
       }
+      throw refusal;
     };
-    return { name: this.name, what: this.what, seeds, dict: JSON_DICT, maxLen: 256 * 1024, structured, run };
+    return { name: this.name, what: this.what, seeds, dict: PROTO_DICT, maxLen: 256 * 1024, structured, run };
   },
 };
 
@@ -224,17 +276,9 @@ const pspWire: TargetFactory = {
   create(): DecoderTarget {
     const a = attestationSeeds();
     const response = encodePspResponse({ report: a.reports[1]!.data, vcek: a.vcekDer, chain: a.chainPem });
-    const lengths = (b: Buffer): Field[] => {
-      const fields: Field[] = [];
-      for (let off = 1; off + 4 <= b.length; ) {
-        fields.push({ off, size: 4, le: true });
-        off += 4 + b.readUInt32LE(off);
-      }
-      return fields;
-    };
     const seeds: Seed[] = [
-      { name: "request", data: encodePspRequest({ vmpl: 0, reportData: fixedBytes("report data", 64) }), fields: [{ off: 4, size: 4, le: true }] },
-      { name: "response", data: response, fields: lengths(response) },
+      { name: "request", data: encodePspRequest({ vmpl: 0, reportData: fixedBytes("report data", 64) }) },
+      { name: "response", data: response },
       { name: "response without chain", data: encodePspResponse({ report: a.reports[0]!.data, vcek: a.vcekDer }) },
       { name: "refusal", data: encodePspResponse({ error: "no launch for this guest" }) },
     ];
@@ -252,7 +296,7 @@ const pspWire: TargetFactory = {
       } catch (err) {
         if (!(err instanceof AirlockError)) throw err;
         // A refusal from the PSP is a well-formed response.
-        if (err.code === "REPORT_INVALID" && input[0] === 1) accepted = true;
+        if (err.code === "REPORT_INVALID") accepted = true;
       }
       if (ev) {
         accepted = true;
@@ -268,7 +312,7 @@ const pspWire: TargetFactory = {
       }
       if (!accepted) throw new Refused("neither a request nor a response");
     };
-    return { name: this.name, what: this.what, seeds, dict: dictionary("SNPQ", "-----BEGIN CERTIFICATE-----\n", "-----END CERTIFICATE-----\n"), maxLen: 64 * 1024, run };
+    return { name: this.name, what: this.what, seeds, dict: [...PROTO_DICT, ...dictionary("-----BEGIN CERTIFICATE-----\n", "-----END CERTIFICATE-----\n")], maxLen: 64 * 1024, run };
   },
 };
 
