@@ -7,7 +7,7 @@
 // Sizes are bounded before allocation: the frame reader refuses a frame over its link's limit
 // before buffering it (framing.ts), and a message decoded from a frame cannot hold more than the
 // frame's bytes.
-import { create, fromBinary, getOption, toBinary, type DescField, type DescMessage, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
+import { create, fromBinary, fromJson, getOption, toBinary, toJson, type DescField, type DescMessage, type JsonValue, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import { bounds as boundsOption, type Bounds } from "../gen/airlock/v1/bounds_pb.ts";
 import { AirlockError, type ErrorCode } from "./errors.ts";
 
@@ -148,6 +148,28 @@ export function encodeMessage<D extends DescMessage>(schema: D, init: MessageIni
   const msg = create(schema, init);
   checkMessage(schema, msg, `outgoing ${schema.name}`);
   return toBinary(schema, msg);
+}
+
+/**
+ * Decodes one message from a peer's JSON (Protocol Buffers' JSON mapping: the key broker's HTTP
+ * bodies) and checks it as decodeMessage does; unknown fields are refused.
+ */
+export function decodeJson<D extends DescMessage>(schema: D, text: string, what: string, code: ErrorCode = "GUEST_PROTOCOL"): MessageShape<D> {
+  let msg: MessageShape<D>;
+  try {
+    msg = fromJson(schema, JSON.parse(text) as JsonValue, { ignoreUnknownFields: false });
+  } catch (err) {
+    throw new AirlockError(code, `${what}: not a well-formed ${schema.name} (${(err as Error).message.slice(0, 200)})`);
+  }
+  new Checker(what, code).message(schema, msg as unknown as Record<string, unknown>, schema.name);
+  return msg;
+}
+
+/** Builds, checks and encodes one message as JSON text. */
+export function encodeJson<D extends DescMessage>(schema: D, init: MessageInitShape<D>): string {
+  const msg = create(schema, init);
+  checkMessage(schema, msg, `outgoing ${schema.name}`);
+  return JSON.stringify(toJson(schema, msg));
 }
 
 /** A 64-bit field as a number: the bounds keep every such field below 2^53. */

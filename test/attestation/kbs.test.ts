@@ -10,7 +10,11 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { requestKey } from "../../proto/src/attestation/kbs-client.ts";
 import { newX25519, releaseTranscript, reportDataFor, unwrapKey, verifyRelease, wrapKey } from "../../proto/src/attestation/kbs-wire.ts";
-import type { NonceResponse, ReleaseResponse } from "../../proto/src/attestation/kbs-wire.ts";
+import type { DataScope } from "../../proto/src/manifest/schema.ts";
+
+// The broker's JSON as a client sees it on the wire (kbs.proto's JSON mapping).
+type NonceResponse = { nonce: string; expiresAt: string };
+type ReleaseResponse = { keyId: string; wrapped: { brokerPublicKey: string; ciphertext: string }; scope: DataScope; signature: string };
 import { EmulatedPspProvider } from "../../proto/src/attestation/provider.ts";
 import { encodePolicy } from "../../proto/src/attestation/report.ts";
 import { verifyAuditLog } from "../../proto/src/audit/index.ts";
@@ -127,7 +131,7 @@ describe("key broker", () => {
       });
     for (const [rewrite, expected] of [
       [(b: Record<string, unknown>) => void (b.scope = "PUBLIC"), /not signed by the expected key broker/],
-      [(b: Record<string, unknown>) => void delete b.scope, /names no known data scope/],
+      [(b: Record<string, unknown>) => void delete b.scope, /ReleaseResponse.scope must match/],
     ] as const) {
       const proxy = tamper(rewrite);
       await new Promise<void>((r) => proxy.listen(0, "127.0.0.1", r));
@@ -176,7 +180,8 @@ describe("key broker", () => {
   });
 
   it("refuses malformed requests without crashing", async () => {
-    expect((await post("/v1/keys/corpus/release", { nonce: 1 })).status).toBe(403);
+    expect((await post("/v1/keys/corpus/release", { nonce: 1 })).status).toBe(400);
+    expect((await post("/v1/keys/corpus/release", { nonce: "A".repeat(43) + "=", extra: 1 })).body.reason).toMatch(/release request: not a well-formed ReleaseRequest/);
     const { nonce } = (await post("/v1/nonce", {})).body as unknown as NonceResponse;
     const bad = await post("/v1/keys/corpus/release", { nonce, publicKey: "AAAA", report: "!!", vcek: "" });
     expect(bad.status).toBe(400);

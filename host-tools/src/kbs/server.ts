@@ -1,6 +1,7 @@
 // The key broker: a plain HTTP service (node:http) that releases a dataset key only to a VM whose
 // attestation report verifies against the policy registered with that key and whose report_data
 // binds a fresh broker nonce and the VM's ephemeral X25519 key (see proto/src/attestation/kbs-wire.ts).
+// Its bodies are proto/airlock/v1/kbs.proto's messages in JSON, decoded and checked by wire.ts:
 //
 //   GET  /v1/identity             → 200 {publicKey}: the Ed25519 key that signs releases
 //   POST /v1/nonce                → 200 {nonce, expiresAt}
@@ -24,7 +25,9 @@ import { silentLogger } from "../../../proto/src/log.ts";
 import { AuditLog, AUDIT_KINDS, signerFromPrivateKey } from "../../../proto/src/audit/index.ts";
 import { parseReport } from "../../../proto/src/attestation/report.ts";
 import { DEFAULT_OWNER_SCOPE, ed25519FromSeed, KBS_NONCE_BYTES, releaseTranscript, reportDataFor, signRelease, wrapKey } from "../../../proto/src/attestation/kbs-wire.ts";
-import type { IdentityResponse, NonceResponse, RefusalResponse, ReleaseRequest, ReleaseResponse } from "../../../proto/src/attestation/kbs-wire.ts";
+import { decodeJson, encodeJson } from "../../../proto/src/wire.ts";
+import { IdentityResponseSchema, NonceResponseSchema, RefusalSchema, ReleaseRequestSchema, ReleaseResponseSchema, type ReleaseRequest } from "../../../proto/gen/airlock/v1/kbs_pb.ts";
+import type { DescMessage, MessageInitShape } from "@bufbuild/protobuf";
 import { ReportVerifier } from "../attestation/verify.ts";
 import type { Expectations } from "../attestation/verify.ts";
 import { KEY_ID, KeyStore } from "./store.ts";
@@ -56,12 +59,20 @@ export interface KbsHandle {
 const MAX_BODY = 64 * 1024;
 const RELEASE = /^\/v1\/keys\/([^/]+)\/release$/;
 
+interface RefusalBody {
+  error: "KEY_RELEASE" | "USAGE" | "NOT_FOUND" | "INTERNAL";
+  reason: string;
+}
+
 class Refusal extends Error {
+  readonly body: RefusalBody;
   constructor(
     readonly status: number,
-    readonly body: RefusalResponse,
+    body: RefusalBody,
   ) {
     super(body.reason);
+    // kbs.proto bounds a reason to 2000 bytes.
+    this.body = { error: body.error, reason: body.reason.slice(0, 500) };
   }
 }
 
@@ -87,11 +98,14 @@ function readBody(req: http.IncomingMessage): Promise<Buffer> {
   });
 }
 
-function b64(value: unknown, field: string, maxBytes: number): Buffer {
-  if (typeof value !== "string" || !/^[A-Za-z0-9+/]*={0,2}$/.test(value)) throw new Refusal(400, { error: "USAGE", reason: `${field} must be base64` });
-  const b = Buffer.from(value, "base64");
-  if (b.length > maxBytes) throw new Refusal(400, { error: "USAGE", reason: `${field} is too long` });
-  return b;
+/** The nonce a request names, read leniently (for a request that fails its checks). */
+function nonceNamedIn(body: Buffer): string {
+  try {
+    const v = (JSON.parse(body.toString("utf8")) as { nonce?: unknown }).nonce;
+    return typeof v === "string" ? v : "";
+  } catch {
+    return "";
+  }
 }
 
 function expectationsOf(policy: KeyPolicy, reportData: Buffer): Expectations {
@@ -161,7 +175,7 @@ export async function startKbs(options: KbsOptions): Promise<KbsHandle> {
     return v;
   };
 
-  const newNonce = (): NonceResponse => {
+  const newNonce = (): MessageInitShape<typeof NonceResponseSchema> => {
     const now = Date.now();
     for (const [n, exp] of nonces) {
       if (exp > now && nonces.size < maxNonces) break;
@@ -172,16 +186,17 @@ export async function startKbs(options: KbsOptions): Promise<KbsHandle> {
     return { nonce, expiresAt: new Date(now + ttl).toISOString() };
   };
 
-  const release = async (keyId: string, body: Buffer, remote: string): Promise<ReleaseResponse> => {
+  const release = async (keyId: string, body: Buffer, remote: string): Promise<MessageInitShape<typeof ReleaseResponseSchema>> => {
     let req: ReleaseRequest;
     try {
-      req = JSON.parse(body.toString("utf8")) as ReleaseRequest;
-    } catch {
-      throw new Refusal(400, { error: "USAGE", reason: "body is not JSON" });
+      req = decodeJson(ReleaseRequestSchema, body.toString("utf8"), "release request", "USAGE");
+    } catch (err) {
+      // Even a malformed request uses up the nonce it names: one attempt per nonce.
+      nonces.delete(nonceNamedIn(body));
+      throw new Refusal(400, { error: "USAGE", reason: AirlockError.from(err).message });
     }
-    if (typeof req !== "object" || req === null) throw new Refusal(400, { error: "USAGE", reason: "body must be a JSON object" });
     // The nonce is consumed before anything else can fail (and before any await): one attempt per nonce.
-    const nonceKey = typeof req.nonce === "string" ? req.nonce : "";
+    const nonceKey = req.nonce;
     const expiry = nonces.get(nonceKey);
     nonces.delete(nonceKey);
     const facts: Record<string, string> = { keyId, remote };
@@ -192,11 +207,10 @@ export async function startKbs(options: KbsOptions): Promise<KbsHandle> {
       if (expiry === undefined) throw refuse("nonce unknown, already used, or from another broker run (replay?)");
       if (expiry < Date.now()) throw refuse("nonce expired: ask for a fresh one and attest again");
       const nonce = Buffer.from(nonceKey, "base64");
-      const requesterKey = b64(req.publicKey, "publicKey", 64);
-      if (requesterKey.length !== 32) throw new Refusal(400, { error: "USAGE", reason: "publicKey must be a raw 32-byte X25519 key" });
-      const report = b64(req.report, "report", 4096);
-      const vcek = b64(req.vcek, "vcek", 8192);
-      if (req.chain !== undefined && (typeof req.chain !== "string" || req.chain.length > 16384)) throw new Refusal(400, { error: "USAGE", reason: "chain must be PEM text" });
+      // kbs.proto's bounds hold already: base64 text, a 32-byte key, bounded report and VCEK.
+      const requesterKey = Buffer.from(req.publicKey, "base64");
+      const report = Buffer.from(req.report, "base64");
+      const vcek = Buffer.from(req.vcek, "base64");
       const policy = store.policy(keyId);
       if (!policy) throw new Refusal(404, { error: "NOT_FOUND", reason: `no key "${keyId}"` });
       try {
@@ -243,8 +257,8 @@ export async function startKbs(options: KbsOptions): Promise<KbsHandle> {
   };
 
   const server = http.createServer((req, res) => {
-    const send = (status: number, value: unknown): void => {
-      const body = JSON.stringify(value);
+    const send = <D extends DescMessage>(status: number, schema: D, value: MessageInitShape<D>): void => {
+      const body = encodeJson(schema, value);
       res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(body), "cache-control": "no-store" });
       res.end(body);
     };
@@ -253,27 +267,27 @@ export async function startKbs(options: KbsOptions): Promise<KbsHandle> {
       try {
         const url = new URL(req.url ?? "/", "http://kbs");
         if (req.method === "GET" && url.pathname === "/v1/identity") {
-          send(200, { publicKey } satisfies IdentityResponse);
+          send(200, IdentityResponseSchema, { publicKey });
           return;
         }
         if (req.method === "POST" && url.pathname === "/v1/nonce") {
           await readBody(req);
-          send(200, newNonce());
+          send(200, NonceResponseSchema, newNonce());
           return;
         }
         const m = RELEASE.exec(url.pathname);
         if (req.method === "POST" && m) {
           const keyId = decodeURIComponent(m[1]!);
           if (!KEY_ID.test(keyId)) throw new Refusal(400, { error: "USAGE", reason: "malformed key id" });
-          send(200, await release(keyId, await readBody(req), remote));
+          send(200, ReleaseResponseSchema, await release(keyId, await readBody(req), remote));
           return;
         }
-        send(404, { error: "NOT_FOUND", reason: `${req.method} ${url.pathname} is not a broker endpoint` });
+        send(404, RefusalSchema, { error: "NOT_FOUND", reason: `${String(req.method).slice(0, 16)} ${url.pathname.slice(0, 200)} is not a broker endpoint` });
       } catch (err) {
-        if (err instanceof Refusal) send(err.status, err.body);
+        if (err instanceof Refusal) send(err.status, RefusalSchema, err.body);
         else {
           log.error({ err: AirlockError.from(err).message }, "key broker fault");
-          send(500, { error: "INTERNAL", reason: "internal fault" });
+          send(500, RefusalSchema, { error: "INTERNAL", reason: "internal fault" });
         }
       }
     })();

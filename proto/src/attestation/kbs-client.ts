@@ -5,21 +5,24 @@
 // link itself is not trusted. The signature covers the data owner's scope, returned with the key.
 import http from "node:http";
 import { AirlockError } from "../errors.ts";
-import { DATA_SCOPES, type DataScope } from "../manifest/schema.ts";
+import type { DataScope } from "../manifest/schema.ts";
 import type { KeyObject } from "node:crypto";
+import type { DescMessage, MessageInitShape } from "@bufbuild/protobuf";
+import { decodeJson, encodeJson } from "../wire.ts";
+import { NonceRequestSchema, NonceResponseSchema, RefusalSchema, ReleaseRequestSchema, ReleaseResponseSchema } from "../../gen/airlock/v1/kbs_pb.ts";
 import { brokerKeyFrom, newX25519, releaseTranscript, reportDataFor, unwrapKey, verifyRelease } from "./kbs-wire.ts";
-import type { NonceResponse, RefusalResponse, ReleaseRequest, ReleaseResponse } from "./kbs-wire.ts";
 import type { ReportProvider } from "./provider.ts";
 
 const MAX_RESPONSE = 1024 * 1024;
 
 interface Reply {
   status: number;
-  body: unknown;
+  /** The reply's JSON text (kbs.proto's messages). */
+  body: string;
 }
 
-function post(endpoint: string, pathname: string, body: unknown, timeoutMs: number): Promise<Reply> {
-  const payload = Buffer.from(JSON.stringify(body));
+function post<D extends DescMessage>(endpoint: string, pathname: string, schema: D, body: MessageInitShape<D>, timeoutMs: number): Promise<Reply> {
+  const payload = Buffer.from(encodeJson(schema, body));
   const target: http.RequestOptions = endpoint.startsWith("unix:") ? { socketPath: endpoint.slice(5), path: pathname } : (() => {
     const u = new URL(pathname, endpoint);
     if (u.protocol !== "http:") throw new AirlockError("KEY_RELEASE", `key broker endpoint ${endpoint}: expected http://HOST:PORT or unix:PATH`);
@@ -34,13 +37,7 @@ function post(endpoint: string, pathname: string, body: unknown, timeoutMs: numb
         if (size > MAX_RESPONSE) req.destroy(new AirlockError("KEY_RELEASE", "key broker reply is too large"));
         else chunks.push(c);
       });
-      res.on("end", () => {
-        try {
-          resolve({ status: res.statusCode ?? 0, body: JSON.parse(Buffer.concat(chunks).toString("utf8")) });
-        } catch {
-          reject(new AirlockError("KEY_RELEASE", `key broker ${endpoint} sent a reply that is not JSON (HTTP ${res.statusCode})`));
-        }
-      });
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString("utf8") }));
       res.on("error", reject);
     });
     req.on("timeout", () => req.destroy(new AirlockError("TIMEOUT", `key broker ${endpoint} did not answer within ${timeoutMs} ms`)));
@@ -71,34 +68,37 @@ export interface ReleasedKey {
 /** Attests to the broker and returns the released key and its owner's scope. Refusals throw KEY_RELEASE with the broker's reason. */
 export async function requestKey(options: RequestKeyOptions): Promise<ReleasedKey> {
   const timeout = options.timeoutMs ?? 15_000;
-  const n = await post(options.endpoint, "/v1/nonce", {}, timeout);
-  const nonceBody = n.body as NonceResponse;
-  if (n.status !== 200 || typeof nonceBody?.nonce !== "string") throw new AirlockError("KEY_RELEASE", `key broker gave no nonce (HTTP ${n.status})`);
+  const n = await post(options.endpoint, "/v1/nonce", NonceRequestSchema, {}, timeout);
+  if (n.status !== 200) throw new AirlockError("KEY_RELEASE", `key broker gave no nonce (HTTP ${n.status})`);
+  const nonceBody = decodeJson(NonceResponseSchema, n.body, "key broker's nonce", "KEY_RELEASE");
   const nonce = Buffer.from(nonceBody.nonce, "base64");
   const pair = newX25519();
   const evidence = await options.provider.getReport(reportDataFor(nonce, pair.publicRaw));
-  const request: ReleaseRequest = {
-    nonce: nonceBody.nonce,
-    publicKey: pair.publicRaw.toString("base64"),
-    report: evidence.report.toString("base64"),
-    vcek: evidence.vcek.toString("base64"),
-    ...(evidence.chain ? { chain: evidence.chain } : {}),
-  };
-  const r = await post(options.endpoint, `/v1/keys/${encodeURIComponent(options.keyId)}/release`, request, timeout);
+  const r = await post(
+    options.endpoint,
+    `/v1/keys/${encodeURIComponent(options.keyId)}/release`,
+    ReleaseRequestSchema,
+    { nonce: nonceBody.nonce, publicKey: pair.publicRaw.toString("base64"), report: evidence.report.toString("base64"), vcek: evidence.vcek.toString("base64"), chain: evidence.chain ?? "" },
+    timeout,
+  );
   if (r.status !== 200) {
-    const refusal = r.body as RefusalResponse;
-    throw new AirlockError("KEY_RELEASE", `key broker refused key "${options.keyId}" (HTTP ${r.status}): ${typeof refusal?.reason === "string" ? refusal.reason.slice(0, 500) : "no reason"}`);
+    let reason = "no reason";
+    try {
+      reason = decodeJson(RefusalSchema, r.body, "key broker's refusal", "KEY_RELEASE").reason.slice(0, 500);
+    } catch {
+      // a refusal without a readable reason is still a refusal
+    }
+    throw new AirlockError("KEY_RELEASE", `key broker refused key "${options.keyId}" (HTTP ${r.status}): ${reason}`);
   }
-  const release = r.body as ReleaseResponse;
-  if (release?.keyId !== options.keyId || typeof release.wrapped?.ciphertext !== "string" || typeof release.wrapped?.brokerPublicKey !== "string" || typeof release.signature !== "string") {
-    throw new AirlockError("KEY_RELEASE", "key broker reply is malformed");
-  }
-  if (!(DATA_SCOPES as readonly unknown[]).includes(release.scope)) throw new AirlockError("KEY_RELEASE", "key broker reply names no known data scope (a broker older than the signed scope?)");
+  const release = decodeJson(ReleaseResponseSchema, r.body, "key broker's release", "KEY_RELEASE");
+  if (release.keyId !== options.keyId) throw new AirlockError("KEY_RELEASE", "key broker released another key than the one asked for");
+  const wrapped = release.wrapped!;
+  const scope = release.scope as DataScope;
   if (options.brokerPublicKey !== null) {
     const brokerKey = typeof options.brokerPublicKey === "string" ? brokerKeyFrom(options.brokerPublicKey) : options.brokerPublicKey;
-    if (!verifyRelease(brokerKey, releaseTranscript(options.keyId, nonce, pair.publicRaw, release.wrapped, release.scope), release.signature)) {
+    if (!verifyRelease(brokerKey, releaseTranscript(options.keyId, nonce, pair.publicRaw, wrapped, scope), release.signature)) {
       throw new AirlockError("KEY_RELEASE", "the key release is not signed by the expected key broker (wrong broker, or altered on the way)");
     }
   }
-  return { key: unwrapKey(release.wrapped, options.keyId, nonce, pair), scope: release.scope };
+  return { key: unwrapKey(wrapped, options.keyId, nonce, pair), scope };
 }

@@ -139,36 +139,4 @@ export function ed25519FromSeed(seed: Buffer): KeyObject {
   return createPrivateKey({ key: Buffer.concat([Buffer.from("302e020100300506032b657004220420", "hex"), seed]), format: "der", type: "pkcs8" });
 }
 
-// ---- HTTP API (JSON bodies) ----
-
-export interface NonceResponse {
-  nonce: string; // base64
-  expiresAt: string; // ISO 8601
-}
-
-export interface ReleaseRequest {
-  nonce: string; // base64
-  publicKey: string; // base64, raw X25519
-  report: string; // base64, 1184 bytes
-  vcek: string; // base64 DER
-  chain?: string; // PEM, ASK then ARK
-}
-
-export interface ReleaseResponse {
-  keyId: string;
-  wrapped: WrappedKey;
-  /** The data owner's scope from the key's policy (DEFAULT_OWNER_SCOPE when it names none); signed. */
-  scope: DataScope;
-  /** Ed25519 signature (base64) by the broker's identity key over releaseTranscript(). */
-  signature: string;
-}
-
-export interface IdentityResponse {
-  /** The broker's Ed25519 identity key, base64 SPKI DER. */
-  publicKey: string;
-}
-
-export interface RefusalResponse {
-  error: "KEY_RELEASE" | "USAGE" | "NOT_FOUND" | "INTERNAL";
-  reason: string;
-}
+// The HTTP API's messages are proto/airlock/v1/kbs.proto's (generated into proto/gen/airlock/v1/kbs_pb.ts).
