@@ -5,7 +5,7 @@ import { parseRoom } from "./room.ts";
 const room = {
   apiVersion: "airlock/v1",
   name: "hello",
-  workload: { command: ["/bin/true"], timeoutSeconds: 1 },
+  workload: { bundleTree: "0".repeat(64), command: ["/bin/true"], timeoutSeconds: 1 },
   inputs: [],
   outputs: [],
   attestation: { firewall: "a".repeat(96), sandbox: "b".repeat(96), broker: "c".repeat(64) },

@@ -4,7 +4,8 @@
 import { createHash } from "node:crypto";
 import { AirlockError } from "./errors.ts";
 import { canonicalJson } from "./manifest/digest.ts";
-import { CONSOLE_OUTPUT, DATA_SCOPES, OUTPUT_FORMATS, OUTPUT_MODES, type DataScope, type OutputFormat, type OutputMode } from "./manifest/schema.ts";
+import type { DataScope, OutputFormat, OutputMode } from "./manifest/schema.ts";
+import { validateCanonical } from "./manifest/validate.ts";
 
 export interface RoomPlan {
   name: string;
@@ -50,14 +51,6 @@ function bad(what: string): never {
   throw new AirlockError("GUEST_PROTOCOL", `room from the host: ${what}`);
 }
 
-const isObj = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === "object" && !Array.isArray(v);
-const str = (v: unknown, what: string): string => (typeof v === "string" && v.length > 0 && v.length < 4096 ? v : bad(`${what} must be a string`));
-const oneOf = <T extends string>(v: unknown, options: readonly T[], what: string): T => ((options as readonly unknown[]).includes(v) ? (v as T) : bad(`${what} must be one of ${options.join("|")}`));
-const guestPath = (v: unknown, under: string, what: string): string => {
-  const p = str(v, what);
-  return p.startsWith(`${under}/`) && !p.split("/").includes("..") ? p : bad(`${what} must lie under ${under}/`);
-};
-
 /** canonicalJson, refusing what has no canonical form (1e999 parses to Infinity; deep nesting runs out of stack). */
 function canonicalText(v: unknown): string {
   try {
@@ -81,62 +74,23 @@ export function parseRoomBytes(canonicalJson: Uint8Array): RoomPlan {
 /** The canonical manifest's bytes as the room's messages carry them (Room, Run). */
 export const roomBytes = (canonical: unknown): Buffer => Buffer.from(canonicalJson(canonical));
 
-/** Checks a canonical manifest received from the host and returns what the enforcer needs. */
+/**
+ * Checks a canonical manifest received from the host, with the same validator the CLI applies to
+ * the user's file (manifest/load.ts validateCanonical), and returns what the enforcer needs.
+ */
 export function parseRoom(canonical: unknown): RoomPlan {
-  if (!isObj(canonical) || canonical.apiVersion !== "airlock/v1") bad("not an airlock/v1 canonical manifest");
-  const w = isObj(canonical.workload) ? canonical.workload : bad("workload missing");
-  const command = Array.isArray(w.command) && w.command.length > 0 ? w.command.map((c, i) => str(c, `workload.command[${i}]`)) : bad("workload.command must be a list");
-  const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(isObj(w.env) ? w.env : {})) env[k] = typeof v === "string" ? v : bad(`workload.env.${k} must be a string`);
-  const timeoutSeconds = Number.isInteger(w.timeoutSeconds) && (w.timeoutSeconds as number) > 0 ? (w.timeoutSeconds as number) : bad("workload.timeoutSeconds");
-  const padToSeconds = w.padTo === undefined ? undefined : Number.isInteger(w.padTo) && (w.padTo as number) > 0 && (w.padTo as number) <= timeoutSeconds ? (w.padTo as number) : bad("workload.padTo");
-  const inputs = (Array.isArray(canonical.inputs) ? canonical.inputs : bad("inputs must be a list")).map((x, i) => {
-    const o = isObj(x) ? x : bad(`inputs[${i}]`);
-    return { name: str(o.name, `inputs[${i}].name`), mount: guestPath(o.mount, "/data/in", `inputs[${i}].mount`), mode: oneOf(o.mode, ["secure", "trusted"] as const, `inputs[${i}].mode`), scope: oneOf(o.scope, DATA_SCOPES, `inputs[${i}].scope`) };
-  });
-  const outputs = (Array.isArray(canonical.outputs) ? canonical.outputs : bad("outputs must be a list")).map((x, i) => {
-    const o = isObj(x) ? x : bad(`outputs[${i}]`);
-    const maxBytes = Number.isSafeInteger(o.maxBytes) && (o.maxBytes as number) >= 0 ? (o.maxBytes as number) : bad(`outputs[${i}].maxBytes`);
-    return {
-      name: str(o.name, `outputs[${i}].name`),
-      mount: guestPath(o.mount, "/data/out", `outputs[${i}].mount`),
-      mode: oneOf(o.mode, OUTPUT_MODES, `outputs[${i}].mode`),
-      ...(o.recipient === undefined ? {} : { recipient: str(o.recipient, `outputs[${i}].recipient`) }),
-      maxBytes,
-      format: oneOf(o.format, OUTPUT_FORMATS, `outputs[${i}].format`),
-    };
-  });
-  const a = isObj(canonical.attestation) ? canonical.attestation : bad("attestation (the pinned measurements and broker) missing");
-  const hex = (v: unknown, n: number, what: string): string => (typeof v === "string" && new RegExp(`^[0-9a-f]{${n}}$`).test(v) ? v : bad(`${what} must be ${n} hex digits`));
-  const attestation = { firewall: hex(a.firewall, 96, "attestation.firewall"), sandbox: hex(a.sandbox, 96, "attestation.sandbox"), broker: hex(a.broker, 64, "attestation.broker") };
-  let consoleOut: RoomPlan["console"];
-  if (canonical.console !== undefined) {
-    const o = isObj(canonical.console) ? canonical.console : bad("console must be an object");
-    const maxBytes = Number.isSafeInteger(o.maxBytes) && (o.maxBytes as number) >= 0 ? (o.maxBytes as number) : bad("console.maxBytes");
-    const mode = oneOf(o.mode, ["secure", "trusted"] as const, "console.mode");
-    consoleOut = { mode, maxBytes, ...(o.recipient === undefined ? {} : { recipient: str(o.recipient, "console.recipient") }) };
-    if (mode === "trusted" && !consoleOut.recipient) bad("a trusted console names its recipient");
-  }
-  if (outputs.some((o) => o.name === CONSOLE_OUTPUT)) bad(`an output may not be named ${CONSOLE_OUTPUT}`);
-  // Absent means none: the digest covers what was sent, so a host that strips them changes the digest.
-  const collaborators = (canonical.collaborators === undefined ? [] : Array.isArray(canonical.collaborators) ? canonical.collaborators : bad("collaborators must be a list")).map((x, i) => {
-    const o = isObj(x) ? x : bad(`collaborators[${i}]`);
-    const sha = str(o.publicKeySha256, `collaborators[${i}].publicKeySha256`);
-    return { name: str(o.name, `collaborators[${i}].name`), publicKeySha256: /^[0-9a-f]{64}$/.test(sha) ? sha : bad(`collaborators[${i}].publicKeySha256`) };
-  });
-  const g = canonical.governance === undefined ? {} : isObj(canonical.governance) ? canonical.governance : bad("governance must be an object");
-  const consent = g.consent === undefined ? undefined : str(g.consent, "governance.consent");
-  if (consent !== undefined && !/^https?:\/\//.test(consent)) bad("governance.consent must be an http(s) URL");
+  const digest = createHash("sha256").update(canonicalText(canonical)).digest("hex");
+  const m = validateCanonical(canonical);
   return {
-    name: str(canonical.name, "name"),
-    collaborators,
-    governance: consent ? { consent } : {},
-    attestation,
-    canonical,
-    digest: createHash("sha256").update(canonicalText(canonical)).digest("hex"),
-    workload: { command, env, timeoutSeconds, ...(padToSeconds !== undefined ? { padToSeconds } : {}) },
-    inputs,
-    outputs,
-    ...(consoleOut ? { console: consoleOut } : {}),
+    name: m.name,
+    collaborators: m.collaborators,
+    governance: m.governance,
+    attestation: m.attestation,
+    canonical: canonical as Record<string, unknown>,
+    digest,
+    workload: { command: m.workload.command, env: m.workload.env, timeoutSeconds: m.workload.timeoutSeconds, ...(m.workload.padToSeconds !== undefined ? { padToSeconds: m.workload.padToSeconds } : {}) },
+    inputs: m.inputs,
+    outputs: m.outputs.map((o) => ({ name: o.name, mount: o.mount, mode: o.mode, maxBytes: o.maxBytes, format: o.format, ...(o.recipient ? { recipient: o.recipient } : {}) })),
+    ...(m.console ? { console: m.console } : {}),
   };
 }

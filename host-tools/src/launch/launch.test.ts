@@ -99,7 +99,7 @@ describe("messages from guests", () => {
     const room = {
       apiVersion: "airlock/v1",
       name: "r",
-      workload: { bundleTree: "00", command: ["/bin/true"], env: { A: "1" }, timeoutSeconds: 5 },
+      workload: { bundleTree: "00".repeat(32), command: ["/bin/true"], env: { A: "1" }, timeoutSeconds: 5 },
       inputs: [],
       outputs: [{ name: "o", mount: "/data/out/o", mode: "open", maxBytes: 10, format: "text" }],
       attestation: { firewall: "ab".repeat(48), sandbox: "cd".repeat(48), broker: "ef".repeat(32) },
@@ -110,8 +110,14 @@ describe("messages from guests", () => {
     expect(() => parseRoom({ ...room, attestation: { ...room.attestation, sandbox: "XY" } })).toThrow(/attestation.sandbox/);
     expect(() => parseRoom({ ...room, outputs: [{ ...room.outputs[0], name: "console" }] })).toThrow(/console/);
     expect(() => parseRoom({ ...room, console: { mode: "trusted", maxBytes: 10 } })).toThrow(/recipient/);
-    expect(() => parseRoom({ ...room, outputs: [{ ...room.outputs[0], mount: "/etc" }] })).toThrow(/must lie under \/data\/out/);
+    expect(() => parseRoom({ ...room, outputs: [{ ...room.outputs[0], mount: "/etc" }] })).toThrow(/outputs\[0\].mount: expected a normalized absolute path under \/data\/out/);
+    expect(() => parseRoom({ ...room, outputs: [{ ...room.outputs[0], mount: "/data/out/a/../../in" }] })).toThrow(/outputs\[0\].mount: expected a normalized/);
     expect(() => parseRoom({ ...room, workload: { ...room.workload, env: { A: 1 } } })).toThrow(/workload.env.A/);
-    expect(() => parseRoom({ ...room, apiVersion: "v0" })).toThrow(/not an airlock\/v1/);
+    expect(() => parseRoom({ ...room, apiVersion: "v0" })).toThrow(/apiVersion: expected "airlock\/v1"/);
+    // The same rules as the user's file, but no file is read: a recipient must be inline, a key its hash.
+    expect(() => parseRoom({ ...room, outputs: [{ ...room.outputs[0], mode: "trusted", recipient: "/etc/passwd" }] })).toThrow(/outputs\[0\].recipient: expected an age recipient/);
+    expect(() => parseRoom({ ...room, collaborators: [{ name: "a", publicKey: "/etc/passwd" }] })).toThrow(/collaborators\[0\].publicKey: unknown field/);
+    expect(() => parseRoom({ ...room, workload: { ...room.workload, bundle: "." } })).toThrow(/workload.bundle: unknown field/);
+    expect(() => parseRoom(room)).not.toThrow();
   });
 });

@@ -240,7 +240,7 @@ const room: TargetFactory = {
   name: "room",
   what: "the room the host hands the firewall (room.ts parseRoom on JSON text)",
   create(): DecoderTarget {
-    const minimal = { apiVersion: "airlock/v1", name: "hello", workload: { command: ["/bin/true"], timeoutSeconds: 1 }, inputs: [], outputs: [], attestation: canonicalRoom().attestation };
+    const minimal = { apiVersion: "airlock/v1", name: "hello", workload: { bundleTree: fixedBytes("bundle").toString("hex"), command: ["/bin/true"], timeoutSeconds: 1 }, inputs: [], outputs: [], attestation: canonicalRoom().attestation };
     const seeds: Seed[] = [
       { name: "word-count", data: Buffer.from(JSON.stringify(canonicalRoom())) },
       { name: "minimal", data: Buffer.from(JSON.stringify(minimal)) },
