@@ -53,7 +53,7 @@ describe("decoding a peer's message", () => {
     ["an enum's zero", FirewallToHostSchema, encode(FirewallToHostSchema, { body: { case: "refused", value: { code: 0, reason: "x" } } }), /FirewallToHost.refused.code is not one of its enum's values/],
     ["an enum value not declared", FirewallToHostSchema, encode(FirewallToHostSchema, { body: { case: "refused", value: { code: 999, reason: "x" } } }), /FirewallToHost.refused.code is not one of/],
     ["a string over its bound", FirewallToHostSchema, encode(FirewallToHostSchema, { body: { case: "openFile", value: { output: "o", path: "a".repeat(1025), size: 1n } } }), /FirewallToHost.open_file.path is longer than 1024 bytes/],
-    ["a string under its pattern", FirewallToHostSchema, encode(FirewallToHostSchema, { body: { case: "sealedBegin", value: { output: "../x" } } }), /FirewallToHost.sealed_begin.output must match/],
+    ["a string not in its format", FirewallToHostSchema, encode(FirewallToHostSchema, { body: { case: "sealedBegin", value: { output: "../x" } } }), /FirewallToHost.sealed_begin.output must be a lower-case name/],
     ["a NUL in a string", AgentToFirewallSchema, encode(AgentToFirewallSchema, { body: { case: "hello", value: { agent: "a\0b" } } }), /AgentToFirewall.hello.agent must not contain NUL/],
     ["an integer past its bound", AgentToFirewallSchema, encode(AgentToFirewallSchema, { body: { case: "exit", value: { code: 256 } } }), /AgentToFirewall.exit.code must be from 0 to 255/],
     ["a 64-bit count past 2^53", AgentToFirewallSchema, encode(AgentToFirewallSchema, { body: { case: "stray", value: { count: 2n ** 60n } } }), /AgentToFirewall.stray.count must be from 0 to/],

@@ -8,8 +8,20 @@
 // before buffering it (framing.ts), and a message decoded from a frame cannot hold more than the
 // frame's bytes.
 import { create, fromBinary, fromJson, getOption, toBinary, toJson, type DescField, type DescMessage, type JsonValue, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
-import { bounds as boundsOption, type Bounds } from "../gen/airlock/v1/bounds_pb.ts";
+import { bounds as boundsOption, Format, type Bounds } from "../gen/airlock/v1/bounds_pb.ts";
 import { AirlockError, type ErrorCode } from "./errors.ts";
+import { DATA_SCOPES, ENV_NAME_RE, isGuestPath, NAME_RE } from "./manifest/schema.ts";
+
+/** The formats bounds.proto names, each checked by the manifest's own rule (one home per rule). */
+const FORMATS: Record<Exclude<Format, Format.UNSPECIFIED>, { test: (s: string) => boolean; what: string }> = {
+  [Format.NAME]: { test: (s) => NAME_RE.test(s), what: "a lower-case name" },
+  [Format.ENV_NAME]: { test: (s) => ENV_NAME_RE.test(s), what: "an environment variable name" },
+  [Format.SHA256_HEX]: { test: (s) => /^[0-9a-f]{64}$/.test(s), what: "64 lower-case hex digits" },
+  [Format.BASE64]: { test: (s) => /^[A-Za-z0-9+/]*={0,2}$/.test(s) && s.length % 4 === 0, what: "padded base64" },
+  [Format.INPUT_MOUNT]: { test: (s) => isGuestPath(s, "/data/in"), what: "a normalized absolute path under /data/in/" },
+  [Format.OUTPUT_MOUNT]: { test: (s) => isGuestPath(s, "/data/out"), what: "a normalized absolute path under /data/out/" },
+  [Format.DATA_SCOPE]: { test: (s) => (DATA_SCOPES as readonly string[]).includes(s), what: "a data scope" },
+};
 
 /** What a field may hold: its declared bounds (read once per field). */
 const boundsCache = new WeakMap<DescField, Bounds>();
@@ -89,7 +101,7 @@ class Checker {
         entries.forEach(([key, item], i) => {
           // Keys are the peer's data: the path names the entry by its position.
           const at = `${path}[entry ${i}]`;
-          if (b.keyPattern && !regex(b.keyPattern).test(key)) this.fail(`${at}.key`, `must match ${b.keyPattern}`);
+          if (b.keyFormat !== Format.UNSPECIFIED && !FORMATS[b.keyFormat].test(key)) this.fail(`${at}.key`, `must be ${FORMATS[b.keyFormat].what}`);
           if (key.includes("\0")) this.fail(`${at}.key`, "must not contain NUL");
           if (field.mapKind === "message") this.message(field.message, item as Record<string, unknown>, at);
           else if (field.mapKind === "enum") this.enumValue(field.enum.values.map((v) => v.number), item as number, at);
@@ -112,6 +124,7 @@ class Checker {
       if (n < b.minLen) this.fail(path, `is shorter than ${b.minLen} bytes`);
       if (value.includes("\0")) this.fail(path, "must not contain NUL");
       if (b.pattern && !regex(b.pattern).test(value)) this.fail(path, `must match ${b.pattern}`);
+      if (b.format !== Format.UNSPECIFIED && !FORMATS[b.format].test(value)) this.fail(path, `must be ${FORMATS[b.format].what}`);
     } else if (value instanceof Uint8Array) {
       if (value.length > b.maxLen) this.fail(path, `is longer than ${b.maxLen} bytes`);
       if (value.length < b.minLen) this.fail(path, `is shorter than ${b.minLen} bytes`);

@@ -112,6 +112,9 @@ describe("messages from guests", () => {
     expect(() => parseRoom({ ...room, console: { mode: "trusted", maxBytes: 10 } })).toThrow(/recipient/);
     expect(() => parseRoom({ ...room, outputs: [{ ...room.outputs[0], mount: "/etc" }] })).toThrow(/outputs\[0\].mount: expected a normalized absolute path under \/data\/out/);
     expect(() => parseRoom({ ...room, outputs: [{ ...room.outputs[0], mount: "/data/out/a/../../in" }] })).toThrow(/outputs\[0\].mount: expected a normalized/);
+    // One rule for a guest path, here as in the agent's Run message (manifest/schema.ts isGuestPath).
+    expect(() => parseRoom({ ...room, outputs: [{ ...room.outputs[0], mount: "/data/out/o/" }] })).toThrow(/outputs\[0\].mount: expected a normalized/);
+    expect(() => parseRoom({ ...room, workload: { ...room.workload, env: { ["A".repeat(257)]: "1" } } })).toThrow(/at most 256 characters/);
     expect(() => parseRoom({ ...room, workload: { ...room.workload, env: { A: 1 } } })).toThrow(/workload.env.A/);
     expect(() => parseRoom({ ...room, apiVersion: "v0" })).toThrow(/apiVersion: expected "airlock\/v1"/);
     // The same rules as the user's file, but no file is read: a recipient must be inline, a key its hash.

@@ -1,9 +1,20 @@
 // The room manifest (apiVersion airlock/v1): the types the rest of airlock works with, after
 // validation. docs: README.md § "Room manifest". Paths in the file are relative to the manifest's
 // folder; the loader resolves them.
+import path from "node:path";
 
 export const DATA_SCOPES = ["PUBLIC", "DOMAIN_OWNED", "USER_PRIVATE", "MULTI_USER_PRIVATE", "SEALED"] as const;
 export type DataScope = (typeof DATA_SCOPES)[number];
+
+/** A room, input or output name. */
+export const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+/** An environment variable's name (bounded: it crosses to the sandbox in the Run message). */
+export const ENV_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]{0,255}$/;
+
+/** A guest path where an input or output lives: normalized, absolute, strictly under `under` (e.g. /data/in). */
+export function isGuestPath(p: string, under: "/data/in" | "/data/out"): boolean {
+  return p.startsWith(`${under}/`) && p.length > under.length + 1 && path.posix.normalize(p) === p && !p.endsWith("/");
+}
 
 export const OUTPUT_MODES = ["secure", "trusted", "open"] as const;
 export type OutputMode = (typeof OUTPUT_MODES)[number];

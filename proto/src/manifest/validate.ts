@@ -12,6 +12,9 @@ import path from "node:path";
 import { AirlockError } from "../errors.ts";
 import {
   DATA_SCOPES,
+  ENV_NAME_RE,
+  isGuestPath,
+  NAME_RE,
   DEFAULT_CONSOLE_MAX_BYTES,
   DEFAULT_OUTPUT_MAX_BYTES,
   DEFAULT_RESOURCES,
@@ -33,8 +36,6 @@ import {
   type Workload,
 } from "./schema.ts";
 
-const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
-const ENV_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const AGE_RECIPIENT_RE = /^age1[02-9ac-hj-np-z]{58}$/;
 
 type Obj = Record<string, unknown>;
@@ -115,13 +116,10 @@ class Checker {
     return abs;
   }
 
-  guestPath(o: Obj, key: string, at: string, under: string): string | undefined {
+  guestPath(o: Obj, key: string, at: string, under: "/data/in" | "/data/out"): string | undefined {
     const v = this.string(o, key, at);
     if (v === undefined) return undefined;
-    const norm = path.posix.normalize(v);
-    if (!norm.startsWith(`${under}/`) || norm !== v || norm.length <= under.length + 1) {
-      return this.fail(join(at, key), `a normalized absolute path under ${under}/`, v);
-    }
+    if (!isGuestPath(v, under)) return this.fail(join(at, key), `a normalized absolute path under ${under}/`, v);
     return v;
   }
 }
@@ -226,7 +224,7 @@ function walk(c: Checker, doc: unknown): Walked | undefined {
   if (w.env !== undefined) {
     const e = c.object(w.env, "workload.env");
     for (const [k, v] of Object.entries(e ?? {})) {
-      if (!ENV_NAME_RE.test(k)) c.fail(`workload.env.${k}`, "an environment variable name ([A-Za-z_][A-Za-z0-9_]*)");
+      if (!ENV_NAME_RE.test(k)) c.fail(`workload.env.${k}`, "an environment variable name ([A-Za-z_][A-Za-z0-9_]*, at most 256 characters)");
       else if (typeof v !== "string") c.fail(`workload.env.${k}`, "a string value (quote numbers)", v);
       else env[k] = v;
     }

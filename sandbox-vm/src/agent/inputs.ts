@@ -9,12 +9,6 @@ import type { Run } from "../../../proto/gen/airlock/v1/agent_pb.ts";
 import { toFirewall, type FromFirewall } from "./link.ts";
 import { InputFile } from "./workload.ts";
 
-/** An input's mount path: what the room allows (room.ts checks it too, on the firewall's side). */
-export function inputMount(p: string): string {
-  if (!p.startsWith("/data/in/") || p.split("/").some((s, i) => i > 0 && (s === "" || s === "." || s === ".."))) throw new Error(`bad input mount ${p.slice(0, 100)}`);
-  return p;
-}
-
 /** Places every input the firewall sends; resolves with the Run message that follows them. */
 export async function placeInputs(link: Writable, messages: AsyncIterator<FromFirewall>): Promise<Run> {
   let input: InputFile | undefined;
@@ -31,7 +25,8 @@ export async function placeInputs(link: Writable, messages: AsyncIterator<FromFi
     switch (body.case) {
       case "input":
         if (input) throw new Error("an input inside an input");
-        input = new InputFile(inputMount(body.value.mount));
+        // agent.proto's FORMAT_INPUT_MOUNT has checked the mount (wire.ts).
+        input = new InputFile(body.value.mount);
         break;
       case "inputEnd":
         if (!input || num(body.value.bytes) !== input.bytes) throw new Error("input-end does not match the input");

@@ -4,7 +4,6 @@
 // (when Run.console is set) and its data, each output's Output / File + data, Stray, Exit. Data
 // frames carry at most PIECE_BYTES (1 MiB).
 import type { Writable } from "node:stream";
-import path from "node:path";
 import { AirlockError } from "../../../proto/src/errors.ts";
 import { sendBytes } from "../../../proto/src/control.ts";
 import { num } from "../../../proto/src/wire.ts";
@@ -35,19 +34,14 @@ function bad(what: string): never {
   throw new AirlockError("GUEST_PROTOCOL", `run message: ${what}`);
 }
 
-/** A folder under /data/out/ in normal form (no empty, "." or ".." parts, no trailing slash). */
-export function outputMount(p: string, at: string): string {
-  if (!p.startsWith("/data/out/") || path.posix.normalize(p) !== p || p.endsWith("/") || p.split("/").some((s) => s === "." || s === "..")) bad(`${at} must be a normalized folder under /data/out/`);
-  return p;
-}
-
 /** Checks what agent.proto's bounds cannot say of the firewall's Run message. */
 export function parseRun(m: Run): RunSpec {
   if (m.command.length === 0 || m.command[0] === "") bad("command must name a program");
   if (m.padToSeconds !== undefined && m.padToSeconds > m.timeoutSeconds) bad("padToSeconds is past timeoutSeconds");
   const outputs = m.outputs.map((o, i): RunOutput => {
     if (o.name === "console") bad(`outputs[${i}].name must be a name other than console`);
-    return { name: o.name, mount: outputMount(o.mount, `outputs[${i}].mount`), maxBytes: num(o.maxBytes) };
+    // agent.proto's FORMAT_OUTPUT_MOUNT has checked the mount (wire.ts).
+    return { name: o.name, mount: o.mount, maxBytes: num(o.maxBytes) };
   });
   outputs.forEach((o, i) => {
     if (outputs.some((p, j) => j !== i && p.name === o.name)) bad(`output name ${o.name} twice`);
