@@ -25,7 +25,8 @@
 //    hangs up, so both sides fail closed with a clear AirlockError (REPORT_REJECTED for a refusal,
 //    GUEST_PROTOCOL for malformed traffic, TIMEOUT past the handshake bound).
 // 4. Records: ChaCha20-Poly1305 with a 64-bit counter as nonce (one key per direction, so a nonce
-//    never repeats), the 4-byte length header as associated data, at most 64 KiB of payload each.
+//    never repeats), the 4-byte length header as associated data, at most 256 KiB of payload each
+//    (MAX_PAYLOAD; a receiver refuses a longer length field before it buffers any of the body).
 //    Tampering, truncation, reordering, replay, dropping and splicing records from another
 //    session all fail authentication. end() sends an authenticated CLOSE; the wire ending without
 //    one is reported as truncation (an error), never as a normal end.

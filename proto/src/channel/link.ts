@@ -31,23 +31,45 @@ export class FrameSource {
 
   /** The next whole frame, or undefined when more bytes are needed. Throws on an oversized length. */
   next(): Frame | undefined {
+    return this.nextFrame(undefined);
+  }
+
+  /**
+   * The same, without allocating: a body that lies in one chunk is a view of it, one that spans
+   * chunks is copied into `scratch` (at least maxBody bytes) — either way valid only until the
+   * next call, so the caller must be done with it by then.
+   */
+  nextInto(scratch: Buffer): Frame | undefined {
+    return this.nextFrame(scratch);
+  }
+
+  private nextFrame(scratch: Buffer | undefined): Frame | undefined {
     if (this.length < 4) return undefined;
-    const head = this.peek(4);
+    const head = this.peekHead();
     const bodyLength = head.readUInt32BE(0);
+    // Checked before the body is waited for: a hostile length never makes us buffer beyond the bound.
     if (bodyLength > this.maxBody) throw new AirlockError("GUEST_PROTOCOL", `secure channel: a frame of ${bodyLength} bytes exceeds the limit of ${this.maxBody}`);
     if (this.length < 4 + bodyLength) return undefined;
-    this.take(4);
-    return { head: Buffer.from(head), body: this.take(bodyLength) };
+    this.take(4, undefined);
+    return { head, body: this.take(bodyLength, scratch) };
   }
 
-  private peek(n: number): Buffer {
-    const first = this.chunks[0]!;
-    return first.length >= n ? first.subarray(0, n) : Buffer.concat(this.chunks).subarray(0, n);
+  /** A copy of the first 4 bytes (they may span chunks). */
+  private peekHead(): Buffer {
+    const head = Buffer.allocUnsafe(4);
+    let off = 0;
+    for (const c of this.chunks) {
+      off += c.copy(head, off, 0, Math.min(c.length, 4 - off));
+      if (off === 4) break;
+    }
+    return head;
   }
 
-  private take(n: number): Buffer {
+  /** The next n bytes: a view when they lie in one chunk, else copied (into `into` if given). */
+  private take(n: number, into: Buffer | undefined): Buffer {
     this.length -= n;
-    const first = this.chunks[0]!;
+    const first = this.chunks[0];
+    if (n === 0 || !first) return Buffer.alloc(0);
     if (first.length > n) {
       this.chunks[0] = first.subarray(n);
       return first.subarray(0, n);
@@ -56,7 +78,7 @@ export class FrameSource {
       this.chunks.shift();
       return first;
     }
-    const out = Buffer.allocUnsafe(n);
+    const out = into ? into.subarray(0, n) : Buffer.allocUnsafe(n);
     let off = 0;
     while (off < n) {
       const c = this.chunks[0]!;
@@ -133,6 +155,20 @@ export class Link {
 
   write(frame: Buffer): boolean {
     return this.stream.write(frame);
+  }
+
+  /** Holds writes back until uncork(), which hands them to the stream at once (one writev for a socket). */
+  cork(): void {
+    this.stream.cork();
+  }
+
+  uncork(): void {
+    this.stream.uncork();
+  }
+
+  /** Bytes written and not yet taken by the underlying stream. */
+  get unsent(): number {
+    return this.stream.writableLength;
   }
 
   /** Calls back once the underlying stream can take more (or is gone: then with an error). */

@@ -21,7 +21,7 @@ export const VERSION = 1;
 export const HELLO_SIZE = 1 + 32 + 32;
 export const TAG_SIZE = 16;
 /** Largest payload of one record; bigger writes are split. */
-export const MAX_PAYLOAD = 64 * 1024;
+export const MAX_PAYLOAD = 256 * 1024;
 /** Largest record body on the wire: type byte, payload, tag. */
 export const MAX_RECORD = 1 + MAX_PAYLOAD + TAG_SIZE;
 /** Records per key before the channel refuses to go on (the nonce must never repeat). */
@@ -118,23 +118,36 @@ export class RecordCipher {
     return n;
   }
 
-  /** A whole frame (length header ‖ sealed record). */
+  /** A whole frame (length header ‖ sealed record), in one buffer. */
   seal(type: number, payload: Buffer): Buffer {
-    if (payload.length > MAX_PAYLOAD) throw new AirlockError("INTERNAL", `secure channel: record payload of ${payload.length} bytes exceeds ${MAX_PAYLOAD}`);
-    const bodyLength = 1 + payload.length + TAG_SIZE;
-    const frame = Buffer.allocUnsafe(4 + bodyLength);
-    frame.writeUInt32BE(bodyLength, 0);
-    const c = createCipheriv("chacha20-poly1305", this.key, this.nonce(), { authTagLength: TAG_SIZE });
-    c.setAAD(frame.subarray(0, 4), { plaintextLength: 1 + payload.length });
-    let off = 4;
-    off += c.update(Buffer.from([type])).copy(frame, off);
-    off += c.update(payload).copy(frame, off);
-    off += c.final().copy(frame, off);
-    c.getAuthTag().copy(frame, off);
-    return frame;
+    return Buffer.concat(this.sealParts(type, [payload]));
   }
 
-  /** Opens a record body whose frame header was `head`; throws CRYPTO if it does not authenticate. */
+  /**
+   * The same frame as seal() over the concatenation of `pieces`, as the buffers to write in order
+   * (length header ‖ sealed type byte, each piece's ciphertext, tag): nothing of the payload is
+   * copied besides the cipher's own output, and a corked socket sends them in one writev.
+   */
+  sealParts(type: number, pieces: readonly Buffer[]): Buffer[] {
+    let payloadLength = 0;
+    for (const p of pieces) payloadLength += p.length;
+    if (payloadLength > MAX_PAYLOAD) throw new AirlockError("INTERNAL", `secure channel: record payload of ${payloadLength} bytes exceeds ${MAX_PAYLOAD}`);
+    const head = Buffer.allocUnsafe(5);
+    head.writeUInt32BE(1 + payloadLength + TAG_SIZE, 0);
+    const c = createCipheriv("chacha20-poly1305", this.key, this.nonce(), { authTagLength: TAG_SIZE });
+    c.setAAD(head.subarray(0, 4), { plaintextLength: 1 + payloadLength });
+    c.update(Buffer.of(type)).copy(head, 4);
+    const out = [head];
+    for (const p of pieces) if (p.length > 0) out.push(c.update(p));
+    c.final(); // a stream cipher: no bytes left
+    out.push(c.getAuthTag());
+    return out;
+  }
+
+  /**
+   * Opens a record body whose frame header was `head`; throws CRYPTO if it does not authenticate.
+   * The payload is the cipher's own output, so `body` may be a reused buffer.
+   */
   open(head: Buffer, body: Buffer): { type: number; payload: Buffer } {
     const index = this.counter;
     if (body.length < 1 + TAG_SIZE) throw new AirlockError("GUEST_PROTOCOL", `secure channel: record ${index} is ${body.length} bytes, too short to be a record`);

@@ -1,21 +1,31 @@
-// The open channel as a Duplex: writes become DATA records (split at MAX_PAYLOAD), end() becomes
+// The open channel as a Duplex: writes become DATA records of up to MAX_PAYLOAD, end() becomes
 // an authenticated CLOSE record, and records read from the wire are opened in order and pushed
 // only as fast as our reader takes them (the wire is paused otherwise). The underlying stream
 // ending before the peer's CLOSE is truncation and an error, never a normal end.
+//
+// Copies: a write's bytes go through the cipher once and its ciphertext goes to the socket as is
+// (the records of one write leave in one writev). A record that arrived within one read of the
+// socket is opened where it lies; one that spans reads is put together in a scratch buffer that is
+// reused (the read side's one copy, no allocation); the plaintext is the cipher's own output.
+// Records are filled: a write's short tail (under HOLD_LIMIT) is copied and waits for the next
+// write to fill its record, at most until the event loop turns (or end()), so a message followed
+// by nothing still leaves at once.
 import { Duplex } from "node:stream";
 import { AirlockError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Link } from "./link.ts";
-import { MAX_PAYLOAD, RecordCipher, RecordType } from "./protocol.ts";
+import { MAX_PAYLOAD, MAX_RECORD, RecordCipher, RecordType } from "./protocol.ts";
 
 /**
  * Bytes of records queued in the underlying stream before a write waits for it to drain. The
- * underlying stream's own high-water mark (16 KiB for a socket) is about one record, so waiting
- * on every refusal would stop after each record; this keeps several in flight, still bounded.
+ * underlying stream's own high-water mark (16 KiB for a socket) is less than one record, so
+ * waiting on every refusal would stop after each record; this keeps two in flight, still bounded.
  */
-const SEND_WINDOW = 256 * 1024;
+const SEND_WINDOW = 2 * MAX_PAYLOAD;
 /** Plaintext buffered on each side of the Duplex (its high-water marks). */
 const STREAM_BUFFER = 128 * 1024;
+/** A write's tail shorter than this is held for the next write (then sealed with it) instead of making a short record. */
+const HOLD_LIMIT = 16 * 1024;
 
 export class SecureStream extends Duplex {
   private readonly sender: RecordCipher;
@@ -23,6 +33,12 @@ export class SecureStream extends Duplex {
   private wantMore = false;
   private sentClose = false;
   private receivedClose = false;
+  /** Where a record that arrived in several chunks is put together to be opened (reused). */
+  private readonly scratch = Buffer.allocUnsafe(MAX_RECORD);
+  /** A short tail of earlier writes (our own copies), sealed with the next write or when the loop turns. */
+  private held: Buffer[] = [];
+  private heldLength = 0;
+  private flushTimer: NodeJS.Immediate | undefined;
 
   constructor(
     private readonly link: Link,
@@ -46,7 +62,9 @@ export class SecureStream extends Duplex {
       // A failed connection (reset, destroyed) ends the channel now, even if nobody is reading.
       if (this.link.failure && !this.receivedClose && this.link.source.buffered === 0) throw this.truncated();
       while (this.wantMore) {
-        const frame = this.link.source.next();
+        // The frame's body may be a view of what the socket delivered or our scratch copy of it; the
+        // payload is the cipher's own output, so the scratch is free again once the record is open.
+        const frame = this.link.source.nextInto(this.scratch);
         if (!frame) {
           if (this.link.failure || this.link.ended) throw this.truncated();
           this.link.resume();
@@ -55,6 +73,7 @@ export class SecureStream extends Duplex {
         if (this.receivedClose) throw new AirlockError("GUEST_PROTOCOL", "secure channel: the peer sent records after its close");
         const { type, payload } = this.receiver.open(frame.head, frame.body);
         if (type === RecordType.DATA) {
+          // Our reader's buffer may pass its high-water mark by less than one record.
           this.wantMore = this.push(payload);
         } else if (type === RecordType.CLOSE) {
           if (payload.length !== 0) throw new AirlockError("GUEST_PROTOCOL", "secure channel: a close record with a payload");
@@ -87,25 +106,61 @@ export class SecureStream extends Duplex {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, cb: (err?: Error | null) => void): void {
-    this.send(chunk, cb);
+    this.send([chunk], cb);
   }
 
   override _writev(chunks: { chunk: Buffer }[], cb: (err?: Error | null) => void): void {
-    this.send(chunks.length === 1 ? chunks[0]!.chunk : Buffer.concat(chunks.map((c) => c.chunk)), cb);
+    this.send(chunks.map((c) => c.chunk), cb);
   }
 
-  /** Seals data into records; a record the wire cannot take yet holds the next one back. */
-  private send(data: Buffer, cb: (err?: Error | null) => void): void {
-    let off = 0;
+  /**
+   * Seals the held tail and `data` into records of MAX_PAYLOAD (the last one shorter), all of
+   * them corked into one write; a tail under HOLD_LIMIT is held instead. Records the wire cannot
+   * take yet (SEND_WINDOW) hold the next ones back, and our caller's callback with them.
+   */
+  private send(data: Buffer[], cb: (err?: Error | null) => void): void {
+    const owned = this.held.length;
+    const queue = owned > 0 ? this.held.concat(data) : data;
+    let queued = this.heldLength;
+    for (const d of data) queued += d.length;
+    this.held = [];
+    this.heldLength = 0;
+    let at = 0; // queue[at] is the next piece (already cut to what is left of it)
+    const take = (n: number): Buffer[] => {
+      queued -= n;
+      const pieces: Buffer[] = [];
+      while (n > 0) {
+        const p = queue[at]!;
+        if (p.length > n) {
+          pieces.push(p.subarray(0, n));
+          queue[at] = p.subarray(n);
+          break;
+        }
+        if (p.length > 0) pieces.push(p);
+        n -= p.length;
+        at++;
+      }
+      return pieces;
+    };
     const next = (err?: Error): void => {
       if (err) return cb(err);
       try {
-        while (off < data.length) {
-          const piece = data.subarray(off, off + MAX_PAYLOAD);
-          off += piece.length;
+        for (;;) {
+          let full = false;
+          this.link.cork();
+          try {
+            while (queued > HOLD_LIMIT && !full) {
+              for (const part of this.sender.sealParts(RecordType.DATA, take(Math.min(queued, MAX_PAYLOAD)))) this.link.write(part);
+              full = this.link.unsent >= SEND_WINDOW;
+            }
+          } finally {
+            this.link.uncork();
+          }
+          if (!full) break;
           // Backpressure: our caller's write callback waits for the wire to drain.
-          if (!this.link.write(this.sender.seal(RecordType.DATA, piece)) && this.link.stream.writableLength >= SEND_WINDOW) return this.link.afterDrain(next);
+          if (this.link.unsent >= SEND_WINDOW) return this.link.afterDrain(next);
         }
+        if (queued > 0) this.hold(queue.slice(at), owned - at);
       } catch (e) {
         return cb(AirlockError.from(e));
       }
@@ -114,9 +169,48 @@ export class SecureStream extends Duplex {
     next();
   }
 
+  /** Holds a short tail: the first `ownCount` pieces are our copies already, the rest are copied (the writer may reuse its buffers once called back). */
+  private hold(pieces: Buffer[], ownCount: number): void {
+    for (let i = 0; i < pieces.length; i++) {
+      const p = pieces[i]!;
+      if (p.length === 0) continue;
+      this.held.push(i < ownCount ? p : Buffer.from(p));
+      this.heldLength += p.length;
+    }
+    // Many tiny writes: one piece, so sealing stays one cipher call.
+    if (this.held.length > 16) this.held = [Buffer.concat(this.held, this.heldLength)];
+    this.flushTimer ??= setImmediate(this.flushHeld);
+  }
+
+  /** Seals what is held; the event loop turned without another write. */
+  private readonly flushHeld = (): void => {
+    this.flushTimer = undefined;
+    if (this.heldLength === 0 || this.destroyed) return;
+    try {
+      this.sealHeld();
+    } catch (err) {
+      this.destroy(AirlockError.from(err));
+    }
+  };
+
+  private sealHeld(): void {
+    if (this.heldLength === 0) return;
+    const parts = this.sender.sealParts(RecordType.DATA, this.held);
+    this.held = [];
+    this.heldLength = 0;
+    this.link.cork();
+    try {
+      for (const part of parts) this.link.write(part);
+    } finally {
+      this.link.uncork();
+    }
+  }
+
   override _final(cb: (err?: Error | null) => void): void {
     let ok: boolean;
     try {
+      this.cancelFlush();
+      this.sealHeld();
       ok = this.link.write(this.sender.seal(RecordType.CLOSE, Buffer.alloc(0)));
     } catch (err) {
       return cb(AirlockError.from(err));
@@ -130,7 +224,15 @@ export class SecureStream extends Duplex {
     else this.link.afterDrain(finish);
   }
 
+  private cancelFlush(): void {
+    if (this.flushTimer) clearImmediate(this.flushTimer);
+    this.flushTimer = undefined;
+  }
+
   override _destroy(err: Error | null, cb: (err: Error | null) => void): void {
+    this.cancelFlush();
+    this.held = [];
+    this.heldLength = 0;
     // After both closes every record has been exchanged: flush ours and hang up. Otherwise abort.
     if (!err && this.sentClose && this.receivedClose) this.link.closeAfterFlush();
     else this.link.destroy();
