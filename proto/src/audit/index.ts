@@ -31,4 +31,6 @@ export const AUDIT_KINDS = {
   violation: "violation",
   runFailed: "run.failed",
   keyBroker: "key.broker",
+  /** One HTTP egress decision (firewall-vm/src/proxies/http/rules.ts egressReceipt). */
+  egressRequest: "egress.request",
 } as const;

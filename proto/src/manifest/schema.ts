@@ -72,11 +72,58 @@ export interface ConsoleOutput {
   maxBytes: number;
 }
 
+/** The methods an egress entry may allow (proto/src/egress.ts has the helpers for endpoints). */
+export const EGRESS_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"] as const;
+export type EgressMethod = (typeof EGRESS_METHODS)[number];
+
+/**
+ * How the firewall checks the endpoint's certificate (https only; trusted mode requires exactly
+ * one). In the user's file `ca` names a PEM file; the validated manifest and the canonical form
+ * hold the certificate itself as `caPem` (one normalized PEM CERTIFICATE block).
+ */
+export interface EgressTls {
+  /** A CA (or self-signed server) certificate, PEM; the endpoint's chain must end at it. */
+  caPem?: string;
+  /** The server key's SHA-256 (of its DER SubjectPublicKeyInfo), 64 lower-case hex digits. */
+  spkiSha256?: string;
+}
+
+/** A JSON Schema subset for open request bodies, checked by the firewall (policy/formats.ts parseSchema). */
+export type EgressSchema = { [key: string]: EgressJson };
+export type EgressJson = null | boolean | number | string | EgressJson[] | { [key: string]: EgressJson };
+
+export interface EgressRules {
+  /** Request body bound in bytes (default 64 KiB, at most 64 MiB): refused before it is buffered. */
+  maxRequestBytes: number;
+  /** Response body bound in bytes (default 1 MiB, at most 64 MiB). */
+  maxResponseBytes: number;
+  /** Request headers the workload may set: lower-case names, never hop-by-hop or framing ones. */
+  headers: string[];
+  /** Open mode only (absent otherwise; default bytes): the request body's format. */
+  format?: OutputFormat;
+  /** Open mode only, format json or csv: the schema the body must meet (csv: one row). */
+  schema?: EgressSchema;
+  /**
+   * Open mode only (absent otherwise; default []): JavaScript regular expressions (flag "u"; a
+   * leading "(?i)" adds "i") that no request body or path may match. At most 32, each at most 256
+   * characters; no guarantee against slow (backtracking) patterns is made beyond that bound.
+   */
+  deny?: string[];
+}
+
 export interface Egress {
+  /** Lower-case name (NAME_RE), unique in the room: receipts and the audit trail use it. */
+  name: string;
+  /** Normalized http(s) URL: scheme, host, port, path prefix ending in "/" (proto/src/egress.ts). */
   url: string;
-  methods: string[];
+  /** Allowed methods, at least one (default [GET]), no repeats. */
+  methods: EgressMethod[];
+  /** trusted (TLS to a pinned endpoint) | secure (bodies sealed to the room) | open (checked bodies; default). */
   mode: OutputMode;
-  rules: { maxRequestBytes?: number; maxResponseBytes?: number };
+  /** The scope of what the endpoint answers (default USER_PRIVATE): reading a response raises the sandbox's. */
+  scope: DataScope;
+  tls?: EgressTls;
+  rules: EgressRules;
 }
 
 export interface Collaborator {
@@ -129,6 +176,15 @@ export const OPEN_OUTPUT_MAX_BYTES = 16 * 1024 * 1024;
 export const DEFAULT_CONSOLE_MAX_BYTES = 1024 * 1024;
 /** The console is held in the firewall until the exit status (sealed with it) arrives. */
 export const MAX_CONSOLE_BYTES = 16 * 1024 * 1024;
+/** Egress bodies: defaults and the bound on both (the firewall holds a request body to check it). */
+export const DEFAULT_EGRESS_REQUEST_BYTES = 64 * 1024;
+export const DEFAULT_EGRESS_RESPONSE_BYTES = 1024 * 1024;
+export const MAX_EGRESS_BODY_BYTES = 64 * 1024 * 1024;
+/** Egress rule bounds: header names, deny patterns (count and length), a schema's canonical JSON. */
+export const MAX_EGRESS_HEADERS = 32;
+export const MAX_DENY_PATTERNS = 32;
+export const MAX_DENY_PATTERN_CHARS = 256;
+export const MAX_EGRESS_SCHEMA_BYTES = 16 * 1024;
 /** The smallest VM that boots airlock's images (the initrd alone unpacks to ~110 MB of RAM). */
 export const MIN_MEMORY_MIB = 512;
 /** Names the run itself uses in --out and on the links: no output may take them. */

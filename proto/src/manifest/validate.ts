@@ -7,9 +7,11 @@
 // the bundle's tree digest, the keys' hashes, recipients inline — plus the attestation pins; no
 // file is ever read). So the firewall holds a room to exactly the rules `airlock manifest check`
 // applies, field path for field path.
+import { X509Certificate } from "node:crypto";
 import { readFileSync, statSync } from "node:fs";
 import path from "node:path";
 import { AirlockError } from "../errors.ts";
+import { compileDenyPattern, egressUrlProblem, HEADER_NAME_RE, isFramingHeader, MAX_EGRESS_ENTRIES, parseEgressUrl, PROXY_PORT, sandboxPort } from "../egress.ts";
 import {
   DATA_SCOPES,
   ENV_NAME_RE,
@@ -23,11 +25,23 @@ import {
   OPEN_OUTPUT_MAX_BYTES,
   RESERVED_OUTPUT_NAMES,
   DEFAULT_TIMEOUT_SECONDS,
+  DEFAULT_EGRESS_REQUEST_BYTES,
+  DEFAULT_EGRESS_RESPONSE_BYTES,
+  EGRESS_METHODS,
+  MAX_DENY_PATTERN_CHARS,
+  MAX_DENY_PATTERNS,
+  MAX_EGRESS_BODY_BYTES,
+  MAX_EGRESS_HEADERS,
+  MAX_EGRESS_SCHEMA_BYTES,
   OUTPUT_FORMATS,
   OUTPUT_MODES,
   type Collaborator,
   type ConsoleOutput,
   type Egress,
+  type EgressMethod,
+  type EgressRules,
+  type EgressSchema,
+  type EgressTls,
   type Input,
   type Manifest,
   type Output,
@@ -294,34 +308,7 @@ function walk(c: Checker, doc: unknown): Walked | undefined {
     if (mode && (mode !== "trusted" || recipient)) consoleOut = { mode, maxBytes, ...(recipient ? { recipient } : {}) };
   }
 
-  const egress: Egress[] = [];
-  c.list(top, "egress", "").forEach((raw, i) => {
-    const at = `egress[${i}]`;
-    const o = c.object(raw, at);
-    if (!o) return;
-    c.keys(o, at, ["url", "methods", "mode", "rules"]);
-    const url = c.string(o, "url", at);
-    if (url !== undefined) {
-      try {
-        const u = new URL(url);
-        if (u.protocol !== "https:" && u.protocol !== "http:") c.fail(`${at}.url`, "an http(s) URL", url);
-      } catch {
-        c.fail(`${at}.url`, "an absolute URL", url);
-      }
-    }
-    const methods = c.list(o, "methods", at).filter((m, j) => {
-      if (typeof m === "string" && /^(GET|HEAD|POST|PUT|PATCH|DELETE)$/.test(m)) return true;
-      c.fail(`${at}.methods[${j}]`, "one of GET | HEAD | POST | PUT | PATCH | DELETE", m);
-      return false;
-    }) as string[];
-    const mode = c.oneOf(o, "mode", at, OUTPUT_MODES, "open");
-    const rulesRaw = o.rules === undefined ? {} : c.object(o.rules, `${at}.rules`) ?? {};
-    c.keys(rulesRaw, `${at}.rules`, ["maxRequestBytes", "maxResponseBytes"]);
-    const rules: Egress["rules"] = {};
-    if (rulesRaw.maxRequestBytes !== undefined) rules.maxRequestBytes = c.integer(rulesRaw, "maxRequestBytes", `${at}.rules`, 0, 2 ** 32, 0);
-    if (rulesRaw.maxResponseBytes !== undefined) rules.maxResponseBytes = c.integer(rulesRaw, "maxResponseBytes", `${at}.rules`, 0, 2 ** 32, 0);
-    if (url && mode) egress.push({ url, methods: methods.length ? methods : ["GET"], mode, rules });
-  });
+  const egress = walkEgress(c, top);
 
   const collaborators: Walked["collaborators"] = [];
   c.list(top, "collaborators", "").forEach((raw, i) => {
@@ -377,6 +364,202 @@ function walk(c: Checker, doc: unknown): Walked | undefined {
     governance: consent ? { consent } : {},
     resources: res,
   };
+}
+
+/** Bound on a CA certificate file (a PEM certificate is 1-3 KiB). */
+const MAX_CA_FILE_BYTES = 64 * 1024;
+const CERT_BLOCK_RE = /-----BEGIN CERTIFICATE-----\r?\n[A-Za-z0-9+/=\r\n]+-----END CERTIFICATE-----/g;
+
+/** One PEM CERTIFICATE block, re-encoded by node:crypto (so one room has one canonical form), or why not. */
+function certificatePem(text: string): { pem: string } | { problem: string } {
+  if (text.includes("PRIVATE KEY-----")) return { problem: "a certificate with no private key beside it" };
+  const blocks = text.match(CERT_BLOCK_RE) ?? [];
+  if (blocks.length !== 1) return { problem: `exactly one PEM certificate (-----BEGIN CERTIFICATE-----), found ${blocks.length}` };
+  try {
+    return { pem: new X509Certificate(blocks[0]!).toString() };
+  } catch (err) {
+    return { problem: `a PEM certificate that parses (${(err as Error).message.slice(0, 80)})` };
+  }
+}
+
+/** A JSON value as YAML or JSON.parse gives it (plain mappings and lists, finite numbers), at most `depth` deep. */
+function isJson(v: unknown, depth: number): boolean {
+  if (depth < 0) return false;
+  if (v === null || typeof v === "string" || typeof v === "boolean") return true;
+  if (typeof v === "number") return Number.isFinite(v);
+  if (Array.isArray(v)) return v.every((x) => isJson(x, depth - 1));
+  if (typeof v !== "object") return false;
+  const proto = Object.getPrototypeOf(v) as unknown;
+  if (proto !== Object.prototype && proto !== null) return false;
+  return Object.values(v as Obj).every((x) => isJson(x, depth - 1));
+}
+
+/**
+ * The egress entries (firewall-vm/src/proxies/README.md § The manifest). The file form names the
+ * CA certificate as a file (tls.ca); the canonical form holds it (tls.caPem). Format, schema and
+ * deny exist for open entries only, with their defaults filled in, so the canonical form is
+ * exactly what this walk accepts.
+ */
+function walkEgress(c: Checker, top: Obj): Egress[] {
+  const canonical = c.form.kind === "canonical";
+  const entries = c.list(top, "egress", "");
+  if (entries.length > MAX_EGRESS_ENTRIES) c.fail("egress", `at most ${MAX_EGRESS_ENTRIES} entries`, `${entries.length} entries`);
+  const egress: Egress[] = [];
+  const endpoints = new Map<string, number>();
+  const names = new Map<string, number>();
+  entries.forEach((raw, i) => {
+    const at = `egress[${i}]`;
+    const o = c.object(raw, at);
+    if (!o) return;
+    const before = c.problems.length;
+    c.keys(o, at, ["name", "url", "methods", "mode", "scope", "tls", "rules"]);
+    const name = c.string(o, "name", at, { re: NAME_RE, reHelp: "a lower-case name of letters, digits and '-' (at most 63)" });
+    if (name !== undefined) {
+      if (names.has(name)) c.problems.push(`${at}.name: duplicate name ${JSON.stringify(name)} (as egress[${names.get(name)}])`);
+      else names.set(name, i);
+    }
+    const mode = c.oneOf(o, "mode", at, OUTPUT_MODES, "open");
+    const scope = c.oneOf(o, "scope", at, DATA_SCOPES, "USER_PRIVATE");
+
+    const rawUrl = c.string(o, "url", at);
+    let url: string | undefined;
+    let scheme: "http" | "https" | undefined;
+    if (rawUrl !== undefined) {
+      const problem = egressUrlProblem(rawUrl);
+      if (problem) {
+        c.fail(`${at}.url`, problem, rawUrl);
+      } else {
+        url = new URL(rawUrl).href;
+        const u = parseEgressUrl(url);
+        scheme = u.scheme;
+        const port = sandboxPort({ url });
+        if (port === PROXY_PORT) c.fail(`${at}.url`, `a port other than ${PROXY_PORT} (the sandbox agent's HTTP proxy listens there)`, rawUrl);
+        // The sandbox sees every endpoint as plain HTTP on sandboxPort: http:80 and https:443 meet on 80.
+        const key = `${u.host}:${port}${u.pathPrefix}`;
+        const other = endpoints.get(key);
+        if (other !== undefined) c.problems.push(`${at}.url: the same host, port and path prefix as egress[${other}] (in the sandbox, where http:80 and https:443 are both port 80)`);
+        else endpoints.set(key, i);
+      }
+    }
+
+    let methods: EgressMethod[] = ["GET"];
+    if (o.methods !== undefined) {
+      methods = [];
+      if (!Array.isArray(o.methods) || o.methods.length === 0) {
+        c.fail(`${at}.methods`, `a non-empty list of methods (${EGRESS_METHODS.join(" | ")}; default [GET])`, o.methods);
+      } else {
+        o.methods.forEach((m, j) => {
+          if (typeof m !== "string" || !(EGRESS_METHODS as readonly string[]).includes(m)) c.fail(`${at}.methods[${j}]`, `one of ${EGRESS_METHODS.join(" | ")}`, m);
+          else if (methods.includes(m as EgressMethod)) c.problems.push(`${at}.methods[${j}]: duplicate method ${m}`);
+          else methods.push(m as EgressMethod);
+        });
+      }
+    }
+
+    let tls: EgressTls | undefined;
+    if (o.tls !== undefined) {
+      const t = c.object(o.tls, `${at}.tls`);
+      if (t) tls = walkTls(c, t, `${at}.tls`, canonical);
+      if (scheme === "http") c.fail(`${at}.tls`, "no tls on an http: URL (tls pins an https: endpoint's certificate)");
+    }
+    if (mode === "trusted") {
+      if (scheme === "http") c.fail(`${at}.url`, "an https: URL (a trusted endpoint is reached over TLS, pinned)", rawUrl);
+      if (o.tls === undefined) c.fail(`${at}.tls`, `a pin for a trusted endpoint: tls.${canonical ? "caPem" : "ca"} or tls.spkiSha256`);
+    }
+
+    const ra = `${at}.rules`;
+    const r = o.rules === undefined ? {} : c.object(o.rules, ra) ?? {};
+    c.keys(r, ra, ["maxRequestBytes", "maxResponseBytes", "headers", "format", "schema", "deny"]);
+    const rules: EgressRules = {
+      maxRequestBytes: c.integer(r, "maxRequestBytes", ra, 0, MAX_EGRESS_BODY_BYTES, DEFAULT_EGRESS_REQUEST_BYTES),
+      maxResponseBytes: c.integer(r, "maxResponseBytes", ra, 0, MAX_EGRESS_BODY_BYTES, DEFAULT_EGRESS_RESPONSE_BYTES),
+      headers: walkHeaders(c, r, ra),
+    };
+    if (mode !== undefined && mode !== "open") {
+      const why = mode === "trusted" ? "a trusted endpoint's request bodies leave over TLS to its pinned endpoint, unchecked" : "a secure endpoint's request bodies leave sealed to the room, unchecked";
+      for (const k of ["format", "schema", "deny"]) if (r[k] !== undefined) c.fail(`${ra}.${k}`, `no ${k}: format, schema and deny check open request bodies only; ${why}`);
+    } else if (mode === "open") {
+      const format = c.oneOf(r, "format", ra, OUTPUT_FORMATS, "bytes");
+      if (format) rules.format = format;
+      if (r.schema !== undefined) {
+        if (r.schema === null || typeof r.schema !== "object" || Array.isArray(r.schema) || !isJson(r.schema, 32)) c.fail(`${ra}.schema`, "a mapping of plain JSON values (a JSON Schema subset; at most 32 levels deep)", r.schema);
+        else if (JSON.stringify(r.schema).length > MAX_EGRESS_SCHEMA_BYTES) c.fail(`${ra}.schema`, `a schema of at most ${MAX_EGRESS_SCHEMA_BYTES} bytes as JSON`);
+        else if (format !== "json" && format !== "csv") c.fail(`${ra}.schema`, `no schema unless format is json or csv (format is ${format ?? "invalid"})`);
+        else rules.schema = r.schema as EgressSchema;
+      }
+      rules.deny = walkDeny(c, r, ra);
+    }
+
+    if (c.problems.length === before && name && url && mode && scope) {
+      egress.push({ name, url, methods, mode, scope, ...(tls ? { tls } : {}), rules });
+    }
+  });
+  return egress;
+}
+
+function walkTls(c: Checker, t: Obj, at: string, canonical: boolean): EgressTls | undefined {
+  const caKey = canonical ? "caPem" : "ca";
+  c.keys(t, at, [caKey, "spkiSha256"]);
+  const hasCa = t[caKey] !== undefined;
+  const hasSpki = t.spkiSha256 !== undefined;
+  if (hasCa && hasSpki) return c.fail(at, `exactly one pin: ${caKey} or spkiSha256, not both`);
+  if (!hasCa && !hasSpki) return c.fail(at, `a pin: ${caKey} (${canonical ? "a PEM certificate" : "a CA certificate file, PEM"}) or spkiSha256 (the server key's SHA-256, 64 hex digits)`);
+  if (hasSpki) {
+    const spkiSha256 = c.string(t, "spkiSha256", at, { re: HEX64, reHelp: "64 lower-case hex digits (SHA-256 of the server's DER SubjectPublicKeyInfo)" });
+    return spkiSha256 ? { spkiSha256 } : undefined;
+  }
+  if (canonical) {
+    const text = c.string(t, "caPem", at);
+    if (text === undefined) return undefined;
+    const cert = certificatePem(text);
+    if ("problem" in cert) return c.fail(`${at}.caPem`, cert.problem);
+    if (cert.pem !== text) return c.fail(`${at}.caPem`, "the certificate in its normalized PEM form (as airlock writes it)");
+    return { caPem: cert.pem };
+  }
+  const file = c.file(t, "ca", at, "file");
+  if (file === undefined) return undefined;
+  let data: Buffer;
+  try {
+    data = readFileSync(file);
+  } catch (err) {
+    return c.fail(`${at}.ca`, "a readable certificate file", `${String(t.ca)} (${(err as NodeJS.ErrnoException).code ?? "unreadable"})`);
+  }
+  if (data.length > MAX_CA_FILE_BYTES) return c.fail(`${at}.ca`, `a certificate file of at most ${MAX_CA_FILE_BYTES} bytes`, String(t.ca));
+  const cert = certificatePem(data.toString("utf8"));
+  if ("problem" in cert) return c.fail(`${at}.ca`, `a file holding ${cert.problem}`, String(t.ca));
+  return { caPem: cert.pem };
+}
+
+function walkHeaders(c: Checker, r: Obj, at: string): string[] {
+  const list = c.list(r, "headers", at);
+  if (list.length > MAX_EGRESS_HEADERS) c.fail(`${at}.headers`, `at most ${MAX_EGRESS_HEADERS} header names`, `${list.length} names`);
+  const headers: string[] = [];
+  list.forEach((h, j) => {
+    const hat = `${at}.headers[${j}]`;
+    if (typeof h !== "string" || h.length > 64 || !HEADER_NAME_RE.test(h) || h !== h.toLowerCase()) c.fail(hat, "a lower-case header name (letters, digits and ! # $ % & ' * + - . ^ _ ` | ~; at most 64)", h);
+    else if (isFramingHeader(h)) c.fail(hat, "a header other than host, connection, content-length, transfer-encoding, te, trailer, upgrade, keep-alive and proxy-* (the proxy manages framing and hop-by-hop headers itself)", h);
+    else if (headers.includes(h)) c.problems.push(`${hat}: duplicate header ${JSON.stringify(h)}`);
+    else headers.push(h);
+  });
+  return headers;
+}
+
+function walkDeny(c: Checker, r: Obj, at: string): string[] {
+  const list = c.list(r, "deny", at);
+  if (list.length > MAX_DENY_PATTERNS) c.fail(`${at}.deny`, `at most ${MAX_DENY_PATTERNS} patterns`, `${list.length} patterns`);
+  const deny: string[] = [];
+  list.forEach((p, j) => {
+    const pat = `${at}.deny[${j}]`;
+    if (typeof p !== "string" || p.length === 0 || p.length > MAX_DENY_PATTERN_CHARS) return c.fail(pat, `a regular expression of 1 to ${MAX_DENY_PATTERN_CHARS} characters`, p);
+    try {
+      compileDenyPattern(p);
+      deny.push(p);
+    } catch (err) {
+      c.fail(pat, `a JavaScript regular expression (flag u; a leading (?i) ignores case): ${(err as Error).message.slice(0, 100)}`, p);
+    }
+    return undefined;
+  });
+  return deny;
 }
 
 function readRecipient(c: Checker, value: string, at: string): string | undefined {

@@ -69,7 +69,8 @@ outputs:
     mode: *trusted
     recipient: ./keys/analyst.age.pub
 egress:
-  - url: https://api.example.test/v1
+  - name: api
+    url: https://api.example.test/v1/
     methods: [GET, POST]
     mode: open
     rules: {maxRequestBytes: 1024, maxResponseBytes: 65536}
