@@ -4,7 +4,7 @@
 import { createHash } from "node:crypto";
 import { AirlockError } from "./errors.ts";
 import { canonicalJson } from "./manifest/digest.ts";
-import type { DataScope, OutputFormat, OutputMode } from "./manifest/schema.ts";
+import type { DataScope, Egress, OutputFormat, OutputMode } from "./manifest/schema.ts";
 import { validateCanonical } from "./manifest/validate.ts";
 
 export interface RoomPlan {
@@ -22,6 +22,8 @@ export interface RoomPlan {
   canonical: Record<string, unknown>;
   /** What the signed digest pins: the images' launch measurements and the broker's key hash. */
   attestation: { firewall: string; sandbox: string; broker: string };
+  /** The HTTP endpoints the workload may call through the firewall (firewall-vm/src/proxies). */
+  egress: Egress[];
 }
 
 /**
@@ -92,5 +94,6 @@ export function parseRoom(canonical: unknown): RoomPlan {
     inputs: m.inputs,
     outputs: m.outputs.map((o) => ({ name: o.name, mount: o.mount, mode: o.mode, maxBytes: o.maxBytes, format: o.format, ...(o.recipient ? { recipient: o.recipient } : {}) })),
     ...(m.console ? { console: m.console } : {}),
+    egress: m.egress,
   };
 }

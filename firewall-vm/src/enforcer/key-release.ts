@@ -16,6 +16,8 @@ export interface ReleasedKeys {
   ownerScopes: Map<string, DataScope>;
   /** The room's own recipient (secure outputs), when the broker released the room identity. */
   roomRecipient?: string;
+  /** The room's own identity (secure egress opens answers sealed to the room with it). */
+  roomIdentity?: AgeIdentity;
 }
 
 export async function releaseKeys({ room, audit, provider, brokerPublicKey, runDir }: RunContext): Promise<ReleasedKeys> {
@@ -28,6 +30,7 @@ export async function releaseKeys({ room, audit, provider, brokerPublicKey, runD
   const identities = new Map<string, AgeIdentity[]>();
   const ownerScopes = new Map<string, DataScope>();
   let roomRecipient: string | undefined;
+  let roomIdentity: AgeIdentity | undefined;
   try {
     for (const input of room.inputs) {
       // The digest computed here: a grant made for another manifest (a look-alike reusing these names) has another key id.
@@ -48,7 +51,9 @@ export async function releaseKeys({ room, audit, provider, brokerPublicKey, runD
       const keyId = roomKeyId(room.digest);
       try {
         const { key: raw } = await requestKey({ endpoint: relay.endpoint, keyId, provider, brokerPublicKey });
-        roomRecipient = parseIdentityFile(raw.toString("utf8"), `key ${keyId}`)[0]?.recipient.toString();
+        const id = parseIdentityFile(raw.toString("utf8"), `key ${keyId}`)[0];
+        roomIdentity = id;
+        roomRecipient = id?.recipient.toString();
         raw.fill(0);
         await audit.append(AUDIT_KINDS.keyReleased, { keyId, purpose: "room identity (secure outputs)", released: roomRecipient !== undefined });
       } catch (err) {
@@ -58,5 +63,5 @@ export async function releaseKeys({ room, audit, provider, brokerPublicKey, runD
   } finally {
     relay.close();
   }
-  return { identities, ownerScopes, ...(roomRecipient ? { roomRecipient } : {}) };
+  return { identities, ownerScopes, ...(roomRecipient ? { roomRecipient } : {}), ...(roomIdentity ? { roomIdentity } : {}) };
 }

@@ -26,7 +26,7 @@ async function runSteps(ctx: RunContext): Promise<void> {
   const channel = await openAgentChannel(ctx, listeners);
   // 6-8. Inputs, workload, outputs.
   const { host, room, log, hold, audit, violations } = ctx;
-  await serveAgent(channel.stream, host, room, log, { hold, identities: keys.identities, ownerScopes: keys.ownerScopes, audit, violations, ...(keys.roomRecipient ? { roomRecipient: keys.roomRecipient } : {}) });
+  await serveAgent(channel.stream, host, room, log, { hold, identities: keys.identities, ownerScopes: keys.ownerScopes, audit, violations, ...(keys.roomRecipient ? { roomRecipient: keys.roomRecipient } : {}), ...(keys.roomIdentity ? { roomIdentity: keys.roomIdentity } : {}) });
 }
 
 /** Runs the room to its end and tells the host how it ended; resolves with the exit status. */

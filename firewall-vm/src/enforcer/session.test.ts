@@ -48,6 +48,7 @@ const room: RoomPlan = {
   governance: {},
   attestation: { firewall: "11".repeat(48), sandbox: "22".repeat(48), broker: "33".repeat(32) },
   canonical: { apiVersion: "airlock/v1", name: "t" },
+  egress: [],
 };
 
 /** The host's side: serves the encrypted input, keeps every message and what each output sent. */

@@ -14,7 +14,7 @@
 import type { Duplex } from "node:stream";
 import { AirlockError } from "../../../proto/src/errors.ts";
 import type { Logger } from "../../../proto/src/log.ts";
-import { expectMessage, readMessages, sendData, sendMessage, type CaseOf, type Incoming, type Outgoing, type ValueOf } from "../../../proto/src/control.ts";
+import { bodyOf, expectMessage, readMessages, sendData, sendMessage, type CaseOf, type Incoming, type Outgoing, type ValueOf } from "../../../proto/src/control.ts";
 import { num } from "../../../proto/src/wire.ts";
 import { AgentToFirewallSchema, FirewallToAgentSchema, type AgentToFirewall, type FirewallToAgent } from "../../../proto/gen/airlock/v1/agent_pb.ts";
 import { Decision } from "../../../proto/gen/airlock/v1/control_pb.ts";
@@ -27,6 +27,9 @@ import type { AuditSink } from "./audit-ship.ts";
 import { decideOutput, inspectOpenOutput, scopeRank, ScopeTracker, stricter, type OutputDecision } from "../policy/index.ts";
 import type { HostChannel } from "./host-channel.ts";
 import type { Violations } from "./violations.ts";
+import { startHttpEgress, type HttpEgress } from "../proxies/http/index.ts";
+import type { AuditAppend } from "../proxies/http/proxy.ts";
+import { parseEgressUrl, sandboxPort } from "../../../proto/src/egress.ts";
 
 /** The agent's frames; each message's own bounds are declared in proto/airlock/v1/agent.proto. */
 const MAX_AGENT_FRAME = 1024 * 1024 + 64;
@@ -52,6 +55,10 @@ export interface SessionOptions {
   violations: Violations;
   /** Overrides the collection bound (tests). */
   collectionBoundMs?: number;
+  /** The room's identity: secure egress unseals answers sealed to the room with it. */
+  roomIdentity?: AgeIdentity;
+  /** Where the firewall reaches egress entry i (default: its NIC's forwarding address; tests: loopback). */
+  egressUpstream?: (index: number) => { host: string; port: number };
 }
 
 /** The exit status as the host may see it: exact only while the scope allows clear data out. */
@@ -70,8 +77,21 @@ interface AgentFile {
 /** Serves one agent connection to its end, reporting to the host. */
 export async function serveAgent(agent: Duplex, host: HostChannel, room: RoomPlan, log: Logger, options: SessionOptions): Promise<SessionResult> {
   const { roomRecipient, audit, violations } = options;
-  const messages = readMessages(agent, AgentToFirewallSchema, "the sandbox agent", MAX_AGENT_FRAME);
   const toAgent = (message: Outgoing<FirewallToAgent>): Promise<void> => sendMessage(agent, FirewallToAgentSchema, message);
+  // Egress streams run while the workload does; their messages never reach the steps below.
+  const scope = new ScopeTracker("PUBLIC");
+  let egress: HttpEgress | undefined;
+  const messages = (async function* (): AsyncGenerator<Incoming<AgentToFirewall>> {
+    for await (const m of readMessages(agent, AgentToFirewallSchema, "the sandbox agent", MAX_AGENT_FRAME)) {
+      const body = m.kind === "message" ? bodyOf(m.message) : undefined;
+      if (body?.case === "egressOpen" || body?.case === "egressData" || body?.case === "egressClose" || body?.case === "egressAck") {
+        if (!egress) throw new AirlockError("GUEST_PROTOCOL", "the sandbox agent sent egress outside the workload's run, or in a room without egress");
+        egress.receive(body);
+        continue;
+      }
+      yield m;
+    }
+  })();
   let deadline = Number.POSITIVE_INFINITY;
   const next = async (): Promise<Incoming<AgentToFirewall>> => {
     const left = deadline - Date.now();
@@ -93,7 +113,6 @@ export async function serveAgent(agent: Duplex, host: HostChannel, room: RoomPla
   // Inputs: decrypted as they stream in from the host, sent on to the agent. The agent places a
   // file only when its input-end arrives, which is sent only after age has authenticated the last
   // chunk: a truncated or tampered file stops the run before the workload starts.
-  const scope = new ScopeTracker("PUBLIC");
   for (const input of room.inputs) {
     const ids = options.identities.get(input.name);
     if (!ids) throw new AirlockError("KEY_RELEASE", `no identity for input ${input.name}`);
@@ -129,7 +148,20 @@ export async function serveAgent(agent: Duplex, host: HostChannel, room: RoomPla
     roomCanonicalJson: roomBytes(room.canonical),
     outputs: room.outputs.map((o) => ({ name: o.name, mount: o.mount, maxBytes: BigInt(o.maxBytes) })),
     ...(room.console ? { console: { maxBytes: BigInt(room.console.maxBytes) } } : {}),
+    egress: room.egress.map((e) => ({ host: parseEgressUrl(e.url).host, port: sandboxPort(e) })),
   } });
+  if (room.egress.length > 0) {
+    egress = startHttpEgress({
+      entries: room.egress,
+      scope,
+      audit: audit as AuditAppend,
+      log,
+      send: (m) => toAgent(m),
+      ...(roomRecipient ? { roomRecipient } : {}),
+      ...(options.roomIdentity ? { roomIdentity: options.roomIdentity } : {}),
+      ...(options.egressUpstream ? { upstream: options.egressUpstream } : {}),
+    });
+  }
   const startedAt = Date.now();
   deadline = startedAt + (room.workload.timeoutSeconds + (room.workload.padToSeconds ?? 0)) * 1000 + (options.collectionBoundMs ?? collectionBoundSeconds(room) * 1000);
   await audit.append(AUDIT_KINDS.workloadStarted, { command: room.workload.command.join(" ").slice(0, 500), sandboxScope: scope.current });
@@ -138,6 +170,9 @@ export async function serveAgent(agent: Duplex, host: HostChannel, room: RoomPla
   // The first word from the agent after the start says the workload ended: with padTo, the host
   // hears nothing until the padded time (the agent waits too, so the fabric carries nothing either).
   const first = await next();
+  // The workload is over (the agent closed its egress first): no stream may outlive it.
+  egress?.stop();
+  egress = undefined;
   const padUntil = startedAt + (room.workload.padToSeconds ?? 0) * 1000;
   if (Date.now() < padUntil) await new Promise((r) => setTimeout(r, padUntil - Date.now()));
   let pending: Incoming<AgentToFirewall> | undefined = first;

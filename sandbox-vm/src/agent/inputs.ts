@@ -47,8 +47,8 @@ export async function placeInputs(link: Writable, messages: AsyncIterator<FromFi
       case "run":
         if (input) throw new Error("the run inside an input");
         return body.value;
-      case "bye":
-        throw new Error("the firewall said bye before the run");
+      default:
+        throw new Error(`the firewall sent ${body.case} before the run`);
     }
   }
 }

@@ -40,6 +40,7 @@ describe("parseRun", () => {
         { name: "counts", mount: "/data/out/counts", maxBytes: 0 },
       ],
       console: { maxBytes: 1024 },
+      egress: [],
     });
     expect(received({ ...good(), padToSeconds: 60 }).padToSeconds).toBe(60);
     expect(() => received({ ...good(), padToSeconds: 61 })).toThrow(/padToSeconds/);
@@ -91,7 +92,7 @@ describe("sendResults", () => {
   const none = { special: 0, symlinks: 0, badNames: 0, unreadable: 0 };
 
   it("sends the console, each output, the stray count and the exit status, in that order", async () => {
-    const ms = await capture((link) => sendResults(link, { command: ["x"], env: {}, timeoutSeconds: 1, room: Buffer.from("{}"), outputs, console: { maxBytes: 5 } }, result, [path.join(dir, "empty")]));
+    const ms = await capture((link) => sendResults(link, { command: ["x"], env: {}, timeoutSeconds: 1, egress: [], room: Buffer.from("{}"), outputs, console: { maxBytes: 5 } }, result, [path.join(dir, "empty")]));
     expect(shape(ms)).toEqual([
       msg("console", { bytes: 5n, truncated: true }),
       { data: "hello" },
@@ -105,7 +106,7 @@ describe("sendResults", () => {
   });
 
   it("sends no console message when the room has no console", async () => {
-    const ms = await capture((link) => sendResults(link, { command: ["x"], env: {}, timeoutSeconds: 1, room: Buffer.from("{}"), outputs: [], console: null }, result, [path.join(dir, "empty")]));
+    const ms = await capture((link) => sendResults(link, { command: ["x"], env: {}, timeoutSeconds: 1, egress: [], room: Buffer.from("{}"), outputs: [], console: null }, result, [path.join(dir, "empty")]));
     expect(shape(ms)).toEqual([
       msg("stray", { count: 0n }),
       msg("exit", { code: 3 }),
@@ -113,6 +114,6 @@ describe("sendResults", () => {
   });
 
   it("reads nothing while a workload process survives", async () => {
-    await expect(capture((link) => sendResults(link, { command: ["x"], env: {}, timeoutSeconds: 1, room: Buffer.from("{}"), outputs, console: null }, { ...result, survivors: 2 }))).rejects.toThrow(/survived/);
+    await expect(capture((link) => sendResults(link, { command: ["x"], env: {}, timeoutSeconds: 1, egress: [], room: Buffer.from("{}"), outputs, console: null }, { ...result, survivors: 2 }))).rejects.toThrow(/survived/);
   });
 });

@@ -28,6 +28,8 @@ export interface RunSpec {
   room: Buffer;
   outputs: RunOutput[];
   console: { maxBytes: number } | null;
+  /** The egress endpoints to surface while the workload runs (none: no listener). */
+  egress: { host: string; port: number }[];
 }
 
 function bad(what: string): never {
@@ -55,6 +57,7 @@ export function parseRun(m: Run): RunSpec {
     room: Buffer.from(m.roomCanonicalJson),
     outputs,
     console: m.console ? { maxBytes: num(m.console.maxBytes) } : null,
+    egress: m.egress.map((e) => ({ host: e.host, port: e.port })),
   };
 }
 

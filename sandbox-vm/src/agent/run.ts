@@ -11,7 +11,8 @@ import { roomChannelOptions } from "../../../proto/src/agent-link.ts";
 import { runWorkload } from "./workload.ts";
 import { parseRun, sendResults } from "./protocol.ts";
 import { placeInputs } from "./inputs.ts";
-import { fromFirewall, toFirewall } from "./link.ts";
+import { fromFirewall, toFirewall, type FromFirewall } from "./link.ts";
+import { startEgress, type SandboxEgress } from "./egress.ts";
 
 const CONNECT_DEADLINE_MS = 180_000;
 const AGENT_HANDSHAKE_TIMEOUT_MS = 180_000;
@@ -41,6 +42,22 @@ export function checkFirewall(room: Buffer, peer: { measurement: string; hostDat
   if (typeof pins?.firewall !== "string" || pins.firewall !== peer.measurement) throw new Error("the firewall's launch measurement is not the one the room pins");
 }
 
+/**
+ * The firewall's messages after the run: egress stream messages go to their streams; resolves at
+ * the bye, rejects if the link ends first or sends anything else.
+ */
+async function dispatch(messages: AsyncIterator<FromFirewall>, egress: SandboxEgress | null): Promise<void> {
+  for (;;) {
+    const m = await messages.next();
+    if (m.done) throw new Error("the firewall closed the link before its bye");
+    if (m.value.kind !== "message") throw new Error("the firewall sent data after the run");
+    const body = bodyOf(m.value.message);
+    if (body.case === "bye") return;
+    if (egress && (body.case === "egressData" || body.case === "egressClose" || body.case === "egressAck")) egress.receive(body);
+    else throw new Error(`the firewall sent ${body.case} after the run`);
+  }
+}
+
 /** Runs the agent's side of the room to its end; resolves with the agent's exit status. */
 export async function runAgent(provider: ReportProvider): Promise<number> {
   const raw = await connectFirewall();
@@ -55,14 +72,20 @@ export async function runAgent(provider: ReportProvider): Promise<number> {
   // Inputs come first, then the run message.
   const spec = parseRun(await placeInputs(link, messages));
   checkFirewall(spec.room, peer);
+  // From here the firewall sends only egress stream messages, then its bye.
+  const egress = await startEgress(link, spec.egress);
+  const bye = dispatch(messages, egress);
+  bye.catch(() => undefined);
   const startedAt = Date.now();
   const result = await runWorkload({
     command: spec.command,
-    env: spec.env,
+    env: { ...spec.env, ...(egress?.env ?? {}) },
     outputMounts: spec.outputs.map((o) => o.mount),
     timeoutSeconds: spec.timeoutSeconds,
     consoleMaxBytes: spec.console ? spec.console.maxBytes : null,
   });
+  // Every egress connection ends with the workload, before its results leave.
+  await egress?.stop();
   // With padTo, nothing crosses the fabric before the padded time: the run's duration stays inside.
   const padUntil = startedAt + (spec.padToSeconds ?? 0) * 1000;
   if (Date.now() < padUntil) await new Promise((r) => setTimeout(r, padUntil - Date.now()));
@@ -70,8 +93,7 @@ export async function runAgent(provider: ReportProvider): Promise<number> {
   await sendResults(link, spec, result);
   // Wait for the firewall's bye before the VM powers off. Not bounded: a held pair (airlock up)
   // stays up until it is stopped, which closes the link.
-  const bye = await messages.next();
-  const ok = !bye.done && bye.value.kind === "message" && bodyOf(bye.value.message).case === "bye";
+  const ok = await bye.then(() => true, () => false);
   link.end();
   await new Promise((r) => setTimeout(r, 100));
   link.destroy();

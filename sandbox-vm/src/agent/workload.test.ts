@@ -237,7 +237,7 @@ describe("inputs and stray files", () => {
     mine(path.join(out, "fine.txt"));
     expect(strayCount([top], [out], UID)).toBe(4); // hidden/, stash.txt, the 0xff file, link
     const ms = await capture((link) =>
-      sendResults(link, { command: ["x"], env: {}, timeoutSeconds: 1, room: Buffer.from("{}"), outputs: [], console: null }, { code: 0, console: Buffer.alloc(0), consoleTruncated: false, survivors: 0 }, [path.join(top, "tmp")]),
+      sendResults(link, { command: ["x"], env: {}, timeoutSeconds: 1, egress: [], room: Buffer.from("{}"), outputs: [], console: null }, { code: 0, console: Buffer.alloc(0), consoleTruncated: false, survivors: 0 }, [path.join(top, "tmp")]),
     );
     expect(json(ms)).toEqual([
       { type: "stray", count: 4 },
