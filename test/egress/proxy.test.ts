@@ -36,13 +36,17 @@ interface Harness {
   port: number;
   scope: ScopeTracker;
   trail: { kind: string; data: Record<string, unknown> }[];
+  /** Refusals above DOMAIN_OWNED: counted, not recorded. */
+  counted: number;
   close(): void;
 }
 
 /** The proxy behind a loopback listener, as the agent's streams reach it; entry i → `upstream[i]`. */
 async function proxyWith(upstream: TestServer[], scope = new ScopeTracker("PUBLIC")): Promise<Harness> {
   const trail: Harness["trail"] = [];
+  const h = { counted: 0 };
   const proxy = new HttpEgressProxy({
+    countRefused: () => void h.counted++,
     entries: ENTRIES(),
     scope,
     audit: { append: async (kind, data) => void trail.push({ kind, data }) },
@@ -53,7 +57,7 @@ async function proxyWith(upstream: TestServer[], scope = new ScopeTracker("PUBLI
   });
   const front = net.createServer((s) => proxy.handle(s, 3128));
   await new Promise<void>((r) => front.listen(0, "127.0.0.1", r));
-  return { port: (front.address() as net.AddressInfo).port, scope, trail, close: () => (proxy.stop(), front.close()) };
+  return Object.assign(h, { port: (front.address() as net.AddressInfo).port, scope, trail, close: () => (proxy.stop(), front.close()) });
 }
 
 /** Sends raw bytes to the proxy and returns what it answered (the connection closed or 3 s). */
@@ -149,8 +153,12 @@ describe("HTTP egress proxy", () => {
       // Reading USER_PRIVATE data closes open egress for the rest of the run.
       expect(await get(h.port, `http://${HOST}:8443/v1/hello`)).toMatch(/^HTTP\/1.1 200/);
       expect(h.scope.current).toBe("USER_PRIVATE");
+      const receipts = h.trail.length;
       expect(await post(h.port, "http://stats.example.test/in/count", '{"count":4}')).toMatch(/^HTTP\/1.1 403[\s\S]*DOMAIN_OWNED/);
       expect(plain.received.length).toBe(before + 1);
+      // A refusal above DOMAIN_OWNED is the workload's choice: counted for after the run, no live receipt.
+      expect(h.trail.length).toBe(receipts);
+      expect(h.counted).toBe(1);
     } finally {
       h.close();
     }

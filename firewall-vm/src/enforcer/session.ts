@@ -139,6 +139,20 @@ export async function serveAgent(agent: Duplex, host: HostChannel, room: RoomPla
     log.info({ input: input.name }, "input served");
   }
 
+  // Egress starts before the run message (its rules compiled: a bad one refuses the run now).
+  if (room.egress.length > 0) {
+    egress = startHttpEgress({
+      entries: room.egress,
+      scope,
+      audit: audit as AuditAppend,
+      log,
+      send: (m) => toAgent(m),
+      ...(roomRecipient ? { roomRecipient } : {}),
+      ...(options.roomIdentity ? { roomIdentity: options.roomIdentity } : {}),
+      ...(options.egressUpstream ? { upstream: options.egressUpstream } : {}),
+      countRefused: () => violations.note("egressRefused"),
+    });
+  }
   await toAgent({ case: "run", value: {
     command: room.workload.command,
     env: room.workload.env,
@@ -150,18 +164,6 @@ export async function serveAgent(agent: Duplex, host: HostChannel, room: RoomPla
     ...(room.console ? { console: { maxBytes: BigInt(room.console.maxBytes) } } : {}),
     egress: room.egress.map((e) => ({ host: parseEgressUrl(e.url).host, port: sandboxPort(e) })),
   } });
-  if (room.egress.length > 0) {
-    egress = startHttpEgress({
-      entries: room.egress,
-      scope,
-      audit: audit as AuditAppend,
-      log,
-      send: (m) => toAgent(m),
-      ...(roomRecipient ? { roomRecipient } : {}),
-      ...(options.roomIdentity ? { roomIdentity: options.roomIdentity } : {}),
-      ...(options.egressUpstream ? { upstream: options.egressUpstream } : {}),
-    });
-  }
   const startedAt = Date.now();
   deadline = startedAt + (room.workload.timeoutSeconds + (room.workload.padToSeconds ?? 0)) * 1000 + (options.collectionBoundMs ?? collectionBoundSeconds(room) * 1000);
   await audit.append(AUDIT_KINDS.workloadStarted, { command: room.workload.command.join(" ").slice(0, 500), sandboxScope: scope.current });

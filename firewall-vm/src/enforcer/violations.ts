@@ -19,6 +19,7 @@ export const VIOLATION_KINDS = {
   stray: "files written outside the output folders: not shipped",
   consoleCut: "console over its bound: cut",
   unsafeNames: "open output with file names outside the safe set: withheld",
+  egressRefused: "egress requests refused while the sandbox was above DOMAIN_OWNED",
 } as const;
 export type ViolationKind = keyof typeof VIOLATION_KINDS;
 

@@ -68,7 +68,7 @@ const FULL = `  - name: api
     mode: secure
     tls: {spkiSha256: ${SPKI}}
   - name: plain
-    url: https://plain.example.test/
+    url: http://plain.example.test/
 `;
 
 describe("manifest egress entries", () => {
@@ -101,7 +101,7 @@ describe("manifest egress entries", () => {
         },
       },
       { name: "sealed", url: "https://vault.example.test/blobs/", methods: ["GET"], mode: "secure", scope: "USER_PRIVATE", tls: { spkiSha256: SPKI }, rules: { maxRequestBytes: 65536, maxResponseBytes: 1048576, headers: [] } },
-      { name: "plain", url: "https://plain.example.test/", methods: ["GET"], mode: "open", scope: "USER_PRIVATE", rules: { maxRequestBytes: 65536, maxResponseBytes: 1048576, headers: [], format: "bytes", deny: [] } },
+      { name: "plain", url: "http://plain.example.test/", methods: ["GET"], mode: "open", scope: "USER_PRIVATE", rules: { maxRequestBytes: 65536, maxResponseBytes: 1048576, headers: [], format: "bytes", deny: [] } },
     ]);
   });
 
@@ -181,7 +181,7 @@ describe("manifest egress entries", () => {
     expect(msg).toContain("egress[4].scope: expected one of PUBLIC | DOMAIN_OWNED | USER_PRIVATE | MULTI_USER_PRIVATE | SEALED");
   });
 
-  it("tls: https only, exactly one pin, a CA file holding one PEM certificate; trusted needs https and a pin", () => {
+  it("tls: https only, exactly one pin, a CA file holding one PEM certificate; trusted needs https; https needs a pin", () => {
     const msg = problems(() =>
       loadManifest(
         roomWith(`  - {name: a, url: "http://a.test/", tls: {spkiSha256: ${SPKI}}}
@@ -207,8 +207,9 @@ describe("manifest egress entries", () => {
     expect(msg).toContain("egress[6].tls.ca: expected a file holding a certificate with no private key beside it");
     expect(msg).toContain("egress[7].tls.ca: expected a file holding a PEM certificate that parses");
     expect(msg).toContain("egress[8].url: expected an https: URL (a trusted endpoint is reached over TLS, pinned)");
-    expect(msg).toContain("egress[8].tls: expected a pin for a trusted endpoint: tls.ca or tls.spkiSha256");
-    expect(msg).toContain("egress[9].tls: expected a pin for a trusted endpoint");
+    expect(msg).not.toContain("egress[8].tls");
+    // The firewall carries no CA bundle: any https: endpoint names its pin, whatever its mode.
+    expect(msg).toContain("egress[9].tls: expected a pin for an https: endpoint: tls.ca or tls.spkiSha256");
     expect(msg).toContain("egress[10].tls.caPem: unknown field (allowed: ca, spkiSha256)");
   });
 

@@ -462,10 +462,9 @@ function walkEgress(c: Checker, top: Obj): Egress[] {
       if (t) tls = walkTls(c, t, `${at}.tls`, canonical);
       if (scheme === "http") c.fail(`${at}.tls`, "no tls on an http: URL (tls pins an https: endpoint's certificate)");
     }
-    if (mode === "trusted") {
-      if (scheme === "http") c.fail(`${at}.url`, "an https: URL (a trusted endpoint is reached over TLS, pinned)", rawUrl);
-      if (o.tls === undefined) c.fail(`${at}.tls`, `a pin for a trusted endpoint: tls.${canonical ? "caPem" : "ca"} or tls.spkiSha256`);
-    }
+    if (mode === "trusted" && scheme === "http") c.fail(`${at}.url`, "an https: URL (a trusted endpoint is reached over TLS, pinned)", rawUrl);
+    // The firewall carries no CA bundle: every https: endpoint names what it trusts.
+    if (scheme === "https" && o.tls === undefined) c.fail(`${at}.tls`, `a pin for an https: endpoint: tls.${canonical ? "caPem" : "ca"} or tls.spkiSha256`);
 
     const ra = `${at}.rules`;
     const r = o.rules === undefined ? {} : c.object(o.rules, ra) ?? {};

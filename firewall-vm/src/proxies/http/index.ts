@@ -4,6 +4,7 @@ import { AirlockError } from "../../../../proto/src/errors.ts";
 import { EgressMux, type EgressMessage } from "../../../../proto/src/egress-mux.ts";
 import { firewallAddress, parseEgressUrl } from "../../../../proto/src/egress.ts";
 import { HttpEgressProxy, type HttpEgressOptions } from "./proxy.ts";
+import { compileEgressRules } from "./rules.ts";
 
 export { HttpEgressProxy } from "./proxy.ts";
 export type { HttpEgressOptions } from "./proxy.ts";
@@ -20,7 +21,9 @@ export interface HttpEgress {
 /** Where the firewall reaches egress entry i: its NIC's forwarding address for it (the launch sets it up). */
 export const nicUpstream = (entries: HttpEgressOptions["entries"]) => (i: number): { host: string; port: number } => ({ host: firewallAddress(i), port: parseEgressUrl(entries[i]!.url).port });
 
+/** Starts the proxy for the room's entries; their rules are compiled first, so a bad one fails the run before the workload. */
 export function startHttpEgress(options: Omit<HttpEgressOptions, "upstream"> & { upstream?: HttpEgressOptions["upstream"]; send: (m: EgressMessage) => Promise<void> }): HttpEgress {
+  for (const e of options.entries) compileEgressRules(e);
   const proxy = new HttpEgressProxy({ ...options, upstream: options.upstream ?? nicUpstream(options.entries) });
   const mux = new EgressMux(options.send);
   let running = true;

@@ -17,7 +17,7 @@ import { AUDIT_KINDS } from "../../../../proto/src/audit/index.ts";
 import { parseEgressUrl } from "../../../../proto/src/egress.ts";
 import type { DataScope, Egress } from "../../../../proto/src/manifest/schema.ts";
 import type { Logger } from "../../../../proto/src/log.ts";
-import type { ScopeTracker } from "../../policy/index.ts";
+import { scopeRank, type ScopeTracker } from "../../policy/index.ts";
 import { checkRequestBody, decideRequest, egressReceipt, matchEndpoint } from "./rules.ts";
 
 export interface AuditAppend {
@@ -36,6 +36,11 @@ export interface HttpEgressOptions {
   upstream(index: number): { host: string; port: number };
   /** Bound on each upstream exchange. */
   timeoutMs?: number;
+  /**
+   * A refusal while the sandbox is above DOMAIN_OWNED: the workload chose to make it, so its count
+   * and time would be a signal; it is counted (capped, written after the run), not recorded live.
+   */
+  countRefused?: () => void;
 }
 
 /** What the workload gets back when a request is refused: a status and a reason from the manifest. */
@@ -91,6 +96,10 @@ export class HttpEgressProxy {
   }
 
   private async receipt(r: Parameters<typeof egressReceipt>[0]): Promise<void> {
+    if (r.decision === "refuse" && scopeRank(r.scopeBefore ?? "SEALED") > scopeRank("DOMAIN_OWNED")) {
+      this.options.countRefused?.();
+      return;
+    }
     await this.options.audit.append(AUDIT_KINDS.egressRequest, egressReceipt(r));
   }
 
@@ -150,8 +159,11 @@ export class HttpEgressProxy {
     }
     const url = parseEgressUrl(entry.url);
     const upstream = options.upstream(index);
-    const headers: Record<string, string> = { host: url.port === (url.scheme === "https" ? 443 : 80) ? url.host : `${url.host}:${url.port}` };
-    for (const [k, v] of decision.headers) headers[k.toLowerCase()] = v;
+    const headers: Record<string, string | string[]> = { host: url.port === (url.scheme === "https" ? 443 : 80) ? url.host : `${url.host}:${url.port}` };
+    for (const [k, v] of decision.headers) {
+      const had = headers[k];
+      headers[k] = had === undefined ? v : [...(Array.isArray(had) ? had : [had]), v];
+    }
     if (entry.mode === "secure") headers["content-type"] = "application/age";
     const counted = (async function* () {
       for await (const c of body) {
@@ -162,7 +174,7 @@ export class HttpEgressProxy {
     const hasBody = bodyLength !== undefined || entry.mode === "secure";
     let upstreamRes: http.IncomingMessage;
     try {
-      upstreamRes = await send(url.scheme, { host: upstream.host, port: upstream.port, servername: url.host, method, path: target.path, headers: { ...headers, ...(hasBody ? { "transfer-encoding": "chunked" } : {}) }, tls: entry.tls, timeoutMs: options.timeoutMs ?? 60_000 }, hasBody ? counted : null);
+      upstreamRes = await send(url.scheme, { host: upstream.host, port: upstream.port, servername: url.host, method, path: decision.path, headers: { ...headers, ...(hasBody ? { "transfer-encoding": "chunked" } : {}) }, tls: entry.tls, timeoutMs: options.timeoutMs ?? 60_000 }, hasBody ? counted : null);
     } catch (err) {
       const e = err as Error & { code?: string };
       options.log.warn({ err: e.message, code: e.code }, "egress upstream failed");
@@ -271,7 +283,7 @@ interface SendOptions {
   servername: string;
   method: string;
   path: string;
-  headers: Record<string, string>;
+  headers: Record<string, string | string[]>;
   tls: Egress["tls"];
   timeoutMs: number;
 }

@@ -36,11 +36,13 @@ export type RequestDecision =
   | { allow: false; status: 400 | 403 | 405 | 413; reason: string };
 
 /**
- * Headers the proxy accepts from the workload and never forwards (it manages framing and its own
- * identity), unless allow-listed (user-agent, the only one a manifest may list). Also accepted and
- * dropped: "Expect: 100-continue". Any other header outside `rules.headers` is refused.
+ * Headers the proxy accepts from the workload and never forwards unless allow-listed: framing and
+ * identity it manages itself, and what ordinary clients send on their own (curl's Accept, urllib's
+ * Accept-Encoding, every client's User-Agent), so that unmodified clients work. Dropping them keeps
+ * them from carrying anything out. Also accepted and dropped: "Expect: 100-continue". Any other
+ * header outside `rules.headers` is refused.
  */
-const MANAGED_HEADERS = ["host", "content-length", "transfer-encoding", "connection", "proxy-connection", "keep-alive", "user-agent"];
+const MANAGED_HEADERS = ["host", "content-length", "transfer-encoding", "connection", "proxy-connection", "keep-alive", "user-agent", "accept", "accept-encoding", "accept-language", "cache-control", "pragma"];
 const MAX_HEADERS = 100;
 const MAX_HEADER_VALUE = 8 * 1024;
 const MAX_TARGET = 8 * 1024;
