@@ -70,7 +70,7 @@ outputs:
     recipient: ./keys/analyst.age.pub
 egress:
   - name: api
-    url: https://api.example.test/v1/
+    url: http://api.example.test/v1/
     methods: [GET, POST]
     mode: open
     rules: {maxRequestBytes: 1024, maxResponseBytes: 65536}
