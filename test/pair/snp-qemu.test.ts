@@ -19,6 +19,7 @@ import { loadSnpFirmware } from "../../host-tools/src/launch/snp-firmware.ts";
 import { checkQemuSupports, parseQemuVersion, snpLaunchPlan, type2LaunchPlan, type3LaunchPlan, type IgvmVmSpec, type QemuPlan, type SnpVmSpec } from "../../host-tools/src/launch/snp-plan.ts";
 import { findSnpQemu, type SnpQemu } from "../../host-tools/src/launch/snp-qemu.ts";
 import { snpRoom } from "../../host-tools/src/launch/tee-plans.ts";
+import { nicArgs, nicDestinations } from "../../host-tools/src/launch/nic.ts";
 import { repoRoot, testStateDir } from "../helpers.ts";
 
 const QEMU_BOUND_MS = 15_000;
@@ -159,6 +160,8 @@ describe.skipIf(skipReason !== undefined)("--tee snp plans under a real SNP-capa
         { name: "pair firewall", plan: pair.plans.firewall },
         { name: "pair sandbox", plan: pair.plans.sandbox },
         { name: "plain SNP guest", plan: snpLaunchPlan({ ...base, console: "none" }) },
+        // The firewall of a room with egress and governance: its restricted NIC, as tee-plans.ts adds it.
+        { name: "firewall with a NIC", plan: snpLaunchPlan({ ...base, extraDevices: nicArgs(nicDestinations({ egress: [{ url: "https://api.example.test/v1/" }], governance: { consent: "https://gov.example.test/c" } }), true), spawnsForwarders: true }) },
         { name: "host data, ID block and author key", plan: snpLaunchPlan({ ...base, hostData: Buffer.alloc(32, 0xa1), idKey: { privateKey: idKey, authorKey, launchDigest: pair.measurements.firewall, familyId: Buffer.alloc(16, 1), imageId: Buffer.alloc(16, 2), guestSvn: 3 } }) },
         { name: "ID block without author key", plan: snpLaunchPlan({ ...base, idKey: { privateKey: idKey, launchDigest: pair.measurements.firewall } }) },
         ...type2LaunchPlan(igvm({ name: "snpcheck-t2" })).map((plan) => ({ name: "Type 2 (IGVM)", plan })),
@@ -204,7 +207,7 @@ describe.skipIf(skipReason !== undefined)("--tee snp plans under a real SNP-capa
       }
       ran.push(name);
     }
-    expect(ran).toEqual(expect.arrayContaining(["pair firewall", "pair sandbox", "plain SNP guest", "host data, ID block and author key", "ID block without author key"]));
+    expect(ran).toEqual(expect.arrayContaining(["pair firewall", "pair sandbox", "plain SNP guest", "firewall with a NIC", "host data, ID block and author key", "ID block without author key"]));
   });
 
   it("knows every device, object property and CPU model the plans use after KVM starts", async () => {
@@ -227,5 +230,6 @@ describe.skipIf(skipReason !== undefined)("--tee snp plans under a real SNP-capa
     }
     // The property the SNP guest's virtio needs (VIRTIO_F_ACCESS_PLATFORM) is there.
     expect(known.get("vhost-user-vsock-pci")!.has("iommu_platform")).toBe(true);
+    expect(known.get("virtio-net-pci")!.has("iommu_platform")).toBe(true);
   });
 });

@@ -28,6 +28,7 @@ const base: GuestInventory = {
   ],
   memdevs: [{ id: "ram0", size: 512 * 1024 * 1024, share: true }],
   cpus: [{}],
+  network: "",
 };
 
 describe("QEMU command line", () => {
@@ -67,10 +68,12 @@ describe("pre-launch checks", () => {
       chardevs: [...base.chardevs, { label: "fs0", filename: "unix:/x" }],
       memdevs: [{ id: "ram0", size: 512 * 1024 * 1024, share: false }],
       cpus: [{}, {}],
+      network: "net0: index=0,type=nic,model=virtio-net-pci,macaddr=52:54:00:12:34:56\r\n \\ net0: index=0,type=user,net=10.0.2.0\r\n",
     };
     const problems = inspectInventory(sandbox, bad).join("\n");
     expect(problems).toContain("expected a paused guest");
     expect(problems).toContain("a network device");
+    expect(problems).toContain("a network backend QEMU reports: net0: index=0,type=user");
     expect(problems).toContain("a USB controller");
     expect(problems).toContain("a shared folder");
     expect(problems).toContain("not on the sandbox VM's device allowlist");

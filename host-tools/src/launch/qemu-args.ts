@@ -2,7 +2,10 @@
 // A pure function of a VM's description, so a golden test pins every option and a reviewer can
 // read exactly what a guest gets: -nodefaults (no NIC, no VGA, no USB, no default serial),
 // no disks, guest RAM in a shared memfd (the vhost-user vsock backend maps it), paused at start.
+// The firewall gets a NIC only when its room has destinations (nic.ts); the sandbox never does.
 import path from "node:path";
+import { AirlockError } from "../../../proto/src/errors.ts";
+import { nicArgs, QEMU_SECCOMP, QEMU_SECCOMP_NIC, type NicDestination } from "./nic.ts";
 
 export type VmRole = "firewall" | "sandbox" | "minimal";
 export type Accel = "kvm" | "tcg";
@@ -24,11 +27,14 @@ export interface VmSpec {
   console: "stdio" | "none";
   /** vhost-user-vsock backend socket; the guest CID comes from the backend (GET_CONFIG). */
   vsockSocket?: string;
+  /** The firewall's NIC destinations (nic.ts); absent or empty: no NIC. Never set for the sandbox. */
+  nic?: NicDestination[];
 }
 
 export const QEMU_BINARY = "qemu-system-x86_64";
 
 export function qemuArgs(vm: VmSpec): string[] {
+  if (vm.role !== "firewall" && hasNic(vm)) throw new AirlockError("LAUNCH", `only the firewall VM gets a NIC, not the ${vm.role} VM`);
   const args = [
     "-name", `airlock-${vm.pair}-${vm.role},debug-threads=on`,
     "-nodefaults",
@@ -48,12 +54,16 @@ export function qemuArgs(vm: VmSpec): string[] {
     "-S",
     "-qmp", `unix:${vm.qmpSocket},server=on,wait=off`,
     ...(vm.inspectSocket ? ["-qmp", `unix:${vm.inspectSocket},server=on,wait=off`] : []),
-    // QEMU's own seccomp filter: no spawning, no privilege changes.
-    "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+    // QEMU's own seccomp filter: no spawning, no privilege changes (a NIC's forwarders need
+    // spawning: nic.ts says why).
+    "-sandbox", hasNic(vm) ? QEMU_SECCOMP_NIC : QEMU_SECCOMP,
   ];
   args.push("-serial", vm.console === "stdio" ? "stdio" : "none");
   if (vm.vsockSocket) {
     args.push("-chardev", `socket,id=vsock0,path=${vm.vsockSocket}`, "-device", "vhost-user-vsock-pci,chardev=vsock0,id=vsock0");
   }
+  args.push(...nicArgs(vm.nic).flat());
   return args;
 }
+
+export const hasNic = (vm: Pick<VmSpec, "nic">): boolean => (vm.nic?.length ?? 0) > 0;

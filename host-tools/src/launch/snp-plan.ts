@@ -10,6 +10,7 @@ import { createHash, sign, type KeyObject } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { AirlockError } from "../../../proto/src/errors.ts";
 import { snpLaunchDigest, type SnpLaunchDigest } from "../measure/index.ts";
+import { QEMU_SECCOMP, QEMU_SECCOMP_NIC } from "./nic.ts";
 
 export const QEMU_SNP_BINARY = "qemu-system-x86_64";
 export const MIN_QEMU_SNP = "9.1.0";
@@ -52,6 +53,11 @@ export interface SnpVmSpec {
   extraDevices: string[][];
   /** Serial console: QEMU's stdout (default) or none. */
   console?: "stdio" | "none";
+  /**
+   * The guest has a user netdev whose guestfwd commands QEMU starts (the firewall's NIC): its
+   * seccomp filter then allows spawning (nic.ts, QEMU_SECCOMP_NIC).
+   */
+  spawnsForwarders?: boolean;
 }
 
 /** An SNP guest whose firmware (and SVSM) come from an IGVM file instead of -bios. */
@@ -210,7 +216,7 @@ function tailArgs(s: Omit<SnpVmSpec, "ovmfPath">): string[] {
     "-S",
     "-qmp", `unix:${s.qmpSocket},server=on,wait=off`,
     "-serial", (s.console ?? "stdio") === "stdio" ? "stdio" : "none",
-    "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+    "-sandbox", s.spawnsForwarders ? QEMU_SECCOMP_NIC : QEMU_SECCOMP,
     ...s.extraDevices.flatMap(withAccessPlatform),
   ];
 }
@@ -218,12 +224,12 @@ function tailArgs(s: Omit<SnpVmSpec, "ovmfPath">): string[] {
 /**
  * An SNP guest's Linux refuses a virtio device without VIRTIO_F_ACCESS_PLATFORM (its DMA must go
  * through the DMA API, i.e. swiotlb bounce buffers in shared memory), so every vhost-user-vsock
- * device of an SNP plan gets `iommu_platform=on`. There is no vIOMMU: the vsock fabric keeps
- * seeing guest-physical addresses, and the bounce buffers lie in the memfd RAM it maps.
+ * and virtio-net device of an SNP plan gets `iommu_platform=on`. There is no vIOMMU: the vsock
+ * fabric keeps seeing guest-physical addresses, and the bounce buffers lie in the memfd RAM it maps.
  */
 function withAccessPlatform(group: string[]): string[] {
   return group.map((arg, i) =>
-    i > 0 && group[i - 1] === "-device" && /^vhost-user-vsock-pci(,|$)/.test(arg) && !/(^|,)iommu_platform=/.test(arg) ? `${arg},iommu_platform=on` : arg,
+    i > 0 && group[i - 1] === "-device" && /^(vhost-user-vsock-pci|virtio-net-pci)(,|$)/.test(arg) && !/(^|,)iommu_platform=/.test(arg) ? `${arg},iommu_platform=on` : arg,
   );
 }
 

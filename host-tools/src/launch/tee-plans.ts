@@ -14,6 +14,7 @@ import { roomIdentity, type RoomIdentity } from "./room-digest.ts";
 import { findSnpQemu, type SnpQemu } from "./snp-qemu.ts";
 import type { SnpFirmware } from "./snp-firmware.ts";
 import { checkSevDevice } from "./prelaunch-checks.ts";
+import { checkNetworkPlan, nicArgs, nicDestinations } from "./nic.ts";
 
 export type Role = "firewall" | "sandbox";
 
@@ -30,6 +31,9 @@ function vsockDevice(dir: PairDir, role: Role): string[][] {
   return [["-chardev", `socket,id=vsock0,path=${dir.vhostSocket(role)}`], ["-device", "vhost-user-vsock-pci,chardev=vsock0,id=vsock0"]];
 }
 
+/** The firewall's NIC destinations (nic.ts): the room's egress endpoints and governance; the sandbox has none. */
+const roleNic = (manifest: Manifest, role: Role) => (role === "firewall" ? nicDestinations(manifest) : []);
+
 /** One VM of the pair as its SNP plan launches it; `hostData` is the room's digest once it is known. */
 function snpSpec(manifest: Manifest, images: PairImages, dir: PairDir, firmware: SnpFirmware, role: Role, hostData?: Buffer): SnpVmSpec {
   return {
@@ -43,14 +47,20 @@ function snpSpec(manifest: Manifest, images: PairImages, dir: PairDir, firmware:
     append: snpCmdline(images[role].info.cmdline),
     ...(hostData && { hostData }),
     qmpSocket: dir.qmpSocket(role),
-    extraDevices: vsockDevice(dir, role),
+    // The same NIC as the emulated firewall's, with iommu_platform=on like the vsock device.
+    extraDevices: [...vsockDevice(dir, role), ...nicArgs(roleNic(manifest, role), true)],
+    spawnsForwarders: roleNic(manifest, role).length > 0,
     console: role === "firewall" ? "stdio" : "none",
   };
 }
 
 /** `hostData`: the room's digest with its pins (snpRoom), as the emulated launch binds it. */
 export function snpPairPlans(manifest: Manifest, images: PairImages, dir: PairDir, hostData: Buffer, firmware: SnpFirmware): Record<Role, QemuPlan> {
-  const plan = (role: Role): QemuPlan => snpLaunchPlan(snpSpec(manifest, images, dir, firmware, role, hostData));
+  const plan = (role: Role): QemuPlan => {
+    const p = snpLaunchPlan(snpSpec(manifest, images, dir, firmware, role, hostData));
+    checkNetworkPlan(role, p.argv, roleNic(manifest, role));
+    return p;
+  };
   return { firewall: plan("firewall"), sandbox: plan("sandbox") };
 }
 
@@ -90,6 +100,7 @@ export function emulatedPairArgv(manifest: Manifest, images: PairImages, dir: Pa
       inspectSocket: dir.inspectSocket(role),
       console: role === "firewall" ? "stdio" : "none",
       vsockSocket: dir.vhostSocket(role),
+      nic: roleNic(manifest, role),
     }),
   ];
   return { firewall: argv("firewall"), sandbox: argv("sandbox") };

@@ -8,6 +8,7 @@ import { AirlockError } from "../../../proto/src/errors.ts";
 import type { Logger } from "../../../proto/src/log.ts";
 import { QmpClient } from "../qmp/client.ts";
 import { QEMU_BINARY, qemuArgs, type VmSpec } from "./qemu-args.ts";
+import { checkForwarder, checkNetworkPlan } from "./nic.ts";
 
 export const QMP_SOCKET_TIMEOUT_MS = 10_000;
 export const STOP_TIMEOUT_MS = 3_000;
@@ -52,8 +53,12 @@ export class Vm extends EventEmitter<VmEvents> {
 
   /** Spawns QEMU (paused by -S) and connects QMP. */
   async start(): Promise<void> {
+    const argv = qemuArgs(this.spec);
+    // The plan's network before QEMU runs it: none for the sandbox, only the restricted NIC for the firewall.
+    checkNetworkPlan(this.spec.role, argv, this.spec.nic);
+    checkForwarder(this.spec.nic);
     rmSync(this.spec.qmpSocket, { force: true });
-    const args = ["--pdeathsig", "SIGKILL", "--", QEMU_BINARY, ...qemuArgs(this.spec)];
+    const args = ["--pdeathsig", "SIGKILL", "--", QEMU_BINARY, ...argv];
     this.log.debug({ argv: args.slice(3) }, "starting QEMU");
     const child = spawn("setpriv", args, { stdio: ["ignore", this.spec.console === "stdio" ? "pipe" : "ignore", "pipe"] });
     this.child = child;

@@ -1,0 +1,118 @@
+// The firewall's NIC as QEMU gets it: user networking with restrict=on and exactly one guestfwd
+// rule per destination of the room (proto's nicDestinations: egress[i] at 10.0.2.(100+i), then the
+// governance endpoint). With restrict=on the guest reaches nothing but those rules: no DNS, no
+// host port, no internet, and no hostfwd is ever added. The sandbox never gets a NIC.
+//
+// Each rule is `guestfwd=tcp:ADDR:PORT-cmd:COMMAND`: for every guest connection to ADDR:PORT,
+// libslirp (Debian 12: 4.7.0, fork_exec in misc.c) splits COMMAND with g_shell_parse_argv, which
+// tokenizes and expands nothing, and starts it with g_spawn_async_with_fds with the connection on
+// its stdin, stdout and stderr; no shell runs. COMMAND is socat at a fixed path, connecting to the
+// destination; its host and port are checked here once more (a DNS name or a dotted IPv4 address,
+// a port 1..65535), so they carry no space, quote, comma or other character either QEMU's option
+// parser, g_shell_parse_argv or socat's address syntax would read.
+//
+// QEMU's own seccomp filter (-sandbox) must then let QEMU fork and exec, and let the child call
+// setsid (libslirp's child setup): with spawn=deny a guest connection kills QEMU with SIGSYS, and
+// with elevateprivileges=deny (or =children) the child dies before socat runs. So a firewall with
+// a NIC runs under QEMU_SECCOMP_NIC; the sandbox always keeps QEMU_SECCOMP.
+import { existsSync } from "node:fs";
+import { AirlockError } from "../../../proto/src/errors.ts";
+import { FIREWALL_NIC_NETWORK, isNicHost, isNicPort, type NicDestination } from "../../../proto/src/firewall-nic.ts";
+
+export { nicDestinations, type NicDestination } from "../../../proto/src/firewall-nic.ts";
+
+/** QEMU's seccomp filter: no spawning, no privilege changes, no obsolete calls, no resource control. */
+export const QEMU_SECCOMP = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+/** The firewall's with a NIC: QEMU starts one socat per guest connection (see above); the rest stays denied. */
+export const QEMU_SECCOMP_NIC = "on,obsolete=deny,elevateprivileges=allow,spawn=allow,resourcecontrol=deny";
+
+/** Debian's socat (setup.sh installs it); a fixed path, so no PATH lookup decides what QEMU runs. */
+export const SOCAT = "/usr/bin/socat";
+/** socat gives up connecting to a destination after this many seconds. */
+export const CONNECT_TIMEOUT_S = 10;
+export const NETDEV_ID = "net0";
+
+const GUEST_ADDRESS_RE = /^10\.0\.2\.(1\d\d)$/;
+
+function check(d: NicDestination): void {
+  const m = GUEST_ADDRESS_RE.exec(d.address);
+  if (!m || Number(m[1]) > 199 || !isNicPort(d.port) || !isNicHost(d.host)) {
+    throw new AirlockError("LAUNCH", `${d.what}: cannot forward ${JSON.stringify(d.address)}:${d.port} to ${JSON.stringify(d.host)}: a destination is a DNS name or a dotted IPv4 address, a port from 1 to 65535, reached at 10.0.2.100 to 10.0.2.199`);
+  }
+}
+
+/**
+ * The command QEMU runs for each connection to one destination, as one string that
+ * g_shell_parse_argv splits on spaces. socat's diagnostics go to /dev/null, never into the
+ * guest's stream (which is the child's stderr too). The comma before connect-timeout is doubled
+ * for QEMU's option parser, which gives socat a single one.
+ */
+export function guestfwdRule(d: NicDestination): string {
+  check(d);
+  return `tcp:${d.address}:${d.port}-cmd:${SOCAT} -lf /dev/null - TCP:${d.host}:${d.port},,connect-timeout=${CONNECT_TIMEOUT_S}`;
+}
+
+/** The -netdev value: user networking, restricted, IPv4 only, one guestfwd per destination and nothing else. */
+export function nicNetdev(destinations: readonly NicDestination[]): string {
+  const seen = new Set<string>();
+  for (const d of destinations) {
+    const key = `${d.address}:${d.port}`;
+    if (seen.has(key)) throw new AirlockError("LAUNCH", `${d.what}: ${key} is forwarded twice`);
+    seen.add(key);
+  }
+  return [`user,id=${NETDEV_ID},restrict=on,ipv6=off,net=${FIREWALL_NIC_NETWORK}`, ...destinations.map((d) => `guestfwd=${guestfwdRule(d)}`)].join(",");
+}
+
+/**
+ * The firewall's NIC as QEMU option groups; none without destinations. `accessPlatform`: an SNP
+ * guest's virtio devices need VIRTIO_F_ACCESS_PLATFORM (iommu_platform=on). Modern virtio only
+ * (0x1af4:0x1041, what the pre-launch checks expect) and no option ROM (romfile=).
+ */
+export function nicArgs(destinations: readonly NicDestination[] | undefined, accessPlatform = false): string[][] {
+  if (!destinations || destinations.length === 0) return [];
+  return [
+    ["-netdev", nicNetdev(destinations)],
+    ["-device", `virtio-net-pci,netdev=${NETDEV_ID},id=${NETDEV_ID},disable-legacy=on,romfile=${accessPlatform ? ",iommu_platform=on" : ""}`],
+  ];
+}
+
+/** The host can run the forwarding command (socat, from setup.sh). */
+export function checkForwarder(destinations: readonly NicDestination[] | undefined, socat = SOCAT): void {
+  if (!destinations || destinations.length === 0 || existsSync(socat)) return;
+  throw new AirlockError("LAUNCH", `the firewall's NIC forwards its connections with ${socat}, which is not installed`, { hint: "run host-tools/scripts/setup.sh (it installs socat)" });
+}
+
+/** QEMU network device models, for the plan checks (a -device whose driver is one of these is a NIC). */
+const NIC_DRIVERS = /^(virtio-net|e1000|e1000e|igb|rtl8139|ne2k_|pcnet|vmxnet3|i8255|i82|tulip|usb-net|sungem|lan9118|smc91c111|xgmac|cadence_gem|ftgmac|imx\.enet)/;
+
+/**
+ * What a plan (argv) says about networking, checked before QEMU starts: the sandbox's has no
+ * -netdev, -nic, -net or network -device; the firewall's has either none or exactly the restricted
+ * user netdev derived from its destinations and one virtio-net device on it. Returns the problems.
+ */
+export function networkPlanProblems(role: string, argv: readonly string[], destinations?: readonly NicDestination[]): string[] {
+  const problems: string[] = [];
+  if (!argv.includes("-nodefaults")) problems.push("the plan lacks -nodefaults (QEMU would add a default NIC)");
+  const values = (opt: string): string[] => argv.flatMap((a, i) => (a === opt && i + 1 < argv.length ? [argv[i + 1]!] : []));
+  for (const opt of ["-nic", "-net"]) if (argv.includes(opt)) problems.push(`the plan has ${opt} (never used: a NIC is -netdev user plus one virtio-net device)`);
+  const netdevs = values("-netdev");
+  const nics = values("-device").filter((v) => NIC_DRIVERS.test(v.split(",")[0]!));
+  const seccomp = values("-sandbox");
+  const want = role === "firewall" && destinations && destinations.length > 0 ? nicArgs(destinations, nics.some((n) => /(^|,)iommu_platform=on(,|$)/.test(n))) : [];
+  if (want.length === 0) {
+    for (const n of netdevs) problems.push(`the ${role} plan has a network backend (-netdev ${n})`);
+    for (const n of nics) problems.push(`the ${role} plan has a network device (-device ${n})`);
+    if (seccomp.length !== 1 || seccomp[0] !== QEMU_SECCOMP) problems.push(`the ${role} plan's QEMU seccomp filter is ${JSON.stringify(seccomp.join(" "))}, expected ${QEMU_SECCOMP}`);
+  } else {
+    if (netdevs.length !== 1 || netdevs[0] !== want[0]![1]) problems.push(`the firewall plan's network backend is ${JSON.stringify(netdevs)}, expected exactly the restricted user netdev ${JSON.stringify(want[0]![1])}`);
+    if (nics.length !== 1 || nics[0] !== want[1]![1]) problems.push(`the firewall plan's network devices are ${JSON.stringify(nics)}, expected exactly ${JSON.stringify(want[1]![1])}`);
+    if (seccomp.length !== 1 || seccomp[0] !== QEMU_SECCOMP_NIC) problems.push(`the firewall plan's QEMU seccomp filter is ${JSON.stringify(seccomp.join(" "))}, expected ${QEMU_SECCOMP_NIC}`);
+  }
+  return problems;
+}
+
+/** Throws LAUNCH naming every problem networkPlanProblems finds. */
+export function checkNetworkPlan(role: string, argv: readonly string[], destinations?: readonly NicDestination[]): void {
+  const problems = networkPlanProblems(role, argv, destinations);
+  if (problems.length > 0) throw new AirlockError("LAUNCH", `the ${role} VM's QEMU plan is not what its network must be (refusing to start it):\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+}
