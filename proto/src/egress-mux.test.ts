@@ -55,6 +55,15 @@ describe("egress streams over the agent link", () => {
     expect((await read(y)).length).toBe(4 * EGRESS_WINDOW);
   });
 
+  it("drop what the peer sent to a stream this side has just closed (it crossed the close)", async () => {
+    const m = new EgressMux(async () => {});
+    const s = m.open(5, 80);
+    s.destroy();
+    await new Promise((r) => setImmediate(r));
+    expect(() => m.receive({ case: "egressData", value: { stream: 5, data: Buffer.from("late") } })).not.toThrow();
+    expect(() => m.receive({ case: "egressData", value: { stream: 6, data: Buffer.from("never opened") } })).toThrow(/not open/);
+  });
+
   it("refuse a peer that breaks the protocol", () => {
     const m = new EgressMux(async () => {});
     expect(() => m.receive({ case: "egressData", value: { stream: 9, data: Buffer.from("x") } })).toThrow(/not open/);

@@ -118,6 +118,8 @@ export type { EgressStream };
 /** One side's egress streams. `send` writes one message on the link (in order). */
 export class EgressMux {
   private readonly streams = new Map<number, EgressStream>();
+  /** Ids of streams this side has finished: the peer's data still in flight to them is dropped. */
+  private readonly finished = new Set<number>();
   private closed = false;
 
   constructor(readonly send: (m: EgressMessage) => Promise<void>) {}
@@ -139,6 +141,7 @@ export class EgressMux {
   open(id: number, port: number): EgressStream {
     if (this.closed) throw new AirlockError("GUEST_PROTOCOL", "an egress stream opened after egress closed");
     if (this.streams.has(id)) throw new AirlockError("GUEST_PROTOCOL", "an egress stream opened twice");
+    this.finished.delete(id);
     if (this.streams.size >= MAX_EGRESS_STREAMS) throw new AirlockError("GUEST_PROTOCOL", `more than ${MAX_EGRESS_STREAMS} egress streams at once`);
     const s = new EgressStream(id, port, this);
     this.streams.set(id, s);
@@ -148,9 +151,10 @@ export class EgressMux {
   /** A message from the peer for one of our streams. */
   receive(m: EgressMessage): void {
     const s = this.streams.get(m.value.stream);
-    // A stream we already finished may still see the peer's last acks and closes.
+    // A stream we already finished (its connection closed here) may still see the peer's data,
+    // acks and close that crossed ours: they are dropped. Data for a stream never opened is not.
     if (!s) {
-      if (m.case === "egressData") throw new AirlockError("GUEST_PROTOCOL", "egress data for a stream that is not open");
+      if (m.case === "egressData" && !this.finished.has(m.value.stream)) throw new AirlockError("GUEST_PROTOCOL", "egress data for a stream that is not open");
       return;
     }
     if (m.case === "egressData") s.receive(Buffer.from(m.value.data));
@@ -160,7 +164,10 @@ export class EgressMux {
 
   /** Forgets a stream once both directions are over. */
   settle(s: EgressStream): void {
-    if (s.ended.local && s.ended.remote) this.streams.delete(s.id);
+    if (s.ended.local && s.ended.remote && this.streams.get(s.id) === s) {
+      this.streams.delete(s.id);
+      this.finished.add(s.id);
+    }
   }
 
   /** Ends every stream at once (the workload is over): no more opens. */

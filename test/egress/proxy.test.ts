@@ -60,12 +60,13 @@ async function proxyWith(upstream: TestServer[], scope = new ScopeTracker("PUBLI
   return Object.assign(h, { port: (front.address() as net.AddressInfo).port, scope, trail, close: () => (proxy.stop(), front.close()) });
 }
 
-/** Sends raw bytes to the proxy and returns what it answered (the connection closed or 3 s). */
-async function raw(port: number, request: string | Buffer): Promise<string> {
+/** Sends raw bytes to the proxy and returns what it answered (the connection closed or 3 s); `halfClose`: then ends its side, as nc does. */
+async function raw(port: number, request: string | Buffer, halfClose = false): Promise<string> {
   const s = net.connect(port, "127.0.0.1");
   const parts: Buffer[] = [];
   s.on("data", (c: Buffer) => parts.push(c));
-  s.write(request);
+  if (halfClose) s.end(request);
+  else s.write(request);
   await new Promise<void>((resolve) => {
     s.on("close", () => resolve());
     s.on("error", () => resolve());
@@ -123,6 +124,7 @@ describe("HTTP egress proxy", () => {
       const cases: [string, Promise<string>, RegExp][] = [
         ["a host not listed", get(h.port, `http://evil.example.test/${MARKER}`), /^HTTP\/1.1 403[\s\S]*no egress entry/],
         ["a method not allowed", raw(h.port, `DELETE http://${HOST}:8443/v1/x HTTP/1.1\r\nhost: x\r\n\r\n`), /^HTTP\/1.1 405/],
+        ["a method not allowed, the client's side closed", raw(h.port, `DELETE http://${HOST}:8443/v1/x HTTP/1.1\r\nhost: x\r\n\r\n`, true), /^HTTP\/1.1 405/],
         ["a path outside the prefix", get(h.port, `http://${HOST}:8443/admin/${MARKER}`), /^HTTP\/1.1 403/],
         ["a path climbing out", get(h.port, `http://${HOST}:8443/v1/%2e%2e/admin`), /^HTTP\/1.1 (403|400)/],
         ["CONNECT", raw(h.port, `CONNECT ${HOST}:8443 HTTP/1.1\r\nhost: ${HOST}:8443\r\n\r\n`), /^HTTP\/1.1 405/],

@@ -17,9 +17,27 @@
 // a NIC runs under QEMU_SECCOMP_NIC; the sandbox always keeps QEMU_SECCOMP.
 import { existsSync } from "node:fs";
 import { AirlockError } from "../../../proto/src/errors.ts";
-import { FIREWALL_NIC_NETWORK, isNicHost, isNicPort, type NicDestination } from "../../../proto/src/firewall-nic.ts";
+import { FIREWALL_NIC_NETWORK, isNicHost, isNicPort, nicDestinations, type NicDestination } from "../../../proto/src/firewall-nic.ts";
 
 export { nicDestinations, type NicDestination } from "../../../proto/src/firewall-nic.ts";
+
+/**
+ * The room's destinations as this host reaches them: AIRLOCK_EGRESS_RESOLVE="NAME=IPV4,…" makes
+ * the host connect to IPV4 where the manifest names NAME (as curl --resolve does), for a name this
+ * host's resolver does not know. The host resolves names in any case — it is not trusted with
+ * them: TLS inside the firewall still names NAME and checks the manifest's pin.
+ */
+export function hostNicDestinations(m: Parameters<typeof nicDestinations>[0], env: NodeJS.ProcessEnv = process.env): NicDestination[] {
+  const resolve = new Map<string, string>();
+  for (const pair of (env.AIRLOCK_EGRESS_RESOLVE ?? "").split(",").filter(Boolean)) {
+    const [name, address, ...rest] = pair.split("=");
+    if (!name || !address || rest.length > 0 || !isNicHost(name.toLowerCase()) || !/^\d{1,3}(\.\d{1,3}){3}$/.test(address) || !isNicHost(address)) {
+      throw new AirlockError("USAGE", `AIRLOCK_EGRESS_RESOLVE: expected NAME=IPV4[,NAME=IPV4...], got ${JSON.stringify(pair.slice(0, 100))}`);
+    }
+    resolve.set(name.toLowerCase(), address);
+  }
+  return nicDestinations(m).map((d) => (resolve.has(d.host) ? { ...d, host: resolve.get(d.host)! } : d));
+}
 
 /** QEMU's seccomp filter: no spawning, no privilege changes, no obsolete calls, no resource control. */
 export const QEMU_SECCOMP = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";

@@ -18,7 +18,7 @@ import { HostLink, type HostLinkEvent } from "./host-link.ts";
 import { RoomServices } from "./room-services.ts";
 import { checkGuest, describeDevices } from "./prelaunch-checks.ts";
 import type { VmSpec } from "./qemu-args.ts";
-import { nicDestinations } from "./nic.ts";
+import { hostNicDestinations } from "./nic.ts";
 import { Vm } from "./vm.ts";
 import { writeRunSummary } from "./run-summary.ts";
 import { collectionBoundSeconds } from "../../../proto/src/room.ts";
@@ -210,7 +210,7 @@ export class Pair extends EventEmitter<PairEvents> {
         console: role === "firewall" || this.options.debug ? "stdio" : "none",
         vsockSocket: vsock(role).socket,
         // The firewall's NIC, when the room names destinations (egress, governance); never the sandbox's.
-        ...(role === "firewall" && { nic: nicDestinations(this.manifest) }),
+        ...(role === "firewall" && { nic: hostNicDestinations(this.manifest) }),
       };
       const vm = new Vm(spec, log.child({ vm: role }), spec.console === "stdio" ? this.dir.consoleLog(role) : undefined);
       this.vms[role] = vm;

@@ -14,7 +14,7 @@ import { roomIdentity, type RoomIdentity } from "./room-digest.ts";
 import { findSnpQemu, type SnpQemu } from "./snp-qemu.ts";
 import type { SnpFirmware } from "./snp-firmware.ts";
 import { checkSevDevice } from "./prelaunch-checks.ts";
-import { checkNetworkPlan, nicArgs, nicDestinations } from "./nic.ts";
+import { checkNetworkPlan, hostNicDestinations, nicArgs } from "./nic.ts";
 
 export type Role = "firewall" | "sandbox";
 
@@ -32,7 +32,7 @@ function vsockDevice(dir: PairDir, role: Role): string[][] {
 }
 
 /** The firewall's NIC destinations (nic.ts): the room's egress endpoints and governance; the sandbox has none. */
-const roleNic = (manifest: Manifest, role: Role) => (role === "firewall" ? nicDestinations(manifest) : []);
+const roleNic = (manifest: Manifest, role: Role) => (role === "firewall" ? hostNicDestinations(manifest) : []);
 
 /** One VM of the pair as its SNP plan launches it; `hostData` is the room's digest once it is known. */
 function snpSpec(manifest: Manifest, images: PairImages, dir: PairDir, firmware: SnpFirmware, role: Role, hostData?: Buffer): SnpVmSpec {

@@ -27,7 +27,7 @@ export interface SandboxEgress {
 const LOOPBACK = "127.0.0.1";
 
 /** Starts the listeners for `endpoints`; null when the room declares none (nothing listens then). */
-export async function startEgress(link: Writable, endpoints: EgressEndpoint[], hostsFile = "/etc/hosts"): Promise<SandboxEgress | null> {
+export async function startEgress(link: Writable, endpoints: EgressEndpoint[], hostsFile = "/etc/hosts", proxyPort = PROXY_PORT): Promise<SandboxEgress | null> {
   if (endpoints.length === 0) return null;
   const mux = new EgressMux((m) => toFirewall(link, m));
   const hosts = [...new Set(endpoints.map((e) => e.host))];
@@ -65,7 +65,7 @@ export async function startEgress(link: Writable, endpoints: EgressEndpoint[], h
       () => socket.destroy(),
     );
   };
-  const ports = [...new Set([PROXY_PORT, ...endpoints.map((e) => e.port)])];
+  const ports = [...new Set([proxyPort, ...endpoints.map((e) => e.port)])];
   const servers = await Promise.all(
     ports.map(
       (port) =>
@@ -76,7 +76,7 @@ export async function startEgress(link: Writable, endpoints: EgressEndpoint[], h
         }),
     ),
   );
-  const proxy = `http://${LOOPBACK}:${PROXY_PORT}`;
+  const proxy = `http://${LOOPBACK}:${proxyPort}`;
   return {
     env: { HTTP_PROXY: proxy, http_proxy: proxy, HTTPS_PROXY: proxy, https_proxy: proxy },
     receive: (m) => mux.receive(m),

@@ -6,12 +6,9 @@
 // the answer is bounded, unsealed when sealed to the room (secure), and handed back, raising the
 // sandbox's scope to the endpoint's. Every decision is an `egress.request` receipt in the audit
 // trail. Refusals answer the workload with a status and a reason that quotes only the manifest.
-import { createHash, X509Certificate } from "node:crypto";
 import http from "node:http";
-import https from "node:https";
 import { Transform, type Duplex } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import tls, { type TLSSocket } from "node:tls";
 import { decrypt, encrypt, X25519Recipient, type AgeIdentity } from "../../../../proto/src/age/index.ts";
 import { AUDIT_KINDS } from "../../../../proto/src/audit/index.ts";
 import { parseEgressUrl } from "../../../../proto/src/egress.ts";
@@ -19,6 +16,7 @@ import type { DataScope, Egress } from "../../../../proto/src/manifest/schema.ts
 import type { Logger } from "../../../../proto/src/log.ts";
 import { scopeRank, type ScopeTracker } from "../../policy/index.ts";
 import { checkRequestBody, decideRequest, egressReceipt, matchEndpoint } from "./rules.ts";
+import { send } from "./upstream.ts";
 
 export interface AuditAppend {
   append(kind: string, data: Record<string, unknown>): Promise<unknown>;
@@ -67,6 +65,9 @@ export class HttpEgressProxy {
         refuse(res, 502, "the endpoint could not be reached");
       });
     });
+    // A client that half-closes after its request (nc does) still gets its answer: node:http would
+    // otherwise end the connection at the client's end (an undocumented but long-standing switch).
+    (this.server as http.Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
     // TLS from the sandbox is never relayed: the firewall must see what leaves.
     this.server.on("connect", (_req, socket: Duplex) => {
       void this.receipt({ endpoint: null, method: "CONNECT", decision: "refuse", scopeBefore: options.scope.current, scopeAfter: options.scope.current, reason: "CONNECT (TLS from the sandbox) is never relayed: use http:// URLs, the firewall is the TLS" });
@@ -277,65 +278,3 @@ async function* unsealIfSealed(source: AsyncIterable<Buffer>, identity: AgeIdent
   else yield* rest;
 }
 
-interface SendOptions {
-  host: string;
-  port: number;
-  servername: string;
-  method: string;
-  path: string;
-  headers: Record<string, string | string[]>;
-  tls: Egress["tls"];
-  timeoutMs: number;
-}
-
-/**
- * A TLS connection to an endpoint pinned by its key: the handshake is finished and the key checked
- * before a byte of the request is written (the chain itself is not judged: the pin is the trust).
- */
-function pinnedTls(o: SendOptions, pin: string): Promise<TLSSocket> {
-  return new Promise((resolve, reject) => {
-    const socket = tls.connect({ host: o.host, port: o.port, servername: o.servername, minVersion: "TLSv1.2", rejectUnauthorized: false, timeout: o.timeoutMs });
-    socket.once("secureConnect", () => {
-      const raw = socket.getPeerCertificate().raw;
-      const spki = raw ? createHash("sha256").update(new X509Certificate(raw).publicKey.export({ type: "spki", format: "der" })).digest("hex") : "";
-      if (spki === pin.toLowerCase()) resolve(socket);
-      else {
-        socket.destroy();
-        reject(Object.assign(new Error("the endpoint's key is not the pinned one"), { code: "PIN_MISMATCH" }));
-      }
-    });
-    socket.once("error", reject);
-    socket.once("timeout", () => socket.destroy(new Error("the endpoint did not answer in time")));
-  });
-}
-
-/** One upstream exchange from the firewall's NIC; TLS is pinned to the manifest's CA or key. */
-async function send(scheme: "http" | "https", o: SendOptions, body: AsyncIterable<Buffer> | null): Promise<http.IncomingMessage> {
-  const common = { host: o.host, port: o.port, method: o.method, path: o.path, headers: o.headers, agent: false as const, timeout: o.timeoutMs };
-  let req: http.ClientRequest;
-  if (scheme === "http") req = http.request(common);
-  else if (o.tls?.caPem) {
-    // A CA pin: the chain must end at it and name the host, or the handshake fails before any write.
-    req = https.request({ ...common, servername: o.servername, minVersion: "TLSv1.2", ca: [o.tls.caPem], rejectUnauthorized: true });
-  } else if (o.tls?.spkiSha256) {
-    const socket = await pinnedTls(o, o.tls.spkiSha256);
-    // No agent: the request goes on this very socket (an agent would open, and judge, its own).
-    const { agent: _none, ...direct } = common;
-    req = https.request({ ...direct, createConnection: () => socket });
-  } else {
-    throw Object.assign(new Error("an https endpoint without a pin"), { code: "PIN_MISMATCH" });
-  }
-  return new Promise((resolve, reject) => {
-    req.on("response", resolve);
-    req.on("error", reject);
-    req.on("timeout", () => req.destroy(new Error("the endpoint did not answer in time")));
-    if (!body) {
-      req.end();
-      return;
-    }
-    (async () => {
-      for await (const c of body) if (!req.write(c)) await new Promise((r) => req.once("drain", r));
-      req.end();
-    })().catch((err: unknown) => req.destroy(err as Error));
-  });
-}
