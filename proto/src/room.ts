@@ -4,7 +4,7 @@
 import { createHash } from "node:crypto";
 import { AirlockError } from "./errors.ts";
 import { canonicalJson } from "./manifest/digest.ts";
-import type { DataScope, Egress, OutputFormat, OutputMode } from "./manifest/schema.ts";
+import type { DataScope, Egress, Governance, OutputFormat, OutputMode } from "./manifest/schema.ts";
 import { validateCanonical } from "./manifest/validate.ts";
 
 export interface RoomPlan {
@@ -17,7 +17,7 @@ export interface RoomPlan {
   console?: { mode: "secure" | "trusted"; recipient?: string; maxBytes: number };
   /** Collaborators whose signatures over the digest are required (manifest/sign.ts). */
   collaborators: { name: string; publicKeySha256: string }[];
-  governance: { consent?: string };
+  governance: Governance;
   /** The canonical manifest as received (its digest is `digest`): the agent checks it too. */
   canonical: Record<string, unknown>;
   /** What the signed digest pins: the images' launch measurements and the broker's key hash. */

@@ -1,7 +1,7 @@
 // The enforcer's side of the control link to the host. After the room, the host speaks only when
-// asked (input files, consent answers), so one reader serves requests in order. The host is
-// untrusted: what it sends is checked here, and what the enforcer relies on from it (an input
-// file, a consent answer) is either authenticated (age) or named as the host's word in the audit.
+// asked (input files), so one reader serves requests in order. The host is untrusted: what it
+// sends is checked here, and what the enforcer relies on from it (an input file) is authenticated
+// (age).
 import type { Duplex } from "node:stream";
 import { AirlockError } from "../../../proto/src/errors.ts";
 import { expectMessage, readMessages, sendBytes, sendMessage, type CaseOf, type Incoming, type Outgoing, type ValueOf } from "../../../proto/src/control.ts";
@@ -10,13 +10,6 @@ import { FirewallToHostSchema, HostToFirewallSchema, type FirewallToHost, type H
 
 /** A message to the host: one case of control.proto's FirewallToHost, with its value. */
 export type ToHost = Outgoing<FirewallToHost>;
-
-export interface ConsentAnswer {
-  /** HTTP status the governance endpoint answered, or 0 when it was unreachable. */
-  status: number;
-  granted: boolean;
-  detail: string;
-}
 
 export class HostChannel {
   private readonly messages: AsyncGenerator<Incoming<HostToFirewall>>;
@@ -52,25 +45,6 @@ export class HostChannel {
 
   send(message: ToHost): Promise<void> {
     return this.exclusive((send) => send(message));
-  }
-
-  /**
-   * Asks the host to relay the consent question to the governance URL. Consent is granted only on
-   * HTTP 200 with a JSON body {"consent": true}; anything else, or no answer, is a refusal.
-   */
-  async askConsent(url: string, digest: string, room: string): Promise<ConsentAnswer> {
-    await this.send({ case: "consentRequest", value: { url, room, manifestDigest: digest } });
-    const a = await this.expect("consentAnswer");
-    const status = a.status;
-    const body = a.body.slice(0, 4096);
-    if (status === 0) return { status, granted: false, detail: `unreachable: ${a.error ? a.error.slice(0, 300) : "no answer"}` };
-    let granted = false;
-    try {
-      granted = status === 200 && (JSON.parse(body) as { consent?: unknown }).consent === true;
-    } catch {
-      // not JSON: not consent
-    }
-    return { status, granted, detail: granted ? "consent: true" : `HTTP ${status}: ${body.slice(0, 200)}` };
   }
 
   /** The encrypted bytes of one input, as the host streams them (authenticated later by age). */

@@ -1,8 +1,8 @@
 // The host's end of the firewall's control link: the fabric delivers the firewall's connection to
 // host port HOST_CONTROL_PORT to a Unix listener at `<uds-path>_<port>`. On it the host sends the
-// room and its signatures, streams the encrypted inputs when asked, relays the consent question
-// (the firewall has no NIC) and receives reports, released outputs and the signed audit trail. The
-// services the firewall reaches besides (emulated PSPs, key broker, consent relay) are the room's
+// room and its signatures, streams the encrypted inputs when asked, and receives reports, released
+// outputs and the signed audit trail. The services the firewall reaches besides (emulated PSPs,
+// key broker) are the room's
 // (room-services.ts); released outputs go through the OutputWriter (output-writer.ts), which names
 // every file itself. The firewall is measured, but every message is still checked: a bug must not
 // write outside --out.
@@ -47,7 +47,7 @@ export interface HostLinkOptions {
   manifest: Manifest;
   /** The room as the launch binds it: canonical manifest with its pins, and digest (room-digest.ts). */
   identity: RoomIdentity;
-  /** The room's PSPs, key broker and consent relay, started before the link listens. */
+  /** The room's PSPs and key broker, started before the link listens. */
   services: RoomServices;
   outDir: string;
   /** Where the firewall's audit trail is written (default <outDir>/audit.log). */
@@ -168,11 +168,6 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
         case "inputRequest":
           await this.sendInput(c, msg.value.name);
           break;
-        case "consentRequest": {
-          const { url, room, manifestDigest } = msg.value;
-          await sendMessage(c, HostToFirewallSchema, { case: "consentAnswer", value: await this.options.services.relayConsent(url, { room, manifestDigest }) });
-          break;
-        }
         case "outputDecided": {
           const o = msg.value;
           const counts: { files?: number; bytes?: number; sealedBytes?: number } = {};

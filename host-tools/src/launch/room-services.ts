@@ -3,8 +3,8 @@
 // emulated PSP reports the firewall's launch; on HOST_SANDBOX_PSP_PORT a second emulated PSP
 // reports the sandbox's (the firewall relays the sandbox to it: the sandbox itself never reaches
 // the host; the listener closes once the sandbox has attested); on KBS_VSOCK_PORT the embedded key
-// broker, holding the room's own identity (secure outputs). The consent relay asks the governance
-// endpoint on the firewall's behalf (the firewall has no NIC). The control link is host-link.ts.
+// broker, holding the room's own identity (secure outputs). Governance is asked by the firewall
+// itself, from its NIC (firewall-vm/src/enforcer/consent.ts). The control link is host-link.ts.
 import path from "node:path";
 import type { Logger } from "../../../proto/src/log.ts";
 import { HOST_SANDBOX_PSP_PORT, KBS_VSOCK_PORT } from "../../../proto/src/control.ts";
@@ -29,12 +29,6 @@ export interface RoomServicesOptions {
   log: Logger;
 }
 
-/** An answer of the governance endpoint, as relayed to the firewall (`consent-answer`). */
-export interface ConsentRelayAnswer {
-  status: number;
-  body?: string;
-  error?: string;
-}
 
 export class RoomServices {
   private psp: PspListener | undefined;
@@ -83,17 +77,6 @@ export class RoomServices {
    * The host could answer in the endpoint's place: the firewall records the answer as the host's
    * relay of it, and only a "no" or silence can hurt the data owner (fail closed).
    */
-  async relayConsent(url: string, body: unknown): Promise<ConsentRelayAnswer> {
-    if (url !== this.options.manifest.governance.consent) return { status: 0, error: "the firewall asked for a URL the manifest does not name" };
-    try {
-      const res = await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body ?? {}), signal: AbortSignal.timeout(10_000), redirect: "error" });
-      const text = (await res.text()).slice(0, 4096);
-      return { status: res.status, body: text };
-    } catch (err) {
-      return { status: 0, error: (err as Error).message.slice(0, 300) };
-    }
-  }
-
   async close(): Promise<void> {
     await this.psp?.close();
     this.psp = undefined;

@@ -133,8 +133,13 @@ export interface Collaborator {
 }
 
 export interface Governance {
-  /** Consent endpoint; the enforcer fails closed when it is unreachable or says no. */
+  /**
+   * Consent endpoint, asked by the firewall itself from its NIC; the enforcer fails closed when it
+   * is unreachable or says no.
+   */
   consent?: string;
+  /** The consent endpoint's pin (required for https: the firewall carries no CA bundle). */
+  tls?: EgressTls;
 }
 
 /**

@@ -11,6 +11,7 @@ import { X509Certificate } from "node:crypto";
 import { readFileSync, statSync } from "node:fs";
 import path from "node:path";
 import { AirlockError } from "../errors.ts";
+import { isNicHost } from "../firewall-nic.ts";
 import { compileDenyPattern, egressUrlProblem, HEADER_NAME_RE, isFramingHeader, MAX_EGRESS_ENTRIES, parseEgressUrl, PROXY_PORT, sandboxPort } from "../egress.ts";
 import {
   DATA_SCOPES,
@@ -332,9 +333,26 @@ function walk(c: Checker, doc: unknown): Walked | undefined {
   uniqueNames(c, collaborators, "collaborators");
 
   const g = top.governance === undefined ? {} : c.object(top.governance, "governance") ?? {};
-  c.keys(g, "governance", ["consent"]);
+  c.keys(g, "governance", ["consent", "tls"]);
   const consent = c.string(g, "consent", "governance", { optional: true });
-  if (consent !== undefined && !/^https?:\/\//.test(consent)) c.fail("governance.consent", "an http(s) URL", consent);
+  let consentScheme: string | undefined;
+  if (consent !== undefined) {
+    try {
+      const u = new URL(consent);
+      consentScheme = u.protocol;
+      if ((u.protocol !== "http:" && u.protocol !== "https:") || u.username || u.password || !isNicHost(u.hostname)) throw new Error("not one");
+    } catch {
+      c.fail("governance.consent", "an http(s) URL whose host is a DNS name or an IPv4 address, with no user name", consent);
+    }
+  }
+  let governanceTls: EgressTls | undefined;
+  if (g.tls !== undefined) {
+    const t = c.object(g.tls, "governance.tls");
+    if (t) governanceTls = walkTls(c, t, "governance.tls", canonical);
+    if (consentScheme !== "https:") c.fail("governance.tls", "no tls unless governance.consent is an https: URL");
+  } else if (consentScheme === "https:") {
+    c.fail("governance.tls", `a pin for the https: consent endpoint: tls.${canonical ? "caPem" : "ca"} or tls.spkiSha256 (the firewall carries no CA bundle)`);
+  }
 
   const r = top.resources === undefined ? {} : c.object(top.resources, "resources") ?? {};
   c.keys(r, "resources", ["firewall", "sandbox"]);
@@ -361,7 +379,7 @@ function walk(c: Checker, doc: unknown): Walked | undefined {
     ...(consoleOut ? { console: consoleOut } : {}),
     egress,
     collaborators,
-    governance: consent ? { consent } : {},
+    governance: consent ? { consent, ...(governanceTls ? { tls: governanceTls } : {}) } : {},
     resources: res,
   };
 }

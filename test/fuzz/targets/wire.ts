@@ -187,10 +187,9 @@ const control: TargetFactory = {
       messageFrame(HostToFirewallSchema, { body: { case: "signatures", value: { signatures: [{ name: "data-owner", publicKeyPem: "-----BEGIN PUBLIC KEY-----", alg: "ed25519", signature: "AAAA", digest: "00" }] } } }),
       messageFrame(HostToFirewallSchema, { body: { case: "inputFile", value: { name: "corpus", size: 3n } } }),
       dataFrame(Buffer.from("age")),
-      messageFrame(HostToFirewallSchema, { body: { case: "consentAnswer", value: { status: 200, body: '{"consent":true}' } } }),
     ];
     const firewall = [
-      messageFrame(FirewallToHostSchema, { body: { case: "consentRequest", value: { url: "https://governance.example.test/consent", room: "word-count", manifestDigest: "ab".repeat(32) } } }),
+      messageFrame(FirewallToHostSchema, { body: { case: "inputRequest", value: { name: "corpus" } } }),
       messageFrame(FirewallToHostSchema, { body: { case: "outputDecided", value: { output: "counts", decision: Decision.ENCRYPT, reason: "sealed", sealedBytes: 16_512n } } }),
       messageFrame(FirewallToHostSchema, { body: { case: "sealedData", value: { output: "counts", size: 3 } } }),
       dataFrame(Buffer.from("age")),
