@@ -1,11 +1,10 @@
 // One run of the room, as the enforcer sees it: the sandbox agent connects; the enforcer streams
 // it each input (decrypted here, authenticated by age, never in clear outside the two VMs), tells
-// it what to run, and receives its outputs and exit status. Everything the agent sends after the
-// workload started is data at the sandbox's scope (README § Leakage budget), so:
-//   - a sealed (secure/trusted) output leaves as one archive (names, sizes, modes inside), padded
-//     to a size bucket and streamed through age to the host, never held whole here;
-//   - an open output is checked whole (safe names, format) and released only at DOMAIN_OWNED or
-//     below; counts and sizes are reported only for what is released;
+// it what to run, serves its egress through the HTTP proxy while it runs (../proxies/http), and
+// receives its outputs (through the files proxy, ../proxies/files) and exit status. Everything the
+// agent sends after the workload started is data at the sandbox's scope (README § Leakage budget), so:
+//   - outputs leave as their mode allows at that scope: sealed and padded, or checked and released
+//     at DOMAIN_OWNED or below (../proxies/files);
 //   - the exit status reaches the host exactly only at DOMAIN_OWNED or below, else success/failure
 //     (the exact status is sealed in the console output, when the room declares one);
 //   - violations are capped counters written after the workload; reasons quote only the manifest;
@@ -17,24 +16,21 @@ import type { Logger } from "../../../proto/src/log.ts";
 import { bodyOf, expectMessage, readMessages, sendData, sendMessage, type CaseOf, type Incoming, type Outgoing, type ValueOf } from "../../../proto/src/control.ts";
 import { num } from "../../../proto/src/wire.ts";
 import { AgentToFirewallSchema, FirewallToAgentSchema, type AgentToFirewall, type FirewallToAgent } from "../../../proto/gen/airlock/v1/agent_pb.ts";
-import { Decision } from "../../../proto/gen/airlock/v1/control_pb.ts";
-import { decrypt, encrypt, X25519Recipient, type AgeIdentity } from "../../../proto/src/age/index.ts";
+import { decrypt, type AgeIdentity } from "../../../proto/src/age/index.ts";
 import { AUDIT_KINDS } from "../../../proto/src/audit/index.ts";
-import { ARCHIVE_TRAILER, archiveBucket, archiveEntryCost, archiveEntryHeader, archiveEntryPadding, checkArchiveName } from "../../../proto/src/archive.ts";
 import { collectionBoundSeconds, roomBytes, type RoomPlan } from "../../../proto/src/room.ts";
-import { CONSOLE_OUTPUT, type DataScope } from "../../../proto/src/manifest/schema.ts";
+import type { DataScope } from "../../../proto/src/manifest/schema.ts";
 import type { AuditSink } from "./audit-ship.ts";
-import { decideOutput, inspectOpenOutput, scopeRank, ScopeTracker, stricter, type OutputDecision } from "../policy/index.ts";
+import { scopeRank, ScopeTracker, stricter, type OutputDecision } from "../policy/index.ts";
 import type { HostChannel } from "./host-channel.ts";
 import type { Violations } from "./violations.ts";
 import { startHttpEgress, type HttpEgress } from "../proxies/http/index.ts";
+import { FilesProxy } from "../proxies/files/index.ts";
 import type { AuditAppend } from "../proxies/http/proxy.ts";
 import { parseEgressUrl, sandboxPort } from "../../../proto/src/egress.ts";
 
 /** The agent's frames; each message's own bounds are declared in proto/airlock/v1/agent.proto. */
 const MAX_AGENT_FRAME = 1024 * 1024 + 64;
-/** Plaintext pieces fed to age: its chunks are 64 KiB, so the host sees equal-sized frames. */
-const PAD_PIECE = 1024 * 1024;
 
 export interface SessionResult {
   exitCode: number;
@@ -64,14 +60,6 @@ export interface SessionOptions {
 /** The exit status as the host may see it: exact only while the scope allows clear data out. */
 export function exitForHost(code: number, scope: DataScope): { succeeded: boolean; code?: number } {
   return scopeRank(scope) <= scopeRank("DOMAIN_OWNED") ? { succeeded: code === 0, code } : { succeeded: code === 0 };
-}
-
-interface AgentFile {
-  name: Buffer;
-  mode: number;
-  size: number;
-  /** The file's bytes as they arrive; must be read to the end before the next file. */
-  chunks: AsyncGenerator<Buffer>;
 }
 
 /** Serves one agent connection to its end, reporting to the host. */
@@ -201,7 +189,7 @@ export async function serveAgent(agent: Duplex, host: HostChannel, room: RoomPla
   }
 
   // 1. The console (only when declared): held until the exit status, which is sealed with it.
-  let consoleData: Buffer[] = [];
+  const consoleData: Buffer[] = [];
   let consoleTruncated = false;
   if (room.console) {
     const head = await takeOf("console");
@@ -212,57 +200,9 @@ export async function serveAgent(agent: Duplex, host: HostChannel, room: RoomPla
     for await (const d of dataOf(size)) consoleData.push(Buffer.from(d));
   }
 
-  // 2. The outputs, in the manifest's order.
-  const decisions: SessionResult["decisions"] = [];
-  for (const spec of room.outputs) {
-    const head = await takeOf("output");
-    if (head.output !== spec.name) throw new AirlockError("GUEST_PROTOCOL", `the sandbox agent sent outputs out of the manifest's order (expected ${spec.name})`);
-    const files = head.files;
-    const declared = num(head.bytes);
-    const overLimit = head.overLimit;
-    const refused = head.refused ?? { special: 0, symlinks: 0, badNames: 0, unreadable: 0 };
-    violations.note("special", refused.special + refused.symlinks);
-    violations.note("badNames", refused.badNames);
-    violations.note("unreadable", refused.unreadable);
-    if (overLimit) violations.note("overLimit");
-    if (overLimit ? files !== 0 : declared > spec.maxBytes) throw new AirlockError("GUEST_PROTOCOL", `the sandbox agent's account of output ${spec.name} breaks its size limit`);
-
-    const decision = decideOutput({ name: spec.name, mode: spec.mode, maxBytes: spec.maxBytes, overLimit, ...(spec.recipient ? { recipient: spec.recipient } : {}), ...(roomRecipient ? { roomRecipient } : {}) }, scope.current);
-    const incoming = agentFiles(spec.name, files, declared);
-    let final: OutputDecision = decision;
-    let released: Released = {};
-    if (decision.decision === "encrypt") {
-      const sealedBytes = await sealToHost(host, spec.name, decision.recipient, spec.maxBytes, incoming);
-      released = { sealedBytes };
-    } else if (decision.decision === "release") {
-      const got: { path: string; content: Buffer }[] = [];
-      for await (const f of incoming) {
-        const parts: Buffer[] = [];
-        for await (const c of f.chunks) parts.push(Buffer.from(c));
-        got.push({ path: f.name.toString("utf8"), content: Buffer.concat(parts) });
-      }
-      const why = inspectOpenOutput(spec.name, spec.format, got);
-      if (why) {
-        if (/safe set/.test(why)) violations.note("unsafeNames");
-        final = { decision: "withhold", reason: why };
-      } else {
-        for (const f of got) {
-          await host.exclusive(async (send, bytes) => {
-            await send({ case: "openFile", value: { output: spec.name, path: f.path, size: BigInt(f.content.length) } });
-            await bytes(f.content);
-          });
-        }
-        released = { files: got.length, bytes: got.reduce((n, f) => n + f.content.length, 0) };
-      }
-    } else {
-      for await (const f of incoming) for await (const _ of f.chunks) void _;
-    }
-    decisions.push({ output: spec.name, decision: final.decision });
-    // Counts and sizes only for what was released; the host sees a sealed output's bucket anyway.
-    await audit.append(AUDIT_KINDS.outputDecision, { output: spec.name, mode: spec.mode, decision: final.decision, reason: final.reason, sandboxScope: scope.current, ...released });
-    await host.send({ case: "outputDecided", value: { output: spec.name, decision: WIRE_DECISIONS[final.decision], reason: final.reason, ...wireCounts(released) } });
-    log.info({ output: spec.name, decision: final.decision }, "output decided");
-  }
+  // 2. The outputs, in the manifest's order, through the files proxy.
+  const files = new FilesProxy({ scope, audit, violations, host, log, ...(roomRecipient ? { roomRecipient } : {}) }, { takeOf, dataOf });
+  for (const spec of room.outputs) await files.collect(spec);
 
   // 3. Stray files: a count, never names.
   const stray = await takeOf("stray");
@@ -274,101 +214,16 @@ export async function serveAgent(agent: Duplex, host: HostChannel, room: RoomPla
   await audit.append(AUDIT_KINDS.workloadExited, { ...shown, sandboxScope: scope.current });
   await host.send({ case: "workloadExit", value: shown });
 
-  if (room.console) {
-    const c = room.console;
-    const status = Buffer.from(`${JSON.stringify({ exitStatus: exitCode, consoleTruncated })}\n`);
-    const log = Buffer.concat(consoleData);
-    consoleData = [];
-    const decision = decideOutput({ name: CONSOLE_OUTPUT, mode: c.mode, maxBytes: consoleArchiveLimit(c.maxBytes), overLimit: false, ...(c.recipient ? { recipient: c.recipient } : {}), ...(roomRecipient ? { roomRecipient } : {}) }, scope.current);
-    let released: Released = {};
-    if (decision.decision === "encrypt") {
-      const entries = (async function* (): AsyncGenerator<AgentFile> {
-        for (const [name, data] of [["console.log", log], ["status.json", status]] as const) {
-          yield { name: Buffer.from(name), mode: 0o644, size: data.length, chunks: (async function* () { if (data.length) yield data; })() };
-        }
-      })();
-      released = { sealedBytes: await sealToHost(host, CONSOLE_OUTPUT, decision.recipient, consoleArchiveLimit(c.maxBytes), entries) };
-    }
-    decisions.push({ output: CONSOLE_OUTPUT, decision: decision.decision });
-    await audit.append(AUDIT_KINDS.outputDecision, { output: CONSOLE_OUTPUT, mode: c.mode, decision: decision.decision, reason: decision.reason, sandboxScope: scope.current, ...released });
-    await host.send({ case: "outputDecided", value: { output: CONSOLE_OUTPUT, decision: WIRE_DECISIONS[decision.decision], reason: decision.reason, ...wireCounts(released) } });
-  }
+  if (room.console) await files.releaseConsole(room.console, Buffer.concat(consoleData), { exitStatus: exitCode, consoleTruncated });
   await violations.flush(audit);
   // Everything the run releases has been sent: the host may now put it in place.
   await host.send({ case: "outputsComplete", value: {} });
   // Holding: the agent waits for its bye, so the sandbox stays up until the pair is stopped.
   if (!options.hold) await toAgent({ case: "bye", value: {} });
-  return { exitCode, scope: scope.current, decisions };
+  return { exitCode, scope: scope.current, decisions: files.decisions };
 
-  /** The files of one output, each checked before its bytes are read. */
-  async function* agentFiles(output: string, files: number, declared: number): AsyncGenerator<AgentFile> {
-    let cost = 0;
-    for (let i = 0; i < files; i++) {
-      const f = await takeOf("file");
-      if (f.output !== output) throw new AirlockError("GUEST_PROTOCOL", `the sandbox agent sent a file of another output inside output ${output}`);
-      const name = Buffer.from(f.name);
-      if (!checkArchiveName(name)) throw new AirlockError("GUEST_PROTOCOL", `the sandbox agent sent a malformed file name in output ${output}`);
-      const mode = f.mode & 0o111 ? 0o755 : 0o644;
-      const size = num(f.size);
-      if (size > declared) throw new AirlockError("GUEST_PROTOCOL", `the sandbox agent's files in output ${output} exceed its own account of them`);
-      cost += archiveEntryCost(name, size);
-      if (cost > declared) throw new AirlockError("GUEST_PROTOCOL", `the sandbox agent's files in output ${output} exceed its own account of them`);
-      const chunks = dataOf(size);
-      yield { name, mode, size, chunks };
-      for await (const _ of chunks) void _; // whatever the consumer left unread
-    }
-  }
-}
-
-/** What the host learns of a decided output: counts of what was released, or the sealed size. */
-type Released = { files?: number; bytes?: number; sealedBytes?: number };
-const wireCounts = (r: Released): { files?: bigint; bytes?: bigint; sealedBytes?: bigint } =>
-  Object.fromEntries(Object.entries(r).map(([k, v]) => [k, BigInt(v as number)]));
-
-const WIRE_DECISIONS = { release: Decision.RELEASE, encrypt: Decision.ENCRYPT, withhold: Decision.WITHHOLD } as const satisfies Record<OutputDecision["decision"], Decision>;
-
-/** The archive limit of a console of `maxBytes`: its log and the small status file. */
-function consoleArchiveLimit(maxBytes: number): number {
-  return archiveEntryCost(Buffer.from("console.log"), maxBytes) + archiveEntryCost(Buffer.from("status.json"), 512);
 }
 
 function deadlineError(room: RoomPlan): AirlockError {
   return new AirlockError("TIMEOUT", `the run did not end within the workload's timeout (${room.workload.timeoutSeconds} s) plus the collection bound (${collectionBoundSeconds(room)} s): the run was stopped and nothing more was released`);
-}
-
-/**
- * Streams one sealed output to the host: the files as a tar archive, padded with zero blocks to its
- * size bucket, encrypted with age to `recipient`. Returns the ciphertext's size (what the host saw).
- */
-async function sealToHost(host: HostChannel, output: string, recipient: string, maxBytes: number, files: AsyncIterable<AgentFile>): Promise<number> {
-  async function* archive(): AsyncGenerator<Buffer> {
-    let size = 0;
-    for await (const f of files) {
-      const h = archiveEntryHeader(f.name, f.size, f.mode);
-      size += h.length + f.size;
-      yield h;
-      yield* f.chunks;
-      const pad = archiveEntryPadding(f.size);
-      size += pad.length;
-      if (pad.length) yield pad;
-    }
-    // The end-of-archive marker and the bucket's padding are both zero blocks.
-    let zeros = archiveBucket(size + ARCHIVE_TRAILER, maxBytes) - size;
-    while (zeros > 0) {
-      const n = Math.min(zeros, PAD_PIECE);
-      yield Buffer.alloc(n);
-      zeros -= n;
-    }
-  }
-  await host.send({ case: "sealedBegin", value: { output } });
-  let sent = 0;
-  for await (const c of encrypt(archive(), [X25519Recipient.parse(recipient)])) {
-    await host.exclusive(async (send, bytes) => {
-      await send({ case: "sealedData", value: { output, size: c.length } });
-      await bytes(c);
-    });
-    sent += c.length;
-  }
-  await host.send({ case: "sealedEnd", value: { output, bytes: BigInt(sent) } });
-  return sent;
 }

@@ -17,6 +17,7 @@ import type { Logger } from "../../../../proto/src/log.ts";
 import { scopeRank, type ScopeTracker } from "../../policy/index.ts";
 import { checkRequestBody, decideRequest, egressReceipt, matchEndpoint } from "./rules.ts";
 import { send } from "./upstream.ts";
+import type { PrivacyProxy } from "../proxy.ts";
 
 export interface AuditAppend {
   append(kind: string, data: Record<string, unknown>): Promise<unknown>;
@@ -54,7 +55,8 @@ function refuse(res: http.ServerResponse, status: number, reason: string): void 
 
 const AGE_MAGIC = Buffer.from("age-encryption.org/v1\n");
 
-export class HttpEgressProxy {
+export class HttpEgressProxy implements PrivacyProxy {
+  readonly surfaces = "HTTP/1.1 on the sandbox's loopback (HTTP_PROXY=http://127.0.0.1:3128) and each egress endpoint's host name, while the workload runs";
   private readonly server: http.Server;
   private stopped = false;
 
