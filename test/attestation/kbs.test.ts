@@ -131,7 +131,7 @@ describe("key broker", () => {
       });
     for (const [rewrite, expected] of [
       [(b: Record<string, unknown>) => void (b.scope = "PUBLIC"), /not signed by the expected key broker/],
-      [(b: Record<string, unknown>) => void delete b.scope, /ReleaseResponse.scope must match/],
+      [(b: Record<string, unknown>) => void delete b.scope, /ReleaseResponse.scope must be a data scope/],
     ] as const) {
       const proxy = tamper(rewrite);
       await new Promise<void>((r) => proxy.listen(0, "127.0.0.1", r));

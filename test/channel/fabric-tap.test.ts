@@ -39,12 +39,13 @@ describe("agent↔enforcer channel through the fabric", () => {
     const csv = openSealed(path.join(out, "counts.tar.age"), path.join(room.keys, "analyst.key")).get("counts.csv")!.toString();
     expect(csv).toContain(`quokka,${LINES / 500}\n`);
 
-    // The tap saw the traffic: more than the input, and the control link's clear JSON (so the
-    // tap does capture what crosses in clear) — but never the marker.
+    // The tap saw the traffic: more than the input, and the control link's Room message, whose
+    // canonical manifest crosses in clear (so the tap does capture what crosses in clear) — but
+    // never the marker.
     expect(existsSync(tap)).toBe(true);
     const seen = readFileSync(tap);
     expect(statSync(tap).size).toBeGreaterThan(Buffer.byteLength(text));
-    expect(seen.includes(Buffer.from('"type":"room"'))).toBe(true);
+    expect(seen.includes(Buffer.from('"apiVersion":"airlock/v1"'))).toBe(true);
     expect(seen.includes(Buffer.from(MARKER))).toBe(false);
     expect(seen.includes(Buffer.from(MARKER.toLowerCase()))).toBe(false);
 

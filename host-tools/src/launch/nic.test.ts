@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { consentEndpoint, nicDestinations, type NicDestination } from "../../../proto/src/firewall-nic.ts";
 import type { Manifest } from "../../../proto/src/manifest/index.ts";
 import type { PairImages } from "../images/build.ts";
-import { checkNetworkPlan, guestfwdRule, networkPlanProblems, nicArgs, QEMU_SECCOMP, QEMU_SECCOMP_NIC } from "./nic.ts";
+import { checkNetworkPlan, guestfwdRule, hostNicDestinations, networkPlanProblems, nicArgs, QEMU_SECCOMP, QEMU_SECCOMP_NIC } from "./nic.ts";
 import { PairDir } from "./pair-state.ts";
 import { inspectInventory, networkProblems, type GuestInventory } from "./prelaunch-checks.ts";
 import { qemuArgs, type VmSpec } from "./qemu-args.ts";
@@ -37,6 +37,18 @@ describe("the firewall's NIC destinations", () => {
     expect(consentEndpoint(room)).toEqual({ address: "10.0.2.102", port: 8443 });
     expect(consentEndpoint({ egress: [], governance: { consent: "http://gov.example.test/c" } })).toEqual({ address: "10.0.2.100", port: 80 });
     expect(nicDestinations({ egress: [], governance: {} })).toEqual([]);
+  });
+
+  it("lets the host resolve a name itself (AIRLOCK_EGRESS_RESOLVE), for the host side of the forwarding only", () => {
+    const env = { AIRLOCK_EGRESS_RESOLVE: "API.example.test=127.0.0.1,gov.example.test=10.9.8.7" };
+    expect(hostNicDestinations(room, env).map((d) => [d.address, d.host])).toEqual([
+      ["10.0.2.100", "127.0.0.1"],
+      ["10.0.2.101", "10.1.2.3"],
+      ["10.0.2.102", "10.9.8.7"],
+    ]);
+    for (const bad of ["api.example.test", "api.example.test=::1", "api.example.test=1.2.3.4=5", "a b=1.2.3.4", "x=1.2.3.4;rm"]) {
+      expect(() => hostNicDestinations(room, { AIRLOCK_EGRESS_RESOLVE: bad }), bad).toThrow(/AIRLOCK_EGRESS_RESOLVE: expected NAME=IPV4/);
+    }
   });
 
   it("refuses hosts that are not a DNS name or an IPv4 address, and user names", () => {

@@ -32,7 +32,7 @@ export function hostNicDestinations(m: Parameters<typeof nicDestinations>[0], en
   for (const pair of (env.AIRLOCK_EGRESS_RESOLVE ?? "").split(",").filter(Boolean)) {
     const [name, address, ...rest] = pair.split("=");
     if (!name || !address || rest.length > 0 || !isNicHost(name.toLowerCase()) || !/^\d{1,3}(\.\d{1,3}){3}$/.test(address) || !isNicHost(address)) {
-      throw new AirlockError("USAGE", `AIRLOCK_EGRESS_RESOLVE: expected NAME=IPV4[,NAME=IPV4...], got ${JSON.stringify(pair.slice(0, 100))}`);
+      throw new AirlockError("LAUNCH", `AIRLOCK_EGRESS_RESOLVE: expected NAME=IPV4[,NAME=IPV4...], got ${JSON.stringify(pair.slice(0, 100))}`, { hint: "set AIRLOCK_EGRESS_RESOLVE to comma-separated NAME=IPV4 pairs, or unset it" });
     }
     resolve.set(name.toLowerCase(), address);
   }

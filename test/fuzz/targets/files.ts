@@ -36,7 +36,7 @@ outputs:
 egress: []
 collaborators:
   - {name: data-owner, publicKey: ./keys/owner.pub.pem}
-governance: {consent: https://governance.example.test/consent}
+governance: {consent: https://governance.example.test/consent, tls: {spkiSha256: abababababababababababababababababababababababababababababababab}}
 resources: {firewall: {memoryMiB: 1024, vcpus: 1}, sandbox: {memoryMiB: 1024, vcpus: 1}}
 `,
   "block style, anchors and aliases": `# a comment

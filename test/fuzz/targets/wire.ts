@@ -125,7 +125,7 @@ function canonicalRoom(): Record<string, unknown> {
     attestation: { firewall: fixedBytes("firewall measurement", 48).toString("hex"), sandbox: fixedBytes("sandbox measurement", 48).toString("hex"), broker: fixedBytes("broker key").toString("hex") },
     egress: [],
     collaborators: [{ name: "data-owner", publicKeySha256: fixedBytes("owner key").toString("hex") }],
-    governance: { consent: "https://governance.example.test/consent" },
+    governance: { consent: "https://governance.example.test/consent", tls: { spkiSha256: "ab".repeat(32) } },
     resources: { firewall: { memoryMiB: 1024, vcpus: 1 }, sandbox: { memoryMiB: 1024, vcpus: 1 } },
   };
 }
