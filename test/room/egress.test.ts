@@ -80,7 +80,8 @@ describe("test/rooms/egress", () => {
     expect(JSON.parse(files.get("answer.json")!.toString())).toMatchObject({ method: "GET", url: "/v1/echo" });
 
     // Only what the rules allowed reached a server.
-    expect(stats.received.map((q) => [q.method, q.url, q.body.toString()])).toEqual([["POST", "/in/count", '{"count":3}']]);
+    const egressed = (s: TestServer) => s.received.filter((q) => !q.url.startsWith("/gov/"));
+    expect(egressed(stats).map((q) => [q.method, q.url, q.body.toString()])).toEqual([["POST", "/in/count", '{"count":3}']]);
     expect(api.received.map((q) => [q.method, q.url])).toEqual([
       ["GET", "/v1/echo"],
       ["GET", "/v1/direct"],
@@ -99,6 +100,11 @@ describe("test/rooms/egress", () => {
     expect(above.map((x) => x.data.decision)).toEqual(["allow"]);
     expect(above[0]!.data).not.toHaveProperty("path");
     expect(auditRecords(path.join(out, "audit.log")).filter((x) => x.kind === "violation").map((x) => x.data)).toContainEqual({ what: "egress requests refused while the sandbox was above DOMAIN_OWNED", count: 1, cap: 3 });
+    // Governance got the closed trail (the very bytes the host got) and the metrics, padded to 1 KiB.
+    const gov = Object.fromEntries(stats.received.filter((q) => q.url.startsWith("/gov/")).map((q) => [q.url, q.body]));
+    expect(gov["/gov/audit"]!.equals(readFileSync(path.join(out, "audit.log")))).toBe(true);
+    expect(gov["/gov/telemetry"]!.length).toBe(1024);
+    expect(JSON.parse(gov["/gov/telemetry"]!.toString())).toMatchObject({ room: "egress", completed: true, egressEndpoints: 3, stepsMs: expect.objectContaining({ session: expect.any(Number) }) });
     const summary = JSON.parse(readFileSync(path.join(out, "summary.json"), "utf8")) as Record<string, unknown>;
     expect(summary).toMatchObject({ completed: true });
     console.log(`egress room end to end under TCG: ${seconds.toFixed(1)} s`);

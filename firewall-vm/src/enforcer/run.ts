@@ -9,32 +9,42 @@ import { askConsent } from "./consent.ts";
 import { listenForAgent, openAgentChannel } from "./agent-channel.ts";
 import { serveAgent } from "./session.ts";
 import type { RunContext } from "./context.ts";
+import { reportToGovernance } from "./governance.ts";
 
-/** The steps of the run; throws on the first refusal. */
-async function runSteps(ctx: RunContext): Promise<void> {
+/** The steps of the run; throws on the first refusal. Each step's time goes into `stepsMs`. */
+async function runSteps(ctx: RunContext, stepsMs: Record<string, number>): Promise<void> {
+  const timed = async <T>(step: string, fn: () => Promise<T>): Promise<T> => {
+    const t0 = Date.now();
+    try {
+      return await fn();
+    } finally {
+      stepsMs[step] = Date.now() - t0;
+    }
+  };
   // 0. Listen for the agent (and relay its PSP) at once: the sandbox boots alongside us.
   const listeners = listenForAgent(ctx);
   // 1. The room: its digest computed here; every required collaborator's signature over it.
-  await checkRoom(ctx);
+  await timed("room", () => checkRoom(ctx));
   // 2. Attestation: a report binding the audit key, so the trail's signatures name this VM.
-  await attest(ctx);
+  await timed("attestation", () => attest(ctx));
   // 3. Keys: each input's identity, and the room's own identity for secure outputs.
-  const keys = await releaseKeys(ctx);
-  // 4. Consent, asked through the host (the firewall has no NIC); fail closed.
-  await askConsent(ctx);
+  const keys = await timed("keys", () => releaseKeys(ctx));
+  // 4. Consent, asked by the firewall itself from its NIC; fail closed.
+  await timed("consent", () => askConsent(ctx));
   // 5. The sandbox: one agent, over the attested channel.
-  const channel = await openAgentChannel(ctx, listeners);
-  // 6-8. Inputs, workload, outputs.
+  const channel = await timed("agentChannel", () => openAgentChannel(ctx, listeners));
+  // 6-8. Inputs, workload (with egress), outputs.
   const { host, room, log, hold, audit, violations } = ctx;
-  await serveAgent(channel.stream, host, room, log, { hold, identities: keys.identities, ownerScopes: keys.ownerScopes, audit, violations, ...(keys.roomRecipient ? { roomRecipient: keys.roomRecipient } : {}), ...(keys.roomIdentity ? { roomIdentity: keys.roomIdentity } : {}) });
+  await timed("session", () => serveAgent(channel.stream, host, room, log, { hold, identities: keys.identities, ownerScopes: keys.ownerScopes, audit, violations, ...(keys.roomRecipient ? { roomRecipient: keys.roomRecipient } : {}), ...(keys.roomIdentity ? { roomIdentity: keys.roomIdentity } : {}) }));
 }
 
 /** Runs the room to its end and tells the host how it ended; resolves with the exit status. */
 export async function runEnforcer(ctx: RunContext): Promise<number> {
   const { host, audit, log, violations } = ctx;
   let failure: AirlockError | undefined;
+  const stepsMs: Record<string, number> = {};
   try {
-    await runSteps(ctx);
+    await runSteps(ctx, stepsMs);
   } catch (err) {
     failure = AirlockError.from(err);
     log.error({ code: failure.code }, "run refused or failed");
@@ -44,6 +54,8 @@ export async function runEnforcer(ctx: RunContext): Promise<number> {
   // The trail has gone to the host record by record; the signed "closed" record ends it, saying
   // whether the run completed (the exit status itself is in workload.exited, at the scope's rules).
   await audit.close({ completed: !failure });
+  // The governance party's copy of the closed trail, and the metrics, from the NIC (when named).
+  await reportToGovernance(ctx, { stepsMs, completed: !failure });
   await host.send({ case: "auditEnd", value: {} });
   if (failure) await host.send({ case: "refused", value: { code: errorCodeToWire(failure.code), reason: failure.message.slice(0, 2000) } });
   await host.send({ case: "done", value: { completed: !failure } });

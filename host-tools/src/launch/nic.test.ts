@@ -39,6 +39,16 @@ describe("the firewall's NIC destinations", () => {
     expect(nicDestinations({ egress: [], governance: {} })).toEqual([]);
   });
 
+  it("forwards every governance endpoint the room names, consent then audit then telemetry", () => {
+    const m = { egress: [{ url: "https://api.example.test/" }], governance: { audit: "http://gov.example.test:8080/audit", telemetry: "https://tel.example.test/t", consent: "https://gov.example.test/c" } };
+    expect(nicDestinations(m).map((d) => [d.what, d.address, d.host, d.port])).toEqual([
+      ["egress[0]", "10.0.2.100", "api.example.test", 443],
+      ["governance.consent", "10.0.2.101", "gov.example.test", 443],
+      ["governance.audit", "10.0.2.102", "gov.example.test", 8080],
+      ["governance.telemetry", "10.0.2.103", "tel.example.test", 443],
+    ]);
+  });
+
   it("lets the host resolve a name itself (AIRLOCK_EGRESS_RESOLVE), for the host side of the forwarding only", () => {
     const env = { AIRLOCK_EGRESS_RESOLVE: "API.example.test=127.0.0.1,gov.example.test=10.9.8.7" };
     expect(hostNicDestinations(room, env).map((d) => [d.address, d.host])).toEqual([

@@ -312,3 +312,23 @@ describe("manifest egress entries", () => {
     expect(validateCanonical(canonical).egress).toEqual([]);
   });
 });
+
+describe("manifest governance endpoints", () => {
+  const withGovernance = (yaml: string): string => {
+    const file = roomWith("  []\n");
+    writeFileSync(file, `${readFileSync(file, "utf8")}governance:\n${yaml}`);
+    return file;
+  };
+
+  it("takes consent, audit and telemetry URLs, one pin for all, required once any is https", () => {
+    const m = loadManifest(withGovernance(`  consent: http://gov.test/c\n  audit: https://gov.test/a\n  telemetry: https://tel.test/t\n  tls: {spkiSha256: ${SPKI}}\n`));
+    expect(m.governance).toEqual({ consent: "http://gov.test/c", audit: "https://gov.test/a", telemetry: "https://tel.test/t", tls: { spkiSha256: SPKI } });
+    // The canonical form holds the same, and the firewall's validator takes it.
+    expect(validateCanonical(JSON.parse(canonicalJson(canonicalManifest(m, PINS)))).governance).toEqual(m.governance);
+    const msg = problems(() => loadManifest(withGovernance("  audit: https://gov.test/a\n  telemetry: ftp://tel.test/t\n  extra: x\n")));
+    expect(msg).toContain("governance.telemetry: expected an http(s) URL whose host is a DNS name or an IPv4 address");
+    expect(msg).toContain("governance.tls: expected a pin for the https: governance endpoints");
+    expect(msg).toContain("governance.extra: unknown field (allowed: consent, audit, telemetry, tls)");
+    expect(problems(() => loadManifest(withGovernance(`  audit: http://gov.test/a\n  tls: {spkiSha256: ${SPKI}}\n`)))).toContain("governance.tls: expected no tls unless a governance endpoint is an https: URL");
+  });
+});

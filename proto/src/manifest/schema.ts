@@ -132,13 +132,20 @@ export interface Collaborator {
   publicKeyPem: string;
 }
 
+/** The governance party's endpoints, in the order the firewall's NIC forwards them. */
+export const GOVERNANCE_ENDPOINTS = ["consent", "audit", "telemetry"] as const;
+
 export interface Governance {
   /**
-   * Consent endpoint, asked by the firewall itself from its NIC; the enforcer fails closed when it
-   * is unreachable or says no.
+   * Consent endpoint, asked by the firewall itself from its NIC before the workload; the enforcer
+   * fails closed when it is unreachable or says no.
    */
   consent?: string;
-  /** The consent endpoint's pin (required for https: the firewall carries no CA bundle). */
+  /** Where the firewall also ships the signed audit trail, once the run is over (as the host gets it). */
+  audit?: string;
+  /** Where the firewall sends its metrics once the run is over: counts and timings only, never data. */
+  telemetry?: string;
+  /** The governance endpoints' pin (required when any is https: the firewall carries no CA bundle). */
   tls?: EgressTls;
 }
 

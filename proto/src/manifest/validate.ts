@@ -15,6 +15,8 @@ import { isNicHost } from "../firewall-nic.ts";
 import { compileDenyPattern, egressUrlProblem, HEADER_NAME_RE, isFramingHeader, MAX_EGRESS_ENTRIES, parseEgressUrl, PROXY_PORT, sandboxPort } from "../egress.ts";
 import {
   DATA_SCOPES,
+  GOVERNANCE_ENDPOINTS,
+  type Governance,
   ENV_NAME_RE,
   isGuestPath,
   NAME_RE,
@@ -333,25 +335,29 @@ function walk(c: Checker, doc: unknown): Walked | undefined {
   uniqueNames(c, collaborators, "collaborators");
 
   const g = top.governance === undefined ? {} : c.object(top.governance, "governance") ?? {};
-  c.keys(g, "governance", ["consent", "tls"]);
-  const consent = c.string(g, "consent", "governance", { optional: true });
-  let consentScheme: string | undefined;
-  if (consent !== undefined) {
+  c.keys(g, "governance", [...GOVERNANCE_ENDPOINTS, "tls"]);
+  // The governance party's endpoints, each asked by the firewall from its NIC; one pin for all.
+  const governance: Governance = {};
+  let anyHttps = false;
+  for (const key of GOVERNANCE_ENDPOINTS) {
+    const url = c.string(g, key, "governance", { optional: true });
+    if (url === undefined) continue;
     try {
-      const u = new URL(consent);
-      consentScheme = u.protocol;
+      const u = new URL(url);
       if ((u.protocol !== "http:" && u.protocol !== "https:") || u.username || u.password || !isNicHost(u.hostname)) throw new Error("not one");
+      anyHttps ||= u.protocol === "https:";
+      governance[key] = url;
     } catch {
-      c.fail("governance.consent", "an http(s) URL whose host is a DNS name or an IPv4 address, with no user name", consent);
+      c.fail(`governance.${key}`, "an http(s) URL whose host is a DNS name or an IPv4 address, with no user name", url);
     }
   }
-  let governanceTls: EgressTls | undefined;
   if (g.tls !== undefined) {
     const t = c.object(g.tls, "governance.tls");
-    if (t) governanceTls = walkTls(c, t, "governance.tls", canonical);
-    if (consentScheme !== "https:") c.fail("governance.tls", "no tls unless governance.consent is an https: URL");
-  } else if (consentScheme === "https:") {
-    c.fail("governance.tls", `a pin for the https: consent endpoint: tls.${canonical ? "caPem" : "ca"} or tls.spkiSha256 (the firewall carries no CA bundle)`);
+    const tls = t ? walkTls(c, t, "governance.tls", canonical) : undefined;
+    if (tls) governance.tls = tls;
+    if (!anyHttps) c.fail("governance.tls", "no tls unless a governance endpoint is an https: URL");
+  } else if (anyHttps) {
+    c.fail("governance.tls", `a pin for the https: governance endpoints: tls.${canonical ? "caPem" : "ca"} or tls.spkiSha256 (the firewall carries no CA bundle)`);
   }
 
   const r = top.resources === undefined ? {} : c.object(top.resources, "resources") ?? {};
@@ -379,7 +385,7 @@ function walk(c: Checker, doc: unknown): Walked | undefined {
     ...(consoleOut ? { console: consoleOut } : {}),
     egress,
     collaborators,
-    governance: consent ? { consent, ...(governanceTls ? { tls: governanceTls } : {}) } : {},
+    governance,
     resources: res,
   };
 }
