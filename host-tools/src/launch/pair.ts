@@ -61,6 +61,9 @@ export interface PairEvents {
 
 type PairRole = "firewall" | "sandbox";
 
+/** How long the firewall has to say why, when the sandbox powers off before its part is done. */
+const EARLY_EXIT_GRACE_MS = 3000;
+
 export class Pair extends EventEmitter<PairEvents> {
   readonly dir: PairDir;
   readonly manifest: Manifest;
@@ -303,6 +306,13 @@ export class Pair extends EventEmitter<PairEvents> {
         this.save();
         const other = this.vms[role === "sandbox" ? "firewall" : "sandbox"];
         if (role === "firewall" || !other?.alive) void this.finish("completed", "the workload ran to its end");
+        return;
+      }
+      if (role === "sandbox" && how === "exited normally" && vm.poweredOffByGuest && this.vms.firewall?.alive) {
+        // The sandbox powered off early: its agent stops when the firewall refuses it (a channel it
+        // will not open, a room it will not run), and the firewall says why. Fail closed either
+        // way, with the firewall's reason if it comes within the grace.
+        setTimeout(() => void this.fail(`${role} VM: QEMU ${how}`), EARLY_EXIT_GRACE_MS).unref();
         return;
       }
       void this.fail(`${role} VM: QEMU ${how}`);
