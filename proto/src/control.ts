@@ -40,7 +40,7 @@ export type CaseOf<M> = BodyOf<M> extends infer B ? (B extends AnyCase ? B["case
 /** The value of case K. */
 export type ValueOf<M, K> = BodyOf<M> extends infer B ? (B extends { case: K; value: infer V } ? V : never) : never;
 /** What a sender gives for case K: the value's fields, any of them left at their defaults. */
-export type InitOf<M, K> = ValueOf<M, K> extends infer V ? (V extends Message ? MessageInitShape<GenMessage<V>> : never) : never;
+type InitOf<M, K> = ValueOf<M, K> extends infer V ? (V extends Message ? MessageInitShape<GenMessage<V>> : never) : never;
 /** A message of a link as its sender writes it. */
 export type Outgoing<M> = { [K in CaseOf<M>]: { case: K; value: InitOf<M, K> } }[CaseOf<M>];
 

@@ -113,8 +113,6 @@ class EgressStream extends Duplex {
   }
 }
 
-export type { EgressStream };
-
 /** One side's egress streams. `send` writes one message on the link (in order). */
 export class EgressMux {
   private readonly streams = new Map<number, EgressStream>();

@@ -7,7 +7,7 @@
 // Sizes are bounded before allocation: the frame reader refuses a frame over its link's limit
 // before buffering it (framing.ts), and a message decoded from a frame cannot hold more than the
 // frame's bytes.
-import { create, fromBinary, fromJson, getOption, toBinary, toJson, type DescField, type DescMessage, type JsonValue, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
+import { create, fromBinary, fromJson, getOption, toBinary, toJson, type DescEnum, type DescField, type DescMessage, type JsonValue, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import { bounds as boundsOption, Format, type Bounds } from "../gen/airlock/v1/bounds_pb.ts";
 import { AirlockError, type ErrorCode } from "./errors.ts";
 import { DATA_SCOPES, ENV_NAME_RE, isGuestPath, NAME_RE } from "./manifest/schema.ts";
@@ -32,6 +32,17 @@ function boundsOf(field: DescField): Bounds {
     boundsCache.set(field, b);
   }
   return b;
+}
+
+/** Each enum's declared numbers, as a set (read once per enum). */
+const enumCache = new WeakMap<DescEnum, Set<number>>();
+function declaredValues(e: DescEnum): Set<number> {
+  let v = enumCache.get(e);
+  if (!v) {
+    v = new Set(e.values.map((x) => x.number));
+    enumCache.set(e, v);
+  }
+  return v;
 }
 
 /** The field's bounds, with their checks compiled once (regular expressions). */
@@ -77,7 +88,7 @@ class Checker {
         if (value !== undefined) this.scalar(value, b, path);
         return;
       case "enum":
-        if (value !== undefined) this.enumValue(field.enum.values.map((v) => v.number), value as number, path);
+        if (value !== undefined) this.enumValue(declaredValues(field.enum), value as number, path);
         return;
       case "message":
         if (value === undefined) {
@@ -90,7 +101,7 @@ class Checker {
         list.forEach((item, i) => {
           const at = `${path}[${i}]`;
           if (field.listKind === "message") this.message(field.message, item as Record<string, unknown>, at);
-          else if (field.listKind === "enum") this.enumValue(field.enum.values.map((v) => v.number), item as number, at);
+          else if (field.listKind === "enum") this.enumValue(declaredValues(field.enum), item as number, at);
           else this.scalar(item, b, at);
         });
         return;
@@ -104,7 +115,7 @@ class Checker {
           if (b.keyFormat !== Format.UNSPECIFIED && !FORMATS[b.keyFormat].test(key)) this.fail(`${at}.key`, `must be ${FORMATS[b.keyFormat].what}`);
           if (key.includes("\0")) this.fail(`${at}.key`, "must not contain NUL");
           if (field.mapKind === "message") this.message(field.message, item as Record<string, unknown>, at);
-          else if (field.mapKind === "enum") this.enumValue(field.enum.values.map((v) => v.number), item as number, at);
+          else if (field.mapKind === "enum") this.enumValue(declaredValues(field.enum), item as number, at);
           else this.scalar(item, b, at);
         });
         return;
@@ -112,9 +123,9 @@ class Checker {
     }
   }
 
-  private enumValue(declared: number[], value: number, path: string): void {
+  private enumValue(declared: Set<number>, value: number, path: string): void {
     // Zero is each enum's UNSPECIFIED: a message that leaves it unset says nothing.
-    if (value === 0 || !declared.includes(value)) this.fail(path, "is not one of its enum's values");
+    if (value === 0 || !declared.has(value)) this.fail(path, "is not one of its enum's values");
   }
 
   private scalar(value: unknown, b: Bounds, path: string): void {
@@ -152,7 +163,7 @@ export function decodeMessage<D extends DescMessage>(schema: D, bytes: Uint8Arra
 }
 
 /** Checks a message we are about to send (our own bug must not reach the peer as a refusal). */
-export function checkMessage<D extends DescMessage>(schema: D, msg: MessageShape<D>, what: string): void {
+function checkMessage<D extends DescMessage>(schema: D, msg: MessageShape<D>, what: string): void {
   new Checker(what, "INTERNAL").message(schema, msg as unknown as Record<string, unknown>, schema.name);
 }
 

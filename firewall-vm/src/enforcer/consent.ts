@@ -5,13 +5,12 @@
 // it cannot read (TLS) or change unseen (the pin): it no longer answers for governance.
 import { AirlockError } from "../../../proto/src/errors.ts";
 import { AUDIT_KINDS } from "../../../proto/src/audit/index.ts";
-import { consentEndpoint } from "../../../proto/src/firewall-nic.ts";
 import { postToGovernance, whyUnreachable } from "./governance.ts";
 import type { RunContext } from "./context.ts";
 
 export async function askConsent({ room, audit }: RunContext): Promise<void> {
   const consent = room.governance.consent;
-  if (!consent || !consentEndpoint(room)) return;
+  if (!consent) return;
   const tls = room.governance.tls;
   await audit.append(AUDIT_KINDS.consentAsked, { url: consent, via: "firewall NIC", pin: !consent.startsWith("https:") ? "none (http)" : tls?.caPem ? "ca" : "key" });
   const body = Buffer.from(JSON.stringify({ room: room.name, manifestDigest: room.digest }));

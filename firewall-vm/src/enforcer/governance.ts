@@ -17,7 +17,7 @@ import type { RunContext } from "./context.ts";
 const GOVERNANCE_TIMEOUT_MS = 10_000;
 const MAX_ANSWER = 4096;
 /** The telemetry document's fixed size: its length says nothing. */
-export const TELEMETRY_BYTES = 1024;
+const TELEMETRY_BYTES = 1024;
 
 export interface GovernanceAnswer {
   status: number;

@@ -23,7 +23,7 @@ export interface SendOptions {
  * A TLS connection to an endpoint pinned by its key: the handshake is finished and the key checked
  * before a byte of the request is written (the chain itself is not judged: the pin is the trust).
  */
-export function pinnedTls(o: SendOptions, pin: string): Promise<TLSSocket> {
+function pinnedTls(o: SendOptions, pin: string): Promise<TLSSocket> {
   return new Promise((resolve, reject) => {
     const socket = tls.connect({ host: o.host, port: o.port, servername: o.servername, minVersion: "TLSv1.2", rejectUnauthorized: false, timeout: o.timeoutMs });
     socket.once("secureConnect", () => {
