@@ -4,7 +4,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { EventEmitter } from "node:events";
 import { createWriteStream, existsSync, rmSync, type WriteStream } from "node:fs";
-import { AirlockError } from "../../../proto/src/errors.ts";
+import { AirlockError, isErrnoException } from "../../../proto/src/errors.ts";
 import type { Logger } from "../../../proto/src/log.ts";
 import { QmpClient } from "../qmp/client.ts";
 import { QEMU_BINARY, qemuArgs, type VmSpec } from "./qemu-args.ts";
@@ -83,7 +83,17 @@ export class Vm extends EventEmitter<VmEvents> {
       if (Date.now() > deadline) throw new AirlockError("TIMEOUT", `${this.spec.role} VM: QEMU did not open its QMP socket within ${QMP_SOCKET_TIMEOUT_MS} ms`);
       await new Promise((r) => setTimeout(r, 20));
     }
-    this.qmp = await QmpClient.connect(this.spec.qmpSocket, { label: `${this.spec.role} VM` });
+    // QEMU creates the socket file (bind) a moment before it listens: a refusal then is not an end.
+    for (;;) {
+      try {
+        this.qmp = await QmpClient.connect(this.spec.qmpSocket, { label: `${this.spec.role} VM` });
+        break;
+      } catch (err) {
+        const refused = isErrnoException((err as { cause?: unknown }).cause ?? err, "ECONNREFUSED");
+        if (!refused || this.endedHow || Date.now() > deadline) throw err;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
     this.qmp.on("event", (e) => {
       if (e.event === "SHUTDOWN") this.poweredOffByGuest = e.data.guest === true;
     });
