@@ -5,10 +5,11 @@ import { file_airlock_v1_agent, AgentToFirewallSchema, RunSchema } from "../gen/
 import { file_airlock_v1_control, FirewallToHostSchema, HostToFirewallSchema } from "../gen/airlock/v1/control_pb.ts";
 import { ErrorCode } from "../gen/airlock/v1/errors_pb.ts";
 import { file_airlock_v1_psp } from "../gen/airlock/v1/psp_pb.ts";
+import { file_airlock_v1_service } from "../gen/airlock/v1/service_pb.ts";
 import { ERROR_CODES, errorCodeFromWire, errorCodeToWire } from "./errors.ts";
 import { decodeMessage, encodeMessage } from "./wire.ts";
 
-const CONTRACTS = [file_airlock_v1_control, file_airlock_v1_agent, file_airlock_v1_psp];
+const CONTRACTS = [file_airlock_v1_control, file_airlock_v1_agent, file_airlock_v1_psp, file_airlock_v1_service];
 const allFields = (): { message: DescMessage; field: DescField }[] => CONTRACTS.flatMap((f) => f.messages.flatMap((message) => message.fields.map((field) => ({ message, field }))));
 const LONG = [ScalarType.INT64, ScalarType.UINT64, ScalarType.SINT64, ScalarType.FIXED64, ScalarType.SFIXED64];
 

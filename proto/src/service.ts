@@ -1,0 +1,48 @@
+// What the firewall's service API and its clients (host-tools/src/service) agree on beyond the
+// .proto files: the port, how a caller names its reply key, how a user's UUID derives from it, how
+// sealed answers are padded, and the bytes the audit key signs to bind the API's keys to the
+// attestation report (proto/airlock/v1/service.proto). Design: firewall-vm/src/proxies/service/README.md.
+import { createHash } from "node:crypto";
+
+/** The API's port on the firewall's NIC (the host forwards one of its own ports to it). */
+export const SERVICE_API_PORT = 8443;
+/** request_metadata key: the caller's age recipient, where answers at USER_PRIVATE are sealed. */
+export const REPLY_TO_KEY = "airlock-reply-to";
+/** response_metadata key: how the answer left ("public", "user" or "room"). */
+export const RELEASED_KEY = "airlock-released";
+
+/** A user's UUID as airlock names it: the first 16 bytes of SHA-256("airlock-user-v1\0" || recipient), hex. */
+export function userUuid(recipient: string): string {
+  return createHash("sha256").update("airlock-user-v1\0").update(recipient).digest().subarray(0, 16).toString("hex");
+}
+
+/** Above PUBLIC an answer is padded before sealing: the ciphertext's size says only its bucket. */
+const PAD_MIN = 1024;
+
+/** The padded plaintext of a sealed answer: u32 big-endian length, the answer, zeros to a power of two (capped at `max` + 4). */
+export function padAnswer(answer: Buffer, max: number): Buffer {
+  const need = 4 + answer.length;
+  let size = PAD_MIN;
+  while (size < need) size *= 2;
+  size = Math.max(need, Math.min(size, 4 + max));
+  const out = Buffer.alloc(size);
+  out.writeUInt32BE(answer.length, 0);
+  answer.copy(out, 4);
+  return out;
+}
+
+/** The answer inside a padded plaintext. */
+export function unpadAnswer(padded: Buffer): Buffer {
+  if (padded.length < 4) throw new Error("a sealed answer is at least 4 bytes");
+  const n = padded.readUInt32BE(0);
+  if (n > padded.length - 4) throw new Error("a sealed answer's length is past its end");
+  return padded.subarray(4, 4 + n);
+}
+
+/** What the audit key signs: "airlock-service-keys-v1\0" || digest (32) || SHA-256(TLS SPKI) (32) || input recipient. */
+export function serviceBinding(digestHex: string, tlsSpkiSha256Hex: string, inputRecipient: string): Buffer {
+  return Buffer.concat([Buffer.from("airlock-service-keys-v1\0"), Buffer.from(digestHex, "hex"), Buffer.from(tlsSpkiSha256Hex, "hex"), Buffer.from(inputRecipient)]);
+}
+
+/** SHA-256 hex of DER bytes (a key's SubjectPublicKeyInfo). */
+export const sha256Hex = (der: Buffer): string => createHash("sha256").update(der).digest("hex");
