@@ -4,13 +4,13 @@
 import { createHash } from "node:crypto";
 import { AirlockError } from "./errors.ts";
 import { canonicalJson } from "./manifest/digest.ts";
-import type { DataScope, Egress, Governance, OutputFormat, OutputMode } from "./manifest/schema.ts";
+import type { DataScope, Egress, Governance, OutputFormat, OutputMode, Service } from "./manifest/schema.ts";
 import { validateCanonical } from "./manifest/validate.ts";
 
 export interface RoomPlan {
   name: string;
   digest: string;
-  workload: { command: string[]; env: Record<string, string>; timeoutSeconds: number; padToSeconds?: number };
+  workload: { command: string[]; env: Record<string, string>; timeoutSeconds: number; padToSeconds?: number; service?: Service };
   inputs: { name: string; mount: string; mode: "secure" | "trusted"; scope: DataScope }[];
   outputs: { name: string; mount: string; mode: OutputMode; recipient?: string; maxBytes: number; format: OutputFormat }[];
   /** The workload's stdout/stderr and exact exit status, sealed; absent: they never leave. */
@@ -90,7 +90,7 @@ export function parseRoom(canonical: unknown): RoomPlan {
     attestation: m.attestation,
     canonical: canonical as Record<string, unknown>,
     digest,
-    workload: { command: m.workload.command, env: m.workload.env, timeoutSeconds: m.workload.timeoutSeconds, ...(m.workload.padToSeconds !== undefined ? { padToSeconds: m.workload.padToSeconds } : {}) },
+    workload: { command: m.workload.command, env: m.workload.env, timeoutSeconds: m.workload.timeoutSeconds, ...(m.workload.padToSeconds !== undefined ? { padToSeconds: m.workload.padToSeconds } : {}), ...(m.workload.service ? { service: m.workload.service } : {}) },
     inputs: m.inputs,
     outputs: m.outputs.map((o) => ({ name: o.name, mount: o.mount, mode: o.mode, maxBytes: o.maxBytes, format: o.format, ...(o.recipient ? { recipient: o.recipient } : {}) })),
     ...(m.console ? { console: m.console } : {}),

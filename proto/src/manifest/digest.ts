@@ -70,7 +70,7 @@ export function canonicalManifest(m: Manifest, pins?: RoomPins): unknown {
     attestation: pins,
     apiVersion: m.apiVersion,
     name: m.name,
-    workload: { bundleTree: treeDigest(m.workload.bundle), command: m.workload.command, env: m.workload.env, timeoutSeconds: m.workload.timeoutSeconds, padTo: m.workload.padToSeconds },
+    workload: { bundleTree: treeDigest(m.workload.bundle), command: m.workload.command, env: m.workload.env, timeoutSeconds: m.workload.timeoutSeconds, padTo: m.workload.padToSeconds, service: m.workload.service },
     inputs: m.inputs.map(({ name, mount, mode, scope }) => ({ name, mount, mode, scope })),
     outputs: m.outputs,
     console: m.console,

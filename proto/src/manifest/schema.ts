@@ -39,6 +39,47 @@ export interface Workload {
    * seconds after it started (firewall-vm/README.md, the leakage budget). At most timeoutSeconds.
    */
   padToSeconds?: number;
+  /** A service room: the workload is a server answering calls (firewall-vm/src/proxies/service). */
+  service?: Service;
+}
+
+/** How the firewall speaks to the workload's server inside the sandbox. */
+export const SERVICE_PROTOCOLS = ["http", "grpc"] as const;
+export type ServiceProtocol = (typeof SERVICE_PROTOCOLS)[number];
+/**
+ * When the sandbox VM is restarted from its measured image (its scope back to where the room's
+ * inputs put it): never; when a call from another session arrives while the scope is above PUBLIC
+ * (`session`); or only when the scope would refuse the call (`conflict`).
+ */
+export const SERVICE_RESETS = ["never", "session", "conflict"] as const;
+export type ServiceReset = (typeof SERVICE_RESETS)[number];
+/** A gRPC service name (package-qualified) and method name, as EzPublicApi's CallRequest names them. */
+export const SERVICE_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,15}$/;
+export const METHOD_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
+export const DEFAULT_CALL_BYTES = 1024 * 1024;
+export const MAX_CALL_BYTES = 16 * 1024 * 1024;
+export const MAX_SERVICE_METHODS = 64;
+
+export interface ServiceMethod {
+  service: string;
+  method: string;
+  /** Bound on a call's input (the public input or one decrypted field), refused before forwarding. */
+  maxRequestBytes: number;
+  /** Bound on the workload's answer; a longer one is refused, never cut. */
+  maxResponseBytes: number;
+}
+
+export interface Service {
+  /** The TCP port the workload listens on, on the sandbox's loopback. */
+  port: number;
+  protocol: ServiceProtocol;
+  /** The methods callers may call; any other is refused before it reaches the sandbox. */
+  methods: ServiceMethod[];
+  reset: ServiceReset;
+  /** Bound on one call inside the sandbox. */
+  callTimeoutSeconds: number;
+  /** The public API on the firewall's NIC: TLS with the attested key (default), or plaintext. */
+  api: { tls: boolean };
 }
 
 export interface Input {

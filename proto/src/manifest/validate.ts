@@ -49,6 +49,14 @@ import {
   type Manifest,
   type Output,
   type RoomPins,
+  type Service,
+  SERVICE_NAME_RE,
+  METHOD_NAME_RE,
+  SERVICE_PROTOCOLS,
+  SERVICE_RESETS,
+  DEFAULT_CALL_BYTES,
+  MAX_CALL_BYTES,
+  MAX_SERVICE_METHODS,
   type VmResources,
   type Workload,
 } from "./schema.ts";
@@ -230,7 +238,7 @@ function walk(c: Checker, doc: unknown): Walked | undefined {
   }
 
   const w = c.object(top.workload, "workload") ?? {};
-  c.keys(w, "workload", [canonical ? "bundleTree" : "bundle", "command", "env", "timeoutSeconds", "padTo"]);
+  c.keys(w, "workload", [canonical ? "bundleTree" : "bundle", "command", "env", "timeoutSeconds", "padTo", "service"]);
   const bundle = canonical ? undefined : c.file(w, "bundle", "workload", "directory");
   const bundleTree = canonical ? c.string(w, "bundleTree", "workload", { re: HEX64, reHelp: "64 hex digits (the bundle's tree digest)" }) : undefined;
   const command = w.command;
@@ -248,6 +256,7 @@ function walk(c: Checker, doc: unknown): Walked | undefined {
   }
   const timeoutSeconds = c.integer(w, "timeoutSeconds", "workload", 1, 7 * 24 * 3600, DEFAULT_TIMEOUT_SECONDS);
   const padToSeconds = w.padTo === undefined ? undefined : c.integer(w, "padTo", "workload", 1, timeoutSeconds, timeoutSeconds);
+  const service = w.service === undefined ? undefined : walkService(c, w.service);
 
   const inputs: Walked["inputs"] = [];
   c.list(top, "inputs", "").forEach((raw, i) => {
@@ -372,6 +381,14 @@ function walk(c: Checker, doc: unknown): Walked | undefined {
     if (mounts.some((n, j) => j !== i && (n === m || m.startsWith(`${n}/`)))) c.problems.push(`mount ${m}: overlaps another input or output mount`);
   });
 
+  if (service) {
+    // A service room answers calls for as long as it runs: nothing is collected at an end.
+    if (outputs.length > 0 || consoleOut) c.problems.push("workload.service: a service room has no outputs or console (its answers are its outputs); remove them or the service");
+    if (egress.length > 0) c.problems.push("workload.service: egress from a service room is not supported yet; remove the egress entries or the service");
+    if (padToSeconds !== undefined) c.problems.push("workload.padTo: a service room has no end to pad; remove it");
+    if (inputs.length > 0) c.problems.push("workload.service: a service room takes its data from calls; inputs are not supported in service rooms yet");
+  }
+
   if (c.problems.length > 0) return undefined;
   return {
     apiVersion: "airlock/v1",
@@ -379,7 +396,7 @@ function walk(c: Checker, doc: unknown): Walked | undefined {
     ...(bundle ? { bundle } : {}),
     ...(bundleTree ? { bundleTree } : {}),
     ...(pins ? { pins } : {}),
-    workload: { command: command as string[], env, timeoutSeconds, ...(padToSeconds !== undefined ? { padToSeconds } : {}) },
+    workload: { command: command as string[], env, timeoutSeconds, ...(padToSeconds !== undefined ? { padToSeconds } : {}), ...(service ? { service } : {}) },
     inputs,
     outputs,
     ...(consoleOut ? { console: consoleOut } : {}),
@@ -388,6 +405,43 @@ function walk(c: Checker, doc: unknown): Walked | undefined {
     governance,
     resources: res,
   };
+}
+
+function walkService(c: Checker, raw: unknown): Service | undefined {
+  const at = "workload.service";
+  const o = c.object(raw, at);
+  if (!o) return undefined;
+  c.keys(o, at, ["port", "protocol", "methods", "reset", "callTimeoutSeconds", "api"]);
+  const port = c.integer(o, "port", at, 1, 65535, 0);
+  if (o.port === undefined) c.fail(`${at}.port`, "the TCP port the workload listens on inside the sandbox (1-65535)");
+  const protocol = c.oneOf(o, "protocol", at, SERVICE_PROTOCOLS, "http");
+  const reset = c.oneOf(o, "reset", at, SERVICE_RESETS, "never");
+  const callTimeoutSeconds = c.integer(o, "callTimeoutSeconds", at, 1, 3600, 30);
+  const apiRaw = o.api === undefined ? {} : c.object(o.api, `${at}.api`);
+  let tls = true;
+  if (apiRaw) {
+    c.keys(apiRaw, `${at}.api`, ["tls"]);
+    if (apiRaw.tls !== undefined && typeof apiRaw.tls !== "boolean") c.fail(`${at}.api.tls`, "true or false", apiRaw.tls);
+    else if (apiRaw.tls === false) tls = false;
+  }
+  const methods: Service["methods"] = [];
+  const list = c.list(o, "methods", at);
+  if (list.length === 0) c.fail(`${at}.methods`, "a non-empty list of {service, method} (the only calls the firewall forwards)");
+  if (list.length > MAX_SERVICE_METHODS) c.fail(`${at}.methods`, `at most ${MAX_SERVICE_METHODS} methods`, `${list.length}`);
+  list.slice(0, MAX_SERVICE_METHODS).forEach((m, i) => {
+    const mat = `${at}.methods[${i}]`;
+    const mo = c.object(m, mat);
+    if (!mo) return;
+    c.keys(mo, mat, ["service", "method", "maxRequestBytes", "maxResponseBytes"]);
+    const service = c.string(mo, "service", mat, { re: SERVICE_NAME_RE, reHelp: "a gRPC service name such as helloworld.Greeter" });
+    const method = c.string(mo, "method", mat, { re: METHOD_NAME_RE, reHelp: "a gRPC method name such as SayHello" });
+    const maxRequestBytes = c.integer(mo, "maxRequestBytes", mat, 1, MAX_CALL_BYTES, DEFAULT_CALL_BYTES);
+    const maxResponseBytes = c.integer(mo, "maxResponseBytes", mat, 1, MAX_CALL_BYTES, DEFAULT_CALL_BYTES);
+    if (service === undefined || method === undefined) return;
+    if (methods.some((x) => x.service === service && x.method === method)) c.problems.push(`${mat}: ${service}/${method} is listed twice`);
+    methods.push({ service, method, maxRequestBytes, maxResponseBytes });
+  });
+  return { port, protocol: protocol ?? "http", methods, reset: reset ?? "never", callTimeoutSeconds, api: { tls } };
 }
 
 /** Bound on a CA certificate file (a PEM certificate is 1-3 KiB). */
