@@ -5,8 +5,11 @@ import { parseReport } from "../../../proto/src/attestation/index.ts";
 import { AUDIT_KINDS } from "../../../proto/src/audit/index.ts";
 import type { RunContext } from "./context.ts";
 
-export async function attest({ room, audit, key, provider }: RunContext): Promise<void> {
+export async function attest(ctx: RunContext): Promise<void> {
+  const { room, audit, key, provider } = ctx;
   const evidence = await provider.getReport(key.reportData);
+  // A service room publishes it to its callers (proxies/service/evidence.ts).
+  ctx.evidence = evidence;
   const report = parseReport(evidence.report);
   await audit.append(AUDIT_KINDS.attestation, {
     provider: provider.kind,

@@ -2,7 +2,7 @@
 import type { Duplex } from "node:stream";
 import type { Logger } from "../../../proto/src/log.ts";
 import type { RoomPlan } from "../../../proto/src/room.ts";
-import type { ReportProvider } from "../../../proto/src/attestation/index.ts";
+import type { ReportEvidence, ReportProvider } from "../../../proto/src/attestation/index.ts";
 import type { HostChannel } from "./host-channel.ts";
 import type { ShippedAudit } from "./audit-ship.ts";
 import type { auditKey } from "./keys.ts";
@@ -31,6 +31,8 @@ export interface RunContext {
   brokerPublicKey: string | null;
   /** A folder of this VM's own (the audit trail, the broker relay's socket). */
   runDir: string;
+  /** This VM's attestation report and its VCEK chain, once step 2 has run. */
+  evidence?: ReportEvidence;
   /** The link to the agent, once it connected: closed once the host has heard how the run ended. */
   agentLink?: Duplex;
 }

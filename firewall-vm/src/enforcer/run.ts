@@ -31,6 +31,9 @@ async function runSteps(ctx: RunContext, stepsMs: Record<string, number>): Promi
   const keys = await timed("keys", () => releaseKeys(ctx));
   // 4. Consent, asked by the firewall itself from its NIC; fail closed.
   await timed("consent", () => askConsent(ctx));
+  // 5-8, a service room: the sandbox's server answers calls through the API until the pair stops.
+  // (Loaded only here: gRPC's library is most of the firewall's code, and batch rooms never run it.)
+  if (ctx.room.workload.service) return void (await (await import("./service-room.ts")).serveServiceRoom(ctx, keys, listeners));
   // 5. The sandbox: one agent, over the attested channel.
   const channel = await timed("agentChannel", () => openAgentChannel(ctx, listeners));
   // 6-8. Inputs, workload (with egress), outputs.

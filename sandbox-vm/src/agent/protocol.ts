@@ -30,6 +30,8 @@ export interface RunSpec {
   console: { maxBytes: number } | null;
   /** The egress endpoints to surface while the workload runs (none: no listener). */
   egress: { host: string; port: number }[];
+  /** A service room: the workload's server port and how long it may take to listen. */
+  service?: { port: number; readyTimeoutSeconds: number };
 }
 
 function bad(what: string): never {
@@ -58,6 +60,7 @@ export function parseRun(m: Run): RunSpec {
     outputs,
     console: m.console ? { maxBytes: num(m.console.maxBytes) } : null,
     egress: m.egress.map((e) => ({ host: e.host, port: e.port })),
+    ...(m.service ? { service: { port: m.service.port, readyTimeoutSeconds: m.service.readyTimeoutSeconds } } : {}),
   };
 }
 

@@ -13,6 +13,7 @@ import { parseRun, sendResults } from "./protocol.ts";
 import { placeInputs } from "./inputs.ts";
 import { fromFirewall, toFirewall, type FromFirewall } from "./link.ts";
 import { startEgress, type SandboxEgress } from "./egress.ts";
+import { serveService } from "./service.ts";
 
 const CONNECT_DEADLINE_MS = 180_000;
 const AGENT_HANDSHAKE_TIMEOUT_MS = 180_000;
@@ -72,6 +73,9 @@ export async function runAgent(provider: ReportProvider): Promise<number> {
   // Inputs come first, then the run message.
   const spec = parseRun(await placeInputs(link, messages));
   checkFirewall(spec.room, peer);
+  // A service room: the workload is a server; the agent carries the firewall's calls to it until
+  // the firewall ends the link (a reset or the pair's end powers this VM off).
+  if (spec.service) return serveService(link, messages, spec, spec.service);
   // From here the firewall sends only egress stream messages, then its bye.
   const egress = await startEgress(link, spec.egress);
   const bye = dispatch(messages, egress);
