@@ -33,7 +33,11 @@ export type HostLinkEvent =
   | { type: "output"; output: string; decision: "release" | "encrypt" | "withhold"; reason: string; files?: number; bytes?: number; sealedBytes?: number }
   | { type: "outputs-complete"; written: WriterReport["written"]; refused: WriterReport["refused"] }
   | { type: "audit-log"; path: string }
-  | { type: "done"; completed: boolean };
+  | { type: "done"; completed: boolean }
+  /** Service rooms: the API serves calls (again, after a reset); the firewall's counts; a reset asked. */
+  | { type: "service-ready"; apiPort: number; tls: boolean; apiTlsSpkiSha256: string }
+  | { type: "service-stats"; served: number; refused: number; resets: number }
+  | { type: "reset-sandbox" };
 
 export interface HostLinkEvents {
   event: [HostLinkEvent];
@@ -211,6 +215,17 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
         case "done":
           this.finished = true;
           this.emit("event", { type: "done", completed: msg.value.completed });
+          break;
+        case "serviceReady":
+          this.emit("event", { type: "service-ready", apiPort: msg.value.apiPort, tls: msg.value.tls, apiTlsSpkiSha256: msg.value.apiTlsSpkiSha256 });
+          break;
+        case "serviceStats":
+          this.emit("event", { type: "service-stats", served: num(msg.value.served), refused: num(msg.value.refused), resets: num(msg.value.resets) });
+          break;
+        case "resetSandbox":
+          // The new sandbox attests afresh: its PSP opens for one more report (closed again after it).
+          await this.options.services.openSandboxPsp();
+          this.emit("event", { type: "reset-sandbox" });
           break;
         default:
           throw unreachable(msg);

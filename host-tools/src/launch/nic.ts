@@ -17,7 +17,8 @@
 // a NIC runs under QEMU_SECCOMP_NIC; the sandbox always keeps QEMU_SECCOMP.
 import { existsSync } from "node:fs";
 import { AirlockError } from "../../../proto/src/errors.ts";
-import { FIREWALL_NIC_NETWORK, isNicHost, isNicPort, nicDestinations, type NicDestination } from "../../../proto/src/firewall-nic.ts";
+import { FIREWALL_NIC_ADDRESS, FIREWALL_NIC_NETWORK, isNicHost, isNicPort, nicDestinations, type NicDestination } from "../../../proto/src/firewall-nic.ts";
+import { SERVICE_API_PORT } from "../../../proto/src/service.ts";
 
 export { nicDestinations, type NicDestination } from "../../../proto/src/firewall-nic.ts";
 
@@ -70,15 +71,32 @@ export function guestfwdRule(d: NicDestination): string {
   return `tcp:${d.address}:${d.port}-cmd:${SOCAT} -lf /dev/null - TCP:${d.host}:${d.port},,connect-timeout=${CONNECT_TIMEOUT_S}`;
 }
 
-/** The -netdev value: user networking, restricted, IPv4 only, one guestfwd per destination and nothing else. */
-export function nicNetdev(destinations: readonly NicDestination[]): string {
+/**
+ * A service room's one way in: the host's `address:port` forwarded to the firewall's API port
+ * (QEMU's hostfwd; restrict=on leaves explicit forwarding rules working). The address is a
+ * loopback or another of the host's IPv4 addresses; nothing else reaches the firewall.
+ */
+export interface ApiForward {
+  hostAddress: string;
+  hostPort: number;
+}
+
+function hostfwdRule(f: ApiForward): string {
+  if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(f.hostAddress) || !isNicHost(f.hostAddress) || !isNicPort(f.hostPort)) {
+    throw new AirlockError("LAUNCH", `the service API cannot listen on ${JSON.stringify(f.hostAddress)}:${f.hostPort}: expected a dotted IPv4 address and a port from 1 to 65535`);
+  }
+  return `tcp:${f.hostAddress}:${f.hostPort}-${FIREWALL_NIC_ADDRESS}:${SERVICE_API_PORT}`;
+}
+
+/** The -netdev value: user networking, restricted, IPv4 only, one guestfwd per destination, the API's hostfwd if any, and nothing else. */
+export function nicNetdev(destinations: readonly NicDestination[], api?: ApiForward): string {
   const seen = new Set<string>();
   for (const d of destinations) {
     const key = `${d.address}:${d.port}`;
     if (seen.has(key)) throw new AirlockError("LAUNCH", `${d.what}: ${key} is forwarded twice`);
     seen.add(key);
   }
-  return [`user,id=${NETDEV_ID},restrict=on,ipv6=off,net=${FIREWALL_NIC_NETWORK}`, ...destinations.map((d) => `guestfwd=${guestfwdRule(d)}`)].join(",");
+  return [`user,id=${NETDEV_ID},restrict=on,ipv6=off,net=${FIREWALL_NIC_NETWORK}`, ...destinations.map((d) => `guestfwd=${guestfwdRule(d)}`), ...(api ? [`hostfwd=${hostfwdRule(api)}`] : [])].join(",");
 }
 
 /**
@@ -86,10 +104,10 @@ export function nicNetdev(destinations: readonly NicDestination[]): string {
  * guest's virtio devices need VIRTIO_F_ACCESS_PLATFORM (iommu_platform=on). Modern virtio only
  * (0x1af4:0x1041, what the pre-launch checks expect) and no option ROM (romfile=).
  */
-export function nicArgs(destinations: readonly NicDestination[] | undefined, accessPlatform = false): string[][] {
-  if (!destinations || destinations.length === 0) return [];
+export function nicArgs(destinations: readonly NicDestination[] | undefined, accessPlatform = false, api?: ApiForward): string[][] {
+  if ((!destinations || destinations.length === 0) && !api) return [];
   return [
-    ["-netdev", nicNetdev(destinations)],
+    ["-netdev", nicNetdev(destinations ?? [], api)],
     ["-device", `virtio-net-pci,netdev=${NETDEV_ID},id=${NETDEV_ID},disable-legacy=on,romfile=${accessPlatform ? ",iommu_platform=on" : ""}`],
   ];
 }
@@ -108,7 +126,7 @@ const NIC_DRIVERS = /^(virtio-net|e1000|e1000e|igb|rtl8139|ne2k_|pcnet|vmxnet3|i
  * -netdev, -nic, -net or network -device; the firewall's has either none or exactly the restricted
  * user netdev derived from its destinations and one virtio-net device on it. Returns the problems.
  */
-export function networkPlanProblems(role: string, argv: readonly string[], destinations?: readonly NicDestination[]): string[] {
+export function networkPlanProblems(role: string, argv: readonly string[], destinations?: readonly NicDestination[], api?: ApiForward): string[] {
   const problems: string[] = [];
   if (!argv.includes("-nodefaults")) problems.push("the plan lacks -nodefaults (QEMU would add a default NIC)");
   const values = (opt: string): string[] => argv.flatMap((a, i) => (a === opt && i + 1 < argv.length ? [argv[i + 1]!] : []));
@@ -116,7 +134,7 @@ export function networkPlanProblems(role: string, argv: readonly string[], desti
   const netdevs = values("-netdev");
   const nics = values("-device").filter((v) => NIC_DRIVERS.test(v.split(",")[0]!));
   const seccomp = values("-sandbox");
-  const want = role === "firewall" && destinations && destinations.length > 0 ? nicArgs(destinations, nics.some((n) => /(^|,)iommu_platform=on(,|$)/.test(n))) : [];
+  const want = role === "firewall" ? nicArgs(destinations, nics.some((n) => /(^|,)iommu_platform=on(,|$)/.test(n)), api) : [];
   if (want.length === 0) {
     for (const n of netdevs) problems.push(`the ${role} plan has a network backend (-netdev ${n})`);
     for (const n of nics) problems.push(`the ${role} plan has a network device (-device ${n})`);
@@ -130,7 +148,7 @@ export function networkPlanProblems(role: string, argv: readonly string[], desti
 }
 
 /** Throws LAUNCH naming every problem networkPlanProblems finds. */
-export function checkNetworkPlan(role: string, argv: readonly string[], destinations?: readonly NicDestination[]): void {
-  const problems = networkPlanProblems(role, argv, destinations);
+export function checkNetworkPlan(role: string, argv: readonly string[], destinations?: readonly NicDestination[], api?: ApiForward): void {
+  const problems = networkPlanProblems(role, argv, destinations, api);
   if (problems.length > 0) throw new AirlockError("LAUNCH", `the ${role} VM's QEMU plan is not what its network must be (refusing to start it):\n${problems.map((p) => `  - ${p}`).join("\n")}`);
 }

@@ -46,6 +46,21 @@ export interface PairState {
   /** SNP launch digests the emulated PSP reports (hex), reproducible with `airlock measure --image`. */
   measurements?: { firewall: string; sandbox: string };
   vms: { firewall: VmState; sandbox: VmState };
+  /** A service room's API as the firewall reports it, and its counts (calls, not data). */
+  service?: ServiceState;
+}
+
+export interface ServiceState {
+  /** Where callers reach the API: host:port on this host. */
+  endpoint: string;
+  tls: boolean;
+  /** SHA-256 of the API's TLS key (what `airlock call` pins after checking the evidence). */
+  apiTlsSpkiSha256?: string;
+  /** "starting" until the firewall says the API serves; "resetting" while the sandbox is restarted. */
+  status: "starting" | "serving" | "resetting";
+  served: number;
+  refused: number;
+  resets: number;
 }
 
 export function checkPairName(name: string): string {

@@ -20,6 +20,7 @@ import { checkGuest, describeDevices } from "./prelaunch-checks.ts";
 import type { VmSpec } from "./qemu-args.ts";
 import { hostNicDestinations } from "./nic.ts";
 import { Vm } from "./vm.ts";
+import { createServer } from "node:net";
 import { writeRunSummary } from "./run-summary.ts";
 import { collectionBoundSeconds } from "../../../proto/src/room.ts";
 
@@ -51,6 +52,20 @@ export interface PairOptions {
   /** Where released outputs are written (default: the pair's state folder, outputs/). */
   outDir?: string;
   onProgress?: (step: string) => void;
+  /** A service room's API on this host: address and port (default 127.0.0.1 and a free port). */
+  api?: { address?: string; port?: number };
+}
+
+/** A free TCP port on `address` (the kernel's choice), for the service API's forward. */
+async function freePort(address: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once("error", reject);
+    s.listen(0, address, () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
 }
 
 export interface PairEvents {
@@ -80,6 +95,9 @@ export class Pair extends EventEmitter<PairEvents> {
   private deadline: NodeJS.Timeout | undefined;
   private ending: Promise<void> | undefined;
   private readyParts = new Set<string>();
+  /** Sandbox VMs a service room's reset replaced: their end is expected. */
+  private retired = new Set<Vm>();
+  private resetting: Promise<void> | undefined;
   private startedAt = 0;
 
   constructor(private readonly options: PairOptions) {
@@ -195,6 +213,14 @@ export class Pair extends EventEmitter<PairEvents> {
     await this.services.start();
     await this.hostLink.listen();
 
+    // A service room's API: one host port forwarded to the firewall's (nothing else reaches it).
+    let apiForward: { hostAddress: string; hostPort: number } | undefined;
+    if (this.manifest.workload.service) {
+      const hostAddress = this.options.api?.address ?? "127.0.0.1";
+      apiForward = { hostAddress, hostPort: this.options.api?.port ?? (await freePort(hostAddress)) };
+      this.state.service = { endpoint: `${hostAddress}:${apiForward.hostPort}`, tls: this.manifest.workload.service.api.tls, status: "starting", served: 0, refused: 0, resets: 0 };
+    }
+
     this.startedAt = Date.now();
     this.progress(`starting both VMs paused (${accel})`);
     for (const role of ["firewall", "sandbox"] as const) {
@@ -214,6 +240,7 @@ export class Pair extends EventEmitter<PairEvents> {
         vsockSocket: vsock(role).socket,
         // The firewall's NIC, when the room names destinations (egress, governance); never the sandbox's.
         ...(role === "firewall" && { nic: hostNicDestinations(this.manifest) }),
+        ...(role === "firewall" && apiForward ? { apiForward } : {}),
       };
       const vm = new Vm(spec, log.child({ vm: role }), spec.console === "stdio" ? this.dir.consoleLog(role) : undefined);
       this.vms[role] = vm;
@@ -240,16 +267,20 @@ export class Pair extends EventEmitter<PairEvents> {
 
     this.progress("waiting for both guests' programs");
     await this.waitReady();
+    if (this.state.service) {
+      this.progress("waiting for the workload's server and the API");
+      await this.waitReady("service-ready");
+    }
     this.state.status = "running";
     this.state.readyMs = Date.now() - this.startedAt;
     this.save();
     this.progress(`pair ready in ${(this.state.readyMs / 1000).toFixed(1)} s`);
   }
 
-  private waitReady(): Promise<void> {
+  private waitReady(part?: "service-ready"): Promise<void> {
     return new Promise((resolve, reject) => {
       const check = (): void => {
-        if (this.readyParts.has("firewall-ready") && this.readyParts.has("sandbox-ready")) done(undefined);
+        if (part ? this.readyParts.has(part) : this.readyParts.has("firewall-ready") && this.readyParts.has("sandbox-ready")) done(undefined);
       };
       const onEnd = (s: PairState): void => done(new AirlockError("PAIR_FAILED", s.reason ?? "the pair stopped before it was ready"));
       const timer = setTimeout(() => done(new AirlockError("TIMEOUT", `the guests were not ready within ${READY_TIMEOUT_MS / 1000} s`, { hint: "see `airlock logs` for the firewall console" })), READY_TIMEOUT_MS);
@@ -272,7 +303,16 @@ export class Pair extends EventEmitter<PairEvents> {
 
   private onControl(ev: HostLinkEvent): void {
     this.options.log.info({ control: ev }, "firewall reports");
-    if (ev.type === "firewall-ready" || ev.type === "sandbox-ready") this.readyParts.add(ev.type);
+    if (ev.type === "firewall-ready" || ev.type === "sandbox-ready" || ev.type === "service-ready") this.readyParts.add(ev.type);
+    if (ev.type === "service-ready" && this.state.service) {
+      this.state.service = { ...this.state.service, status: "serving", ...(ev.tls ? { apiTlsSpkiSha256: ev.apiTlsSpkiSha256 } : {}) };
+      this.save();
+    }
+    if (ev.type === "service-stats" && this.state.service) {
+      this.state.service = { ...this.state.service, served: ev.served, refused: ev.refused, resets: ev.resets };
+      this.save();
+    }
+    if (ev.type === "reset-sandbox") this.resetSandbox();
     if (ev.type === "workload-exit") {
       this.workloadExited = true;
       this.state.workload = { succeeded: ev.succeeded, ...(ev.code !== undefined ? { code: ev.code } : {}) };
@@ -285,7 +325,8 @@ export class Pair extends EventEmitter<PairEvents> {
     }
     // Deadlines kept outside the sandbox: inputs in, then the workload's timeout (+ padTo) plus
     // the collection bound the firewall also enforces, plus a margin for the firewall to report.
-    if (ev.type === "sandbox-ready") this.armDeadline(INPUT_BOUND_S + Math.ceil(this.manifest.inputs.reduce((n, i) => n + statSize(i.path), 0) / (256 * 1024)), "the inputs did not reach the sandbox in time");
+    // A service room has no run to bound: it serves until it is stopped.
+    if (ev.type === "sandbox-ready" && !this.manifest.workload.service) this.armDeadline(INPUT_BOUND_S + Math.ceil(this.manifest.inputs.reduce((n, i) => n + statSize(i.path), 0) / (256 * 1024)), "the inputs did not reach the sandbox in time");
     if (ev.type === "workload-started") {
       const w = this.manifest.workload;
       this.armDeadline(w.timeoutSeconds + (w.padToSeconds ?? 0) + collectionBoundSeconds(this.manifest) + REPORT_MARGIN_S, `the run passed its deadline (timeout ${w.timeoutSeconds} s plus the collection bound); nothing more was released`);
@@ -293,9 +334,42 @@ export class Pair extends EventEmitter<PairEvents> {
     this.emit("control", ev);
   }
 
+  /**
+   * A service room's reset: the sandbox VM is killed and a new one launched from the same measured
+   * image, checked over QMP and resumed as at the start. Its agent attests afresh to the firewall
+   * (the room services reopened the sandbox's PSP for it). A failure fails the pair closed.
+   */
+  private resetSandbox(): void {
+    const old = this.vms.sandbox;
+    if (!old || this.ending || this.resetting) return void this.fail("the firewall asked for a sandbox reset at an unexpected time");
+    if (this.state.service) this.state.service = { ...this.state.service, status: "resetting" };
+    this.resetting = (async () => {
+      this.progress("resetting the sandbox: a new VM from its measured image");
+      this.retired.add(old);
+      old.kill();
+      await old.stop();
+      this.checkNotEnding();
+      const vm = new Vm(old.spec, this.options.log.child({ vm: "sandbox" }), old.spec.console === "stdio" ? this.dir.consoleLog("sandbox") : undefined);
+      this.vms.sandbox = vm;
+      this.watch("sandbox", vm);
+      await vm.start();
+      this.state.vms.sandbox = { role: "sandbox", pid: vm.pid!, status: "paused", inspectQmp: old.spec.inspectSocket! };
+      const inv = await checkGuest(vm.spec, vm.qmp!);
+      this.state.vms.sandbox.devices = describeDevices(inv);
+      this.checkNotEnding();
+      await vm.resume();
+      this.state.vms.sandbox.status = "running";
+      this.save();
+    })().then(
+      () => (this.resetting = undefined),
+      (err) => void this.fail(`the sandbox reset failed: ${AirlockError.from(err).message}`),
+    );
+  }
+
   private watch(role: PairRole, vm: Vm): void {
     const { log } = this.options;
     vm.on("exit", (how) => {
+      if (this.retired.has(vm)) return void log.info({ how }, "the reset's old sandbox VM ended");
       this.state.vms[role] = { ...this.state.vms[role], status: "exited", ended: how };
       // A VM may end by itself (the guest powers off, QEMU exits 0) once its part is done; anything
       // else — a signal, a crash, a quit from outside, an early power-off — is a failure.

@@ -5,7 +5,7 @@
 // The firewall gets a NIC only when its room has destinations (nic.ts); the sandbox never does.
 import path from "node:path";
 import { AirlockError } from "../../../proto/src/errors.ts";
-import { nicArgs, QEMU_SECCOMP, QEMU_SECCOMP_NIC, type NicDestination } from "./nic.ts";
+import { nicArgs, QEMU_SECCOMP, QEMU_SECCOMP_NIC, type ApiForward, type NicDestination } from "./nic.ts";
 
 export type VmRole = "firewall" | "sandbox" | "minimal";
 export type Accel = "kvm" | "tcg";
@@ -29,6 +29,8 @@ export interface VmSpec {
   vsockSocket?: string;
   /** The firewall's NIC destinations (nic.ts); absent or empty: no NIC. Never set for the sandbox. */
   nic?: NicDestination[];
+  /** A service room's API: a host port forwarded to the firewall's (nic.ts). Never set for the sandbox. */
+  apiForward?: ApiForward;
 }
 
 export const QEMU_BINARY = "qemu-system-x86_64";
@@ -62,8 +64,8 @@ export function qemuArgs(vm: VmSpec): string[] {
   if (vm.vsockSocket) {
     args.push("-chardev", `socket,id=vsock0,path=${vm.vsockSocket}`, "-device", "vhost-user-vsock-pci,chardev=vsock0,id=vsock0");
   }
-  args.push(...nicArgs(vm.nic).flat());
+  args.push(...nicArgs(vm.nic, false, vm.apiForward).flat());
   return args;
 }
 
-export const hasNic = (vm: Pick<VmSpec, "nic">): boolean => (vm.nic?.length ?? 0) > 0;
+export const hasNic = (vm: Pick<VmSpec, "nic" | "apiForward">): boolean => (vm.nic?.length ?? 0) > 0 || vm.apiForward !== undefined;

@@ -34,6 +34,7 @@ export class RoomServices {
   private psp: PspListener | undefined;
   private sandboxPsp: PspListener | undefined;
   private kbs: KbsHandle | undefined;
+  private pspState: EmulatedPsp | undefined;
 
   constructor(private readonly options: RoomServicesOptions) {}
 
@@ -50,9 +51,8 @@ export class RoomServices {
     const psp = EmulatedPsp.open(dirs.psp, { log });
     const measurement = this.options.launched.firewall;
     this.psp = await listenPsp(`${udsPath}_${PSP_VSOCK_PORT}`, psp, { measurement, hostData: digest, policy: DEFAULT_SNP_POLICY }, { log });
-    // The sandbox's launch, reached through the firewall's relay (the firewall's uds-path, since
-    // the firewall is the one dialling CID 2).
-    this.sandboxPsp = await listenPsp(`${udsPath}_${HOST_SANDBOX_PSP_PORT}`, psp, { measurement: this.options.launched.sandbox, hostData: digest, policy: DEFAULT_SNP_POLICY }, { log });
+    this.pspState = psp;
+    await this.openSandboxPsp();
 
     // The room's own identity (secure outputs): created once per manifest digest; its policy
     // follows the current firewall image.
@@ -63,6 +63,17 @@ export class RoomServices {
     existing.fill(0);
     this.kbs = await startKbs({ stateDir: dirs.kbs, masterKey: loadMasterKey(path.join(dirs.kbs, "master.key")), listen: { path: `${udsPath}_${KBS_VSOCK_PORT}` }, log });
     log.info({ measurement: measurement.toString("hex"), kbsAudit: this.kbs.auditPath }, "emulated PSP and key broker ready");
+  }
+
+  /**
+   * The sandbox's launch, reached through the firewall's relay (the firewall's uds-path, since the
+   * firewall is the one dialling CID 2). Opened at the start, and again for a service room's new
+   * sandbox after a reset (a new launch: one more attestation).
+   */
+  async openSandboxPsp(): Promise<void> {
+    const { udsPath, log } = this.options;
+    if (this.sandboxPsp || !this.pspState) return;
+    this.sandboxPsp = await listenPsp(`${udsPath}_${HOST_SANDBOX_PSP_PORT}`, this.pspState, { measurement: this.options.launched.sandbox, hostData: this.options.identity.digest, policy: DEFAULT_SNP_POLICY }, { log });
   }
 
   /** The sandbox had its one attestation: nothing may reach its PSP again. */

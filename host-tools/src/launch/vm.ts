@@ -55,7 +55,7 @@ export class Vm extends EventEmitter<VmEvents> {
   async start(): Promise<void> {
     const argv = qemuArgs(this.spec);
     // The plan's network before QEMU runs it: none for the sandbox, only the restricted NIC for the firewall.
-    checkNetworkPlan(this.spec.role, argv, this.spec.nic);
+    checkNetworkPlan(this.spec.role, argv, this.spec.nic, this.spec.apiForward);
     checkForwarder(this.spec.nic);
     rmSync(this.spec.qmpSocket, { force: true });
     const args = ["--pdeathsig", "SIGKILL", "--", QEMU_BINARY, ...argv];

@@ -37,6 +37,7 @@ export const commands: AirlockCommand[] = [
   lazy("status [name]", "show one VM pair, or all", async () => (await import("./pair-commands.ts")).statusCommand),
   lazy("logs <name>", "print a VM's console (the firewall's; the sandbox's only when started with --debug), or the supervisor's log", async () => (await import("./pair-commands.ts")).logsCommand),
   lazy("down <name>", "stop a VM pair and remove its state (idempotent)", async () => (await import("./pair-commands.ts")).downCommand),
+  lazy("call <room> [service] [method]", "call a service room's API after checking its attestation evidence (Encrypted Zone's EzPublicApi)", async () => (await import("./call.ts")).callCommand),
   lazy("supervise <manifest>", false, async () => (await import("./pair-commands.ts")).superviseCommand),
   lazy("verify-report <report>", "verify an SEV-SNP attestation report against AMD's chain (or a named test root) and expectations", async () => (await import("./verify-report.ts")).verifyReportCommand),
   lazy("kbs <command>", "the key broker: releases dataset keys to attested firewall VMs", async () => (await import("./kbs.ts")).kbsCommand),

@@ -29,6 +29,8 @@ interface UpArgs {
   json: boolean;
   "print-plan"?: boolean;
   firmware?: string;
+  "api-port"?: number;
+  "api-address"?: string;
 }
 
 /** --firmware, shared by up and run. */
@@ -42,7 +44,9 @@ const pairOptions = (y: Argv): Argv =>
     .option("tee", { choices: ["emulated", "snp"] as const, default: "emulated" as const })
     .option("debug", { type: "boolean", default: false, describe: "capture the sandbox console (never done otherwise)" })
     .option("print-plan", { type: "boolean", default: false, describe: "print the QEMU command lines for --tee and stop" })
-    .option("firmware", FIRMWARE_OPTION);
+    .option("firmware", FIRMWARE_OPTION)
+    .option("api-port", { type: "number", describe: "service rooms: the host port callers reach the API on (default: a free port)" })
+    .option("api-address", { type: "string", describe: "service rooms: the host address the API listens on (default 127.0.0.1)" });
 
 /**
  * --print-plan prints the QEMU command lines the pair gets under the chosen TEE and stops (for
@@ -86,6 +90,9 @@ function describeState(s: PairState): string {
     `  host_data (manifest digest) ${s.manifestDigest}`,
     ...(s.measurements ? [`  measurement firewall ${s.measurements.firewall}`, `  measurement sandbox  ${s.measurements.sandbox}`] : []),
     ...(s.readyMs !== undefined ? [`  ready after ${(s.readyMs / 1000).toFixed(1)} s`] : []),
+    ...(s.service
+      ? [`  service ${s.service.status} at ${s.service.tls ? "https" : "http"}://${s.service.endpoint}${s.service.apiTlsSpkiSha256 ? ` (TLS key sha256 ${s.service.apiTlsSpkiSha256})` : ""}`, `  calls served ${s.service.served}, refused ${s.service.refused}; sandbox resets ${s.service.resets}`]
+      : []),
     ...(s.workload ? [`  workload ${s.workload.succeeded ? "succeeded" : "failed"}${s.workload.code !== undefined ? ` (exit status ${s.workload.code})` : " (exact status sealed: the sandbox read data above DOMAIN_OWNED)"}`] : []),
     ...vms,
   ].join("\n");
@@ -105,7 +112,8 @@ export const upCommand: AirlockCommand = {
     mkdirSync(dir.dir, { recursive: true, mode: 0o700 });
     const out = openSync(dir.file("supervisor.out"), "w", 0o600);
     const bin = path.join(projectRoot(), "host-tools/bin/airlock.mjs");
-    const child = spawn(process.execPath, [bin, "supervise", manifest.file, "--name", name, "--accel", args.accel, ...(args.debug ? ["--debug"] : [])], { detached: true, stdio: ["ignore", out, out] });
+    const api = [...(args["api-port"] !== undefined ? ["--api-port", String(args["api-port"])] : []), ...(args["api-address"] ? ["--api-address", args["api-address"]] : [])];
+    const child = spawn(process.execPath, [bin, "supervise", manifest.file, "--name", name, "--accel", args.accel, ...(args.debug ? ["--debug"] : []), ...api], { detached: true, stdio: ["ignore", out, out] });
     child.unref();
     const say = (s: string): void => void process.stderr.write(`airlock: ${s}\n`);
     say(`pair ${name}: supervisor pid ${child.pid}; starting (progress in ${dir.supervisorLog})`);
@@ -141,7 +149,8 @@ export const superviseCommand: AirlockCommand = {
     const args = argv as unknown as UpArgs;
     const name = checkPairName(args.name ?? loadManifest(args.manifest).name);
     const dir = new PairDir(name);
-    const pair = new Pair({ name, manifestPath: args.manifest, accel: args.accel, debug: args.debug, hold: true, log: createRootLogger({ name: "supervisor", destination: dir.supervisorLog }) });
+    const api = { ...(args["api-port"] !== undefined ? { port: args["api-port"] } : {}), ...(args["api-address"] ? { address: args["api-address"] } : {}) };
+    const pair = new Pair({ name, manifestPath: args.manifest, accel: args.accel, debug: args.debug, hold: true, api, log: createRootLogger({ name: "supervisor", destination: dir.supervisorLog }) });
     const release = handleSignals((sig) => void pair.stop(`stopped by ${sig} (airlock down)`));
     try {
       await pair.start();

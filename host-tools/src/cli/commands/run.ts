@@ -41,6 +41,7 @@ export const runCommand: AirlockCommand = {
   handler: async (argv) => {
     const args = argv as unknown as RunArgs;
     const manifest = loadManifest(args.manifest);
+    if (manifest.workload.service) throw new AirlockError("USAGE", `${manifest.file} is a service room: it answers calls until it is stopped, it does not run to an end`, { hint: `airlock up ${args.manifest}, then airlock call ${manifest.name} SERVICE METHOD` });
     const name = checkPairName(args.name ?? manifest.name);
     if (await handlePlanAndTee(args, manifest, name)) return;
     const out = path.resolve(args.out);
