@@ -18,6 +18,7 @@ import { checkArchiveName } from "../../../proto/src/archive.ts";
 import { canonicalJson } from "../../../proto/src/manifest/digest.ts";
 import { AgentToFirewallSchema, FirewallToAgentSchema, type Run } from "../../../proto/gen/airlock/v1/agent_pb.ts";
 import { Decision, FirewallToHostSchema, HostToFirewallSchema } from "../../../proto/gen/airlock/v1/control_pb.ts";
+import { CallRequestSchema } from "../../../proto/gen/enforcer/v1/ez_service_pb.ts";
 import { ErrorCode } from "../../../proto/gen/airlock/v1/errors_pb.ts";
 import { parseRun } from "../../../sandbox-vm/src/agent/protocol.ts";
 import { DEFAULT_MAX_FRAME, encodeFrame, readFrames } from "../../../proto/src/framing.ts";
@@ -171,6 +172,8 @@ const control: TargetFactory = {
       dataFrame(Buffer.from("ok\n")),
       messageFrame(AgentToFirewallSchema, { body: { case: "stray", value: { count: 0n } } }),
       messageFrame(AgentToFirewallSchema, { body: { case: "exit", value: { code: 0 } } }),
+      messageFrame(AgentToFirewallSchema, { body: { case: "serverListening", value: {} } }),
+      messageFrame(AgentToFirewallSchema, { body: { case: "egressData", value: { stream: 1024, data: Buffer.from("HTTP/1.1 200 OK") } } }),
     ];
     const room = Buffer.from(canonicalJson(canonicalRoom()));
     const toAgent = [
@@ -181,6 +184,7 @@ const control: TargetFactory = {
         body: { case: "run", value: { command: ["/bin/sh", "/workload/run.sh"], env: { LANG: "C" }, timeoutSeconds: 600, padToSeconds: 60, roomCanonicalJson: room, outputs: [{ name: "counts", mount: "/data/out/counts", maxBytes: 1048576n }], console: { maxBytes: 65536n } } },
       }),
       messageFrame(FirewallToAgentSchema, { body: { case: "bye", value: {} } }),
+      messageFrame(FirewallToAgentSchema, { body: { case: "serviceOpen", value: { stream: 1024 } } }),
     ];
     const host = [
       messageFrame(HostToFirewallSchema, { body: { case: "room", value: { canonicalJson: room, hold: false, brokerPublicKey: fixedBytes("broker").toString("base64") } } }),
@@ -195,6 +199,9 @@ const control: TargetFactory = {
       dataFrame(Buffer.from("age")),
       messageFrame(FirewallToHostSchema, { body: { case: "refused", value: { code: ErrorCode.KEY_RELEASE, reason: "no key" } } }),
       messageFrame(FirewallToHostSchema, { body: { case: "done", value: { completed: false } } }),
+      messageFrame(FirewallToHostSchema, { body: { case: "serviceReady", value: { apiPort: 8443, tls: true, apiTlsSpkiSha256: "a".repeat(64) } } }),
+      messageFrame(FirewallToHostSchema, { body: { case: "serviceStats", value: { served: 3n, refused: 1n, resets: 1n } } }),
+      messageFrame(FirewallToHostSchema, { body: { case: "resetSandbox", value: {} } }),
     ];
     const seeds = [seedOf("agent to firewall", agent), seedOf("firewall to agent", toAgent), seedOf("host to firewall", host), seedOf("firewall to host", firewall)];
     // Structured: one frame's message mutated as bytes, every frame length kept right.
@@ -497,4 +504,30 @@ const channel: TargetFactory = {
   },
 };
 
-export const wireTargets: TargetFactory[] = [framing, control, room, pspWire, kbsWire, channel];
+// ---- a service room's public API: the requests any caller sends the firewall ----
+
+const serviceCall: TargetFactory = {
+  name: "service-call",
+  what: "EzPublicApi requests a caller sends (wire.ts decodeMessage against proto/enforcer/v1/ez_service.proto, as the firewall's api.ts decodes them)",
+  create(): DecoderTarget {
+    const seed = (name: string, init: Parameters<typeof create<typeof CallRequestSchema>>[1]): Seed => ({ name, data: Buffer.from(toBinary(CallRequestSchema, create(CallRequestSchema, init))) });
+    const seeds: Seed[] = [
+      seed("public", { serviceName: "demo.Echo", methodName: "Echo", sessionMetadata: { sessionId: 1n, ezClientUuid: fixedBytes("client").subarray(0, 16) }, inputParams: { publicInput: Buffer.from("hello") } }),
+      seed("user private", {
+        operatorDomain: "d",
+        serviceName: "demo.Echo",
+        methodName: "Remember",
+        inputParams: { encryptedInput: [{ ciphertext: fixedBytes("age"), scope: { staticInfo: { scopeType: 3, scopeInstanceId: 7n, scopeOwner: { ownerUuid: fixedBytes("owner").subarray(0, 16) } } } }], requestMetadata: { "airlock-reply-to": Buffer.from("age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs3290gq") } },
+      }),
+    ];
+    const run = (input: Buffer): void => {
+      const m = decodeMessage(CallRequestSchema, input, "the caller", "POLICY");
+      const again = decodeMessage(CallRequestSchema, toBinary(CallRequestSchema, m), "re-encoded", "POLICY");
+      if (!equals(CallRequestSchema, m, again)) throw new Violation("a CallRequest does not survive a re-encoding");
+      for (const f of m.inputParams?.encryptedInput ?? []) if (f.scope?.staticInfo === undefined) throw new Violation("an encrypted field without its scope passed the decoder");
+    };
+    return { name: this.name, what: this.what, seeds, dict: PROTO_DICT, maxLen: 64 * 1024, run };
+  },
+};
+
+export const wireTargets: TargetFactory[] = [framing, control, room, pspWire, kbsWire, channel, serviceCall];
