@@ -159,4 +159,47 @@ describe("a service room (test/rooms/service)", () => {
     const last = audit().filter((r) => r.kind === "service.call").at(-1)!;
     expect(last.data).toMatchObject({ method: "Fail", outcome: "completed" });
   });
+
+  it("stands callers that misbehave: garbage, bad ciphertext, oversized input, a flood of calls, an abandoned stream", async () => {
+    const c = await connect();
+    // Raw bytes that are no CallRequest, through a client that sends whatever it is given.
+    const rawDef = { call: { path: "/enforcer.v1.EzPublicApi/Call", requestStream: false, responseStream: false, requestSerialize: (b: Buffer) => b, requestDeserialize: (b: Buffer) => b, responseSerialize: (b: Buffer) => b, responseDeserialize: (b: Buffer) => b } };
+    const cert = await new Promise<string>((resolve, reject) => {
+      const s = tls.connect({ host: "127.0.0.1", port: Number(endpoint.split(":")[1]), rejectUnauthorized: false, ALPNProtocols: ["h2"] }, () => (resolve(new X509Certificate(s.getPeerCertificate().raw).toString()), s.destroy()));
+      s.on("error", reject);
+    });
+    const Raw = grpc.makeGenericClientConstructor(rawDef, "Raw");
+    const raw = new Raw(endpoint, grpc.credentials.createSsl(Buffer.from(cert)), { "grpc.ssl_target_name_override": "localhost" }) as unknown as { call: (b: Buffer, cb: (err: grpc.ServiceError | null) => void) => void; close(): void };
+    for (const garbage of [Buffer.from([0xff, 0xff, 0xff]), Buffer.from([0x12, 0x05, 0x00, 0x61, 0x62])]) {
+      const err = await new Promise<grpc.ServiceError | null>((resolve) => raw.call(garbage, resolve));
+      expect(err?.code).toBe(grpc.status.INVALID_ARGUMENT);
+    }
+    raw.close();
+    // A sealed input that is not sealed to the room.
+    const req = await c.request("demo.Echo", "Echo", Buffer.from("x"), { scope: "DOMAIN_OWNED" });
+    req.inputParams!.encryptedInput![0]!.ciphertext = Buffer.from("age-encryption.org/v1\n-> X25519 AAAA\n");
+    const api = (c as unknown as { api: Record<string, (r: unknown, o: unknown, cb: (e: grpc.ServiceError | null) => void) => void> }).api;
+    const bad = await new Promise<grpc.ServiceError | null>((resolve) => api.call!(req, {}, resolve));
+    expect(bad?.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(bad?.details).toMatch(/does not decrypt with the room's input key/);
+    // Over the method's bound: refused before it reaches the sandbox.
+    await expect(c.call("demo.Echo", "Echo", Buffer.alloc(1536 * 1024))).rejects.toThrow(/over the method's bound.*RESOURCE_EXHAUSTED/);
+    // 40 at once: at most 16 in flight, the rest refused with a reason; the service stays up.
+    const results = await Promise.allSettled(Array.from({ length: 40 }, () => c.call("demo.Echo", "Echo", Buffer.from("f"))));
+    const ok = results.filter((r) => r.status === "fulfilled").length;
+    expect(ok).toBeGreaterThanOrEqual(16);
+    for (const r of results) if (r.status === "rejected") expect(String(r.reason)).toMatch(/calls are in flight already/);
+    // A stream opened and abandoned does not hold the sandbox: a call that needs a reset still gets one.
+    const stream = (api as unknown as { streamCall: () => grpc.ClientDuplexStream<unknown, unknown> }).streamCall();
+    stream.on("error", () => undefined);
+    stream.write(await c.request("demo.Echo", "Echo", Buffer.from("s")));
+    await new Promise((r) => setTimeout(r, 500));
+    stream.cancel();
+    await new Promise((r) => setTimeout(r, 500));
+    await c.call("demo.Echo", "Echo", Buffer.from("a"), { scope: "USER_PRIVATE", identity: alice });
+    const after = await c.call("demo.Echo", "Echo", Buffer.from("after"));
+    expect(after).toMatchObject({ released: "public" });
+    expect(after.output!.toString()).toBe("echo:after");
+    c.close();
+  });
 });

@@ -85,6 +85,7 @@ export async function serveServiceRoom(ctx: RunContext, keys: ReleasedKeys, firs
     port: SERVICE_API_PORT,
     ...(service.api.tls ? { tls: { keyPem: tlsKey.privateKey.export({ type: "pkcs8", format: "pem" }).toString(), certPem } } : {}),
     calls,
+    streamIdleSeconds: 2 * service.callTimeoutSeconds,
     log,
     evidence: () => ({ report: report.report, vcek: report.vcek, chain: report.chain ?? "", roomCanonicalJson: roomBytes(room.canonical), auditKeySpki: auditSpki, apiTlsSpkiSha256: tlsSpki, inputRecipient, binding, tee: ctx.provider.kind === "emulated" ? "emulated" : "snp" }),
     health: () => {

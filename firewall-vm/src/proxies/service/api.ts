@@ -23,6 +23,8 @@ export interface ApiOptions {
   /** TLS key and certificate (PEM); absent: plaintext. */
   tls?: { keyPem: string; certPem: string };
   calls: ServiceCalls;
+  /** A stream that sends nothing this long is ended (it holds the sandbox against resets). */
+  streamIdleSeconds: number;
   evidence: () => MessageInitShape<typeof GetEvidenceResponseSchema>;
   health: () => MessageInitShape<typeof GetHealthReportResponseSchema>;
   log: Logger;
@@ -88,9 +90,23 @@ export async function startApi(o: ApiOptions): Promise<{ close(): Promise<void> 
       const close = (): void => {
         if (closed) return;
         closed = true;
+        clearTimeout(idle);
         o.calls.openStreams--;
       };
+      // A stream holds the instance (no reset meanwhile): one that goes quiet is ended.
+      let idle: NodeJS.Timeout | undefined;
+      const quiet = (): void => {
+        clearTimeout(idle);
+        idle = setTimeout(() => {
+          if (closed) return;
+          close();
+          stream.emit("error", grpcError(new CallRefused(GRPC.DEADLINE_EXCEEDED, `the stream sent nothing for ${o.streamIdleSeconds} s: it no longer holds the sandbox`)));
+        }, o.streamIdleSeconds * 1000);
+      };
+      quiet();
+      stream.on("close", () => clearTimeout(idle));
       stream.on("data", (bytes: Buffer) => {
+        quiet();
         chain = chain.then(async () => {
           if (closed) return;
           try {

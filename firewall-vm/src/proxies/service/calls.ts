@@ -127,7 +127,8 @@ export class ServiceCalls {
       scopeAfter: this.data.scope,
       decision: release.to,
       generation,
-      ...(clear ? { outcome: failure ? "failed" : "answered", ...(failure ? { reason: failure.message.slice(0, 300) } : {}) } : { outcome: "completed" }),
+      // The answer's size: exact in clear (PUBLIC), else the padded ciphertext's, which the host sees anyway.
+      ...(clear ? { outcome: failure ? "failed" : "answered", ...(failure ? { reason: failure.message.slice(0, 300) } : { outputBytes: answer!.publicOutput?.length ?? 0 }) } : { outcome: "completed", ...(answer?.sealed ? { sealedBytes: answer.sealed.ciphertext.length } : {}) }),
     });
     if (failure) throw failure;
     return answer!;
