@@ -43,6 +43,7 @@ export const ERROR_CODES = {
   AUDIT_INVALID: { exit: 1, summary: "the audit trail does not verify" },
   CONSENT: { exit: 2, summary: "governance did not consent" },
   INTERNAL: { exit: 3, summary: "an internal fault in airlock" },
+  CAPACITY: { exit: 2, summary: "the host has not enough free memory or vCPUs (or host ports) for this pair" },
 } as const satisfies Record<Exclude<keyof typeof WireErrorCode, "UNSPECIFIED">, { exit: 1 | 2 | 3; summary: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -22,6 +22,8 @@ import { hostNicDestinations } from "./nic.ts";
 import { Vm } from "./vm.ts";
 import { writeRunSummary } from "./run-summary.ts";
 import { collectionBoundSeconds } from "../../../proto/src/room.ts";
+import { releasePair, reservePair } from "../fleet/reservations.ts";
+import { pairDemand } from "../fleet/capacity.ts";
 
 /** Both guests' programs must be running within this bound after resume. */
 export const READY_TIMEOUT_MS = 180_000;
@@ -51,6 +53,8 @@ export interface PairOptions {
   /** Where released outputs are written (default: the pair's state folder, outputs/). */
   outDir?: string;
   onProgress?: (step: string) => void;
+  /** The token of the host claim `airlock up` made for this pair, which the supervisor adopts. */
+  reservationToken?: string;
 }
 
 export interface PairEvents {
@@ -115,6 +119,19 @@ export class Pair extends EventEmitter<PairEvents> {
 
   /** Starts the pair; resolves when both guests' programs run. Fails closed on any error. */
   async start(): Promise<void> {
+    // The host claim first (name free, room for it, a slot), atomic with every other pair's: a
+    // refusal ends the pair before anything started, and writes nothing into a folder that may
+    // belong to the pair that holds the name.
+    try {
+      const r = await reservePair({ name: this.options.name, demand: pairDemand(this.manifest), ...(this.options.reservationToken !== undefined && { token: this.options.reservationToken }) });
+      this.state.reservation = { slot: r.slot, ports: r.ports, ...r.demand };
+    } catch (err) {
+      const e = AirlockError.from(err);
+      this.state = { ...this.state, status: "failed", reason: e.message, code: e.code };
+      this.ending = Promise.resolve();
+      this.emit("end", this.state);
+      throw err;
+    }
     this.dir.lock();
     this.save();
     try {
@@ -358,6 +375,7 @@ export class Pair extends EventEmitter<PairEvents> {
       await this.hostLink?.close();
       await this.services?.close();
       await this.fabric?.stop();
+      await releasePair(this.options.name).catch((err: unknown) => this.options.log.warn({ err: String(err) }, "cannot release the host claim; the next pair reclaims it"));
       this.state.status = status;
       this.state.reason = status === "failed" ? `${reason}; the other VM was stopped (fail closed)` : reason;
       // Nothing staged is put in place unless the run completed; the summary is written whatever happened.

@@ -14,6 +14,8 @@ import { roomIdentity } from "../../launch/room-digest.ts";
 import { Pair } from "../../launch/pair.ts";
 import { projectRoot } from "../../paths.ts";
 import { checkPairName, isAlive, listPairNames, observedState, PairDir, type PairState } from "../../launch/pair-state.ts";
+import { releasePair, reservePair } from "../../fleet/reservations.ts";
+import { pairDemand } from "../../fleet/capacity.ts";
 import { printResult, setExitCode, type AirlockCommand } from "../command.ts";
 import { handleSignals } from "../signals.ts";
 
@@ -29,6 +31,7 @@ interface UpArgs {
   json: boolean;
   "print-plan"?: boolean;
   firmware?: string;
+  reservation?: string;
 }
 
 /** --firmware, shared by up and run. */
@@ -99,13 +102,13 @@ export const upCommand: AirlockCommand = {
     const name = checkPairName(args.name ?? manifest.name);
     if (await handlePlanAndTee(args, manifest, name)) return;
     const dir = new PairDir(name);
-    const holder = dir.supervisorPid();
-    if (isAlive(holder)) throw new AirlockError("PAIR_EXISTS", `a pair named ${name} is already running (supervisor pid ${holder})`, { hint: `choose another --name, or \`airlock down ${name}\`` });
+    // The name and the host's room are claimed here (refused at once if taken), then handed to the supervisor.
+    const claim = await reservePair({ name, demand: pairDemand(manifest) });
     dir.remove();
     mkdirSync(dir.dir, { recursive: true, mode: 0o700 });
     const out = openSync(dir.file("supervisor.out"), "w", 0o600);
     const bin = path.join(projectRoot(), "host-tools/bin/airlock.mjs");
-    const child = spawn(process.execPath, [bin, "supervise", manifest.file, "--name", name, "--accel", args.accel, ...(args.debug ? ["--debug"] : [])], { detached: true, stdio: ["ignore", out, out] });
+    const child = spawn(process.execPath, [bin, "supervise", manifest.file, "--name", name, "--accel", args.accel, ...(args.debug ? ["--debug"] : []), "--reservation", claim.token], { detached: true, stdio: ["ignore", out, out] });
     child.unref();
     const say = (s: string): void => void process.stderr.write(`airlock: ${s}\n`);
     say(`pair ${name}: supervisor pid ${child.pid}; starting (progress in ${dir.supervisorLog})`);
@@ -136,12 +139,12 @@ export const upCommand: AirlockCommand = {
 };
 
 export const superviseCommand: AirlockCommand = {
-  builder: (y: Argv) => pairOptions(y),
+  builder: (y: Argv) => pairOptions(y).option("reservation", { type: "string", hidden: true }),
   handler: async (argv) => {
     const args = argv as unknown as UpArgs;
     const name = checkPairName(args.name ?? loadManifest(args.manifest).name);
     const dir = new PairDir(name);
-    const pair = new Pair({ name, manifestPath: args.manifest, accel: args.accel, debug: args.debug, hold: true, log: createRootLogger({ name: "supervisor", destination: dir.supervisorLog }) });
+    const pair = new Pair({ name, manifestPath: args.manifest, accel: args.accel, debug: args.debug, hold: true, ...(args.reservation !== undefined && { reservationToken: args.reservation }), log: createRootLogger({ name: "supervisor", destination: dir.supervisorLog }) });
     const release = handleSignals((sig) => void pair.stop(`stopped by ${sig} (airlock down)`));
     try {
       await pair.start();
@@ -204,6 +207,7 @@ export const downCommand: AirlockCommand = {
       if (vmPid && isAlive(vmPid) && readCmdline(vmPid).includes(`airlock-${name}-${role}`)) process.kill(vmPid, "SIGKILL");
     }
     dir.remove();
+    await releasePair(name);
     process.stderr.write(`airlock: pair ${name} is down\n`);
   },
 };
