@@ -36,7 +36,7 @@ afterAll(async () => {
 describe("eight pairs on one host", () => {
   it("start at once without collisions, refuse a ninth for capacity, and all go down cleanly", async () => {
     const ups = await Promise.all(names.map((n) => airlock(["up", room, "--name", n, "--accel", "tcg", "--json"], env, UP_BOUND_MS)));
-    for (const [i, up] of ups.entries()) expect(up.code, `${names[i]}: ${up.stderr}`).toBe(0);
+    for (const [i, up] of ups.entries()) expect(up.code, `${names[i]}: ${up.stderr}\n${up.stdout}`).toBe(0);
     const states = ups.map((u) => JSON.parse(u.stdout) as Status);
     expect(states.map((s) => s.status)).toEqual(Array(8).fill("running"));
 

@@ -43,5 +43,6 @@ export const commands: AirlockCommand[] = [
   lazy("dataset <command>", "encrypt and decrypt datasets in the age format", async () => (await import("./dataset.ts")).datasetCommand),
   lazy("audit <command>", "work with audit trails", async () => (await import("./audit.ts")).auditCommand),
   lazy("manifest", "room manifest digest, collaborators' signatures, input grants", async () => (await import("./manifest.ts")).manifestCommand),
+  lazy("k8s <command>", "render the Kubernetes objects that run a room on KubeVirt (docs/kubernetes.md)", async () => (await import("./k8s.ts")).k8sCommand),
   lazy("vsock-fabric", "serve the virtio-vsock devices of QEMU guests (vhost-user-vsock backend)", async () => (await import("./vsock-fabric.ts")).vsockFabricCommand),
 ];
