@@ -72,7 +72,6 @@ export function renderRoom(room: RoomForRender, opts: RenderOptions): RenderedOb
   const m = room.manifest;
   const name = m.name;
   if (!/^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$/.test(name)) throw new AirlockError("MANIFEST_INVALID", `room name ${JSON.stringify(name)} cannot name Kubernetes objects`);
-  if (!/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(opts.namespace)) throw new AirlockError("USAGE", `--namespace ${JSON.stringify(opts.namespace)} is not a Kubernetes namespace name`);
   const ns = opts.namespace;
   const labels = (role?: Role | "fabric"): Record<string, string> => ({ "app.kubernetes.io/part-of": "airlock", "airlock.dev/room": name, ...(role && { "airlock.dev/role": role }) });
   const meta = (objName: string, role?: Role | "fabric"): ObjectMeta => ({ name: objName, namespace: ns, labels: labels(role), annotations: { "airlock.dev/host-data": room.digest } });

@@ -5,6 +5,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import type { Argv } from "yargs";
 import { stringify } from "yaml";
+import { AirlockError } from "../../../../proto/src/errors.ts";
 import { loadManifest } from "../../../../proto/src/manifest/index.ts";
 import { roomIdentity } from "../../launch/room-digest.ts";
 import { renderRoom, type RenderedObject } from "../../k8s/render.ts";
@@ -37,6 +38,7 @@ const render: AirlockCommand = {
       .option("kbs-url", { type: "string", default: "https://airlock-kbs.airlock-system.svc:8443", describe: "the key broker as the room's host link reaches it" }),
   handler: async (argv) => {
     const args = argv as unknown as RenderArgs;
+    if (!/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(args.namespace)) throw new AirlockError("USAGE", `--namespace ${JSON.stringify(args.namespace)} is not a Kubernetes namespace name`, { hint: "lower-case letters, digits and '-', at most 63 characters" });
     const manifest = loadManifest(args.manifest);
     process.stderr.write("airlock: building or reusing the images (their measurements and command lines go into the objects)\n");
     const id = await roomIdentity(manifest);
