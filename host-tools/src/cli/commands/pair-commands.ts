@@ -18,6 +18,7 @@ import { releasePair, reservePair } from "../../fleet/reservations.ts";
 import { pairDemand } from "../../fleet/capacity.ts";
 import { printResult, setExitCode, type AirlockCommand } from "../command.ts";
 import { handleSignals } from "../signals.ts";
+import { hostOptions, hostSimple, hostUp, statusEverywhere } from "../../remote/cli.ts";
 
 const UP_TIMEOUT_MS = 300_000;
 const DOWN_TIMEOUT_MS = 15_000;
@@ -81,7 +82,7 @@ function shellQuote(s: string): string {
   return /^[A-Za-z0-9_/.,=:+@%-]+$/.test(s) ? s : `'${s.replace(/'/g, "'\\''")}'`;
 }
 
-function describeState(s: PairState): string {
+export function describeState(s: PairState): string {
   const vms = (["firewall", "sandbox"] as const).map((r) => `  ${r.padEnd(8)} ${s.vms[r].status}${s.vms[r].pid ? ` (pid ${s.vms[r].pid})` : ""}${s.vms[r].ended ? `, ${s.vms[r].ended}` : ""}`);
   return [
     `${s.name}: ${s.status}${s.reason ? ` — ${s.reason}` : ""}`,
@@ -95,9 +96,10 @@ function describeState(s: PairState): string {
 }
 
 export const upCommand: AirlockCommand = {
-  builder: (y: Argv) => pairOptions(y).option("json", { type: "boolean", default: false }),
+  builder: (y: Argv) => hostOptions(pairOptions(y).option("json", { type: "boolean", default: false })),
   handler: async (argv) => {
     const args = argv as unknown as UpArgs;
+    if ((argv as { host?: string }).host) return hostUp(argv as never, describeState);
     const manifest = loadManifest(args.manifest);
     const name = checkPairName(args.name ?? manifest.name);
     if (await handlePlanAndTee(args, manifest, name)) return;
@@ -158,21 +160,25 @@ export const superviseCommand: AirlockCommand = {
 };
 
 export const statusCommand: AirlockCommand = {
-  builder: (y: Argv) => y.positional("name", { type: "string" }).option("json", { type: "boolean", default: false }),
-  handler: (argv) => {
-    const args = argv as unknown as { name?: string; json: boolean };
+  builder: (y: Argv) =>
+    hostOptions(y.positional("name", { type: "string" }).option("json", { type: "boolean", default: false })).option("all-hosts", { type: "boolean", default: false, describe: "list the pairs of this host and of every host in the inventory (the default without a name when an inventory exists)" }),
+  handler: async (argv) => {
+    const args = argv as unknown as { name?: string; json: boolean; host?: string };
+    if (args.host) return hostSimple(args, ["status", ...(args.name ? [args.name] : []), ...(args.json ? ["--json"] : [])]);
     const names = args.name ? [checkPairName(args.name)] : listPairNames();
     const states = names.map((n) => observedState(new PairDir(n))).filter((s): s is PairState => s !== undefined);
     if (args.name && states.length === 0) throw new AirlockError("PAIR_NOT_FOUND", `no pair named ${args.name}`, { hint: "`airlock status` lists the pairs" });
+    if (!args.name && (await statusEverywhere(args, states, describeState))) return;
     printResult(args.json, args.name ? states[0] : states, () => (states.length ? states.map(describeState).join("\n") : "no VM pairs"));
   },
 };
 
 export const logsCommand: AirlockCommand = {
   builder: (y: Argv) =>
-    y.positional("name", { type: "string", demandOption: true }).option("vm", { choices: ["firewall", "sandbox", "supervisor"] as const, default: "firewall" as const }),
-  handler: (argv) => {
-    const args = argv as unknown as { name: string; vm: "firewall" | "sandbox" | "supervisor" };
+    hostOptions(y.positional("name", { type: "string", demandOption: true }).option("vm", { choices: ["firewall", "sandbox", "supervisor"] as const, default: "firewall" as const })),
+  handler: async (argv) => {
+    const args = argv as unknown as { name: string; vm: "firewall" | "sandbox" | "supervisor"; host?: string };
+    if (args.host) return hostSimple(args, ["logs", checkPairName(args.name), "--vm", args.vm]);
     const dir = new PairDir(checkPairName(args.name));
     if (!dir.exists) throw new AirlockError("PAIR_NOT_FOUND", `no pair named ${args.name}`, { hint: "`airlock status` lists the pairs" });
     const file = args.vm === "supervisor" ? dir.supervisorLog : dir.consoleLog(args.vm);
@@ -185,8 +191,9 @@ export const logsCommand: AirlockCommand = {
 };
 
 export const downCommand: AirlockCommand = {
-  builder: (y: Argv) => y.positional("name", { type: "string", demandOption: true }),
+  builder: (y: Argv) => hostOptions(y.positional("name", { type: "string", demandOption: true })),
   handler: async (argv) => {
+    if ((argv as { host?: string }).host) return hostSimple(argv as never, ["down", checkPairName((argv as unknown as { name: string }).name)]);
     const name = checkPairName((argv as unknown as { name: string }).name);
     const dir = new PairDir(name);
     if (!dir.exists) {
