@@ -193,7 +193,8 @@ export async function remoteRun(args: RemoteRunArgs, say: Say): Promise<number> 
       [BROKER_KEY_ENV]: broker.publicKey,
     });
     // Detached in its own session: the run goes on if this SSH session ends.
-    const script = `${run} >run.log 2>&1; echo $? >exit.tmp; mv exit.tmp exit`;
+    // (The command ends in exec, hence the subshell.)
+    const script = `(${run}) >run.log 2>&1; echo $? >exit.tmp; mv exit.tmp exit`;
     const started = await remote.conn.exec(`mkdir -p -m 700 ${shellQuote(runDir)} && cd ${shellQuote(runDir)} && (setsid sh -c ${shellQuote(script)} </dev/null >/dev/null 2>&1 &) && echo started`, { timeoutMs: 30_000 });
     if (started.code !== 0) throw new AirlockError("REMOTE", `${remote.conn.label}: cannot start the run: ${printable(started.stderr.trim())}`);
     say(`run ${name} started on ${remote.conn.label} (in ${runDir}); its progress follows`);
