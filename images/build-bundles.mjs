@@ -10,7 +10,8 @@ import path from "node:path";
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 
 // The .node binary of node-vsock and our own native addon cannot be bundled: images copy them.
-const external = ["node-vsock-linux-x64-gnu", "airlock-native", "*.node", "cpu-features"];
+// ssh2 (--host) stays a runtime import too: its wasm loader needs its own __dirname.
+const external = ["node-vsock-linux-x64-gnu", "airlock-native", "*.node", "cpu-features", "ssh2"];
 
 // The guests' programs: one file each (measured into the images).
 const programs = [

@@ -27,7 +27,9 @@ fi
 #   ovmf              firmware for `airlock measure` examples and tests
 #   build-essential python3  node-gyp builds the fabric's native shim
 #   util-linux procps        setpriv (QEMU dies with its supervisor) and pgrep
-PACKAGES=(qemu-system-x86 qemu-utils busybox-static socat age cpio ovmf build-essential python3 util-linux procps ca-certificates)
+#   openssh-client openssh-server  `--host` drives remote hosts over SSH; the tests start a
+#                     throwaway sshd on loopback (never the system's service) as the remote host
+PACKAGES=(qemu-system-x86 qemu-utils busybox-static socat age cpio ovmf build-essential python3 util-linux procps ca-certificates openssh-client openssh-server)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

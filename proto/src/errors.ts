@@ -38,11 +38,14 @@ export const ERROR_CODES = {
   CERT_INVALID: { exit: 2, summary: "a certificate is malformed or does not chain to the trusted root" },
   KEY_RELEASE: { exit: 2, summary: "the key broker refused to release a key" },
   LISTEN: { exit: 2, summary: "cannot listen on the address given (in use, not permitted, or not an address of this host)" },
+  HOST_KEY: { exit: 1, summary: "a remote host's SSH key is unknown, changed or revoked (it is never trusted on first use)" },
+  REMOTE: { exit: 2, summary: "a remote host is misnamed or misconfigured (--host, hosts.yaml), unreachable, refused the login, or runs another airlock (or none)" },
   CRYPTO: { exit: 2, summary: "data failed to decrypt or authenticate (truncated, tampered or the wrong key)" },
   POLICY: { exit: 2, summary: "the room's policy forbids this" },
   AUDIT_INVALID: { exit: 1, summary: "the audit trail does not verify" },
   CONSENT: { exit: 2, summary: "governance did not consent" },
   INTERNAL: { exit: 3, summary: "an internal fault in airlock" },
+  CAPACITY: { exit: 2, summary: "the host has not enough free memory or vCPUs (or host ports) for this pair" },
 } as const satisfies Record<Exclude<keyof typeof WireErrorCode, "UNSPECIFIED">, { exit: 1 | 2 | 3; summary: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -45,6 +45,8 @@ export interface PairState {
   workload?: { succeeded: boolean; code?: number };
   /** SNP launch digests the emulated PSP reports (hex), reproducible with `airlock measure --image`. */
   measurements?: { firewall: string; sandbox: string };
+  /** The pair's claim on the host (fleet/reservations.ts): what it holds while it runs. */
+  reservation?: { slot: number; ports: number[]; memoryMiB: number; vcpus: number };
   vms: { firewall: VmState; sandbox: VmState };
   /** A service room's API as the firewall reports it, and its counts (calls, not data). */
   service?: ServiceState;

@@ -20,9 +20,10 @@ import { checkGuest, describeDevices } from "./prelaunch-checks.ts";
 import type { VmSpec } from "./qemu-args.ts";
 import { hostNicDestinations } from "./nic.ts";
 import { Vm } from "./vm.ts";
-import { createServer } from "node:net";
 import { writeRunSummary } from "./run-summary.ts";
 import { collectionBoundSeconds } from "../../../proto/src/room.ts";
+import { allocatePort, releasePair, reservePair } from "../fleet/reservations.ts";
+import { pairDemand } from "../fleet/capacity.ts";
 
 /** Both guests' programs must be running within this bound after resume. */
 export const READY_TIMEOUT_MS = 180_000;
@@ -54,18 +55,8 @@ export interface PairOptions {
   onProgress?: (step: string) => void;
   /** A service room's API on this host: address and port (default 127.0.0.1 and a free port). */
   api?: { address?: string; port?: number };
-}
-
-/** A free TCP port on `address` (the kernel's choice), for the service API's forward. */
-async function freePort(address: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, address, () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
+  /** The token of the host claim `airlock up` made for this pair, which the supervisor adopts. */
+  reservationToken?: string;
 }
 
 export interface PairEvents {
@@ -133,6 +124,19 @@ export class Pair extends EventEmitter<PairEvents> {
 
   /** Starts the pair; resolves when both guests' programs run. Fails closed on any error. */
   async start(): Promise<void> {
+    // The host claim first (name free, room for it, a slot), atomic with every other pair's: a
+    // refusal ends the pair before anything started, and writes nothing into a folder that may
+    // belong to the pair that holds the name.
+    try {
+      const r = await reservePair({ name: this.options.name, demand: pairDemand(this.manifest), ...(this.options.reservationToken !== undefined && { token: this.options.reservationToken }) });
+      this.state.reservation = { slot: r.slot, ports: r.ports, ...r.demand };
+    } catch (err) {
+      const e = AirlockError.from(err);
+      this.state = { ...this.state, status: "failed", reason: e.message, code: e.code };
+      this.ending = Promise.resolve();
+      this.emit("end", this.state);
+      throw err;
+    }
     this.dir.lock();
     this.save();
     try {
@@ -217,7 +221,8 @@ export class Pair extends EventEmitter<PairEvents> {
     let apiForward: { hostAddress: string; hostPort: number } | undefined;
     if (this.manifest.workload.service) {
       const hostAddress = this.options.api?.address ?? "127.0.0.1";
-      apiForward = { hostAddress, hostPort: this.options.api?.port ?? (await freePort(hostAddress)) };
+      // A port of the pair's host claim (fleet/reservations.ts): no other pair gets it while this one lives.
+      apiForward = { hostAddress, hostPort: this.options.api?.port ?? (await allocatePort(this.options.name)) };
       this.state.service = { endpoint: `${hostAddress}:${apiForward.hostPort}`, tls: this.manifest.workload.service.api.tls, status: "starting", served: 0, refused: 0, resets: 0 };
     }
 
@@ -432,6 +437,7 @@ export class Pair extends EventEmitter<PairEvents> {
       await this.hostLink?.close();
       await this.services?.close();
       await this.fabric?.stop();
+      await releasePair(this.options.name).catch((err: unknown) => this.options.log.warn({ err: String(err) }, "cannot release the host claim; the next pair reclaims it"));
       this.state.status = status;
       this.state.reason = status === "failed" ? `${reason}; the other VM was stopped (fail closed)` : reason;
       // Nothing staged is put in place unless the run completed; the summary is written whatever happened.

@@ -12,6 +12,7 @@ import { buildPairImages, type PairImages } from "../images/build.ts";
 import { brokerPublicKey, loadMasterKey } from "../kbs/index.ts";
 import { embeddedBrokerDirs } from "../kbs/grant.ts";
 import { readImageDir, snpLaunchDigest } from "../measure/index.ts";
+import { relayedBroker } from "../remote/broker-relay.ts";
 
 export interface RoomIdentity {
   pins: RoomPins;
@@ -44,8 +45,13 @@ export async function imageMeasurement(imageDir: string, vcpus: number): Promise
   return digest;
 }
 
-/** The embedded key broker's public key (its identity follows from its master key). */
+/**
+ * The embedded key broker's public key (its identity follows from its master key); on a remote
+ * host driven with --host, the user's broker's, relayed over SSH (remote/broker-relay.ts).
+ */
 export function embeddedBrokerKey(): string {
+  const relayed = relayedBroker();
+  if (relayed) return relayed.publicKey;
   const dirs = embeddedBrokerDirs();
   return brokerPublicKey(loadMasterKey(path.join(dirs.kbs, "master.key"), { create: true }));
 }

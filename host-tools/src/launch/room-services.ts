@@ -17,6 +17,8 @@ import { startKbs, KeyStore, loadMasterKey, type KbsHandle } from "../kbs/index.
 import { embeddedBrokerDirs, roomKeyPolicy } from "../kbs/grant.ts";
 import type { RoomIdentity } from "./room-digest.ts";
 import { DEFAULT_SNP_POLICY } from "./snp-plan.ts";
+import { listenBrokerRelay, relayedBroker } from "../remote/broker-relay.ts";
+import type { Server } from "node:net";
 
 export interface RoomServicesOptions {
   /** The firewall's vsock uds-path; the host's listeners are `<udsPath>_<port>`. */
@@ -35,12 +37,13 @@ export class RoomServices {
   private sandboxPsp: PspListener | undefined;
   private kbs: KbsHandle | undefined;
   private pspState: EmulatedPsp | undefined;
+  private relay: { server: Server; publicKey: string } | undefined;
 
   constructor(private readonly options: RoomServicesOptions) {}
 
   /** The embedded broker's public key (the host's word: the firewall checks it against the room's pin). */
   get brokerPublicKey(): string | undefined {
-    return this.kbs?.publicKey;
+    return this.relay?.publicKey ?? this.kbs?.publicKey;
   }
 
   /** Starts both emulated PSPs and the embedded key broker, with the room's identity in it. */
@@ -54,6 +57,14 @@ export class RoomServices {
     this.pspState = psp;
     await this.openSandboxPsp();
 
+    // A pair driven from another machine (--host): the user's broker, reached over SSH, holds the
+    // keys; this host only relays sealed releases (remote/broker-relay.ts).
+    const relayed = relayedBroker();
+    if (relayed) {
+      this.relay = { server: await listenBrokerRelay(`${udsPath}_${KBS_VSOCK_PORT}`, relayed.socket, log), publicKey: relayed.publicKey };
+      log.info({ measurement: measurement.toString("hex") }, "emulated PSP ready; key broker relayed from the user's machine");
+      return;
+    }
     // The room's own identity (secure outputs): created once per manifest digest; its policy
     // follows the current firewall image.
     const store = new KeyStore(dirs.kbs, loadMasterKey(path.join(dirs.kbs, "master.key"), { create: true }));
@@ -94,5 +105,7 @@ export class RoomServices {
     await this.closeSandboxPsp();
     await this.kbs?.close();
     this.kbs = undefined;
+    this.relay?.server.close();
+    this.relay = undefined;
   }
 }

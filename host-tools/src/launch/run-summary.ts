@@ -3,7 +3,7 @@
 // Its facts come from the signed audit trail (decisions, violations, refusals) and the host's own
 // view (the pair's status and the files it wrote); it carries nothing the workload chose beyond
 // what the firewall's rules let through.
-import { existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import type { PairState } from "./pair-state.ts";
 import type { WriterReport } from "./output-writer.ts";
@@ -51,6 +51,8 @@ export function writeRunSummary(outDir: string, auditFile: string, state: PairSt
     refusedFiles: writer?.refused ?? {},
   };
   const file = path.join(outDir, "summary.json");
+  // A pair that fails before its outputs folder exists still gets its summary (and its supervisor lives to record why).
+  mkdirSync(outDir, { recursive: true, mode: 0o700 });
   writeFileSync(`${file}.tmp`, `${JSON.stringify(summary, null, 2)}\n`, { mode: 0o600 });
   renameSync(`${file}.tmp`, file);
   return summary;

@@ -44,5 +44,8 @@ export const commands: AirlockCommand[] = [
   lazy("dataset <command>", "encrypt and decrypt datasets in the age format", async () => (await import("./dataset.ts")).datasetCommand),
   lazy("audit <command>", "work with audit trails", async () => (await import("./audit.ts")).auditCommand),
   lazy("manifest", "room manifest digest, collaborators' signatures, input grants", async () => (await import("./manifest.ts")).manifestCommand),
+  lazy("k8s <command>", "render the Kubernetes objects that run a room on KubeVirt (docs/kubernetes.md)", async () => (await import("./k8s.ts")).k8sCommand),
+  lazy("version", "print airlock's version and build identity (what --host compares on a remote host)", async () => (await import("./remote-side.ts")).versionCommand),
+  lazy("remote-side <op> [dir]", false, async () => (await import("./remote-side.ts")).remoteSideCommand),
   lazy("vsock-fabric", "serve the virtio-vsock devices of QEMU guests (vhost-user-vsock backend)", async () => (await import("./vsock-fabric.ts")).vsockFabricCommand),
 ];

@@ -14,8 +14,11 @@ import { roomIdentity } from "../../launch/room-digest.ts";
 import { Pair } from "../../launch/pair.ts";
 import { projectRoot } from "../../paths.ts";
 import { checkPairName, isAlive, listPairNames, observedState, PairDir, type PairState } from "../../launch/pair-state.ts";
+import { releasePair, reservePair } from "../../fleet/reservations.ts";
+import { pairDemand } from "../../fleet/capacity.ts";
 import { printResult, setExitCode, type AirlockCommand } from "../command.ts";
 import { handleSignals } from "../signals.ts";
+import { hostOptions, hostSimple, hostUp, statusEverywhere } from "../../remote/cli.ts";
 
 const UP_TIMEOUT_MS = 300_000;
 const DOWN_TIMEOUT_MS = 15_000;
@@ -31,6 +34,7 @@ interface UpArgs {
   firmware?: string;
   "api-port"?: number;
   "api-address"?: string;
+  reservation?: string;
 }
 
 /** --firmware, shared by up and run. */
@@ -82,7 +86,7 @@ function shellQuote(s: string): string {
   return /^[A-Za-z0-9_/.,=:+@%-]+$/.test(s) ? s : `'${s.replace(/'/g, "'\\''")}'`;
 }
 
-function describeState(s: PairState): string {
+export function describeState(s: PairState): string {
   const vms = (["firewall", "sandbox"] as const).map((r) => `  ${r.padEnd(8)} ${s.vms[r].status}${s.vms[r].pid ? ` (pid ${s.vms[r].pid})` : ""}${s.vms[r].ended ? `, ${s.vms[r].ended}` : ""}`);
   return [
     `${s.name}: ${s.status}${s.reason ? ` — ${s.reason}` : ""}`,
@@ -99,21 +103,22 @@ function describeState(s: PairState): string {
 }
 
 export const upCommand: AirlockCommand = {
-  builder: (y: Argv) => pairOptions(y).option("json", { type: "boolean", default: false }),
+  builder: (y: Argv) => hostOptions(pairOptions(y).option("json", { type: "boolean", default: false })),
   handler: async (argv) => {
     const args = argv as unknown as UpArgs;
+    if ((argv as { host?: string }).host) return hostUp(argv as never, describeState);
     const manifest = loadManifest(args.manifest);
     const name = checkPairName(args.name ?? manifest.name);
     if (await handlePlanAndTee(args, manifest, name)) return;
     const dir = new PairDir(name);
-    const holder = dir.supervisorPid();
-    if (isAlive(holder)) throw new AirlockError("PAIR_EXISTS", `a pair named ${name} is already running (supervisor pid ${holder})`, { hint: `choose another --name, or \`airlock down ${name}\`` });
+    // The name and the host's room are claimed here (refused at once if taken), then handed to the supervisor.
+    const claim = await reservePair({ name, demand: pairDemand(manifest) });
     dir.remove();
     mkdirSync(dir.dir, { recursive: true, mode: 0o700 });
     const out = openSync(dir.file("supervisor.out"), "w", 0o600);
     const bin = path.join(projectRoot(), "host-tools/bin/airlock.mjs");
     const api = [...(args["api-port"] !== undefined ? ["--api-port", String(args["api-port"])] : []), ...(args["api-address"] ? ["--api-address", args["api-address"]] : [])];
-    const child = spawn(process.execPath, [bin, "supervise", manifest.file, "--name", name, "--accel", args.accel, ...(args.debug ? ["--debug"] : []), ...api], { detached: true, stdio: ["ignore", out, out] });
+    const child = spawn(process.execPath, [bin, "supervise", manifest.file, "--name", name, "--accel", args.accel, ...(args.debug ? ["--debug"] : []), ...api, "--reservation", claim.token], { detached: true, stdio: ["ignore", out, out] });
     child.unref();
     const say = (s: string): void => void process.stderr.write(`airlock: ${s}\n`);
     say(`pair ${name}: supervisor pid ${child.pid}; starting (progress in ${dir.supervisorLog})`);
@@ -144,13 +149,13 @@ export const upCommand: AirlockCommand = {
 };
 
 export const superviseCommand: AirlockCommand = {
-  builder: (y: Argv) => pairOptions(y),
+  builder: (y: Argv) => pairOptions(y).option("reservation", { type: "string", hidden: true }),
   handler: async (argv) => {
     const args = argv as unknown as UpArgs;
     const name = checkPairName(args.name ?? loadManifest(args.manifest).name);
     const dir = new PairDir(name);
     const api = { ...(args["api-port"] !== undefined ? { port: args["api-port"] } : {}), ...(args["api-address"] ? { address: args["api-address"] } : {}) };
-    const pair = new Pair({ name, manifestPath: args.manifest, accel: args.accel, debug: args.debug, hold: true, api, log: createRootLogger({ name: "supervisor", destination: dir.supervisorLog }) });
+    const pair = new Pair({ name, manifestPath: args.manifest, accel: args.accel, debug: args.debug, hold: true, api, ...(args.reservation !== undefined && { reservationToken: args.reservation }), log: createRootLogger({ name: "supervisor", destination: dir.supervisorLog }) });
     const release = handleSignals((sig) => void pair.stop(`stopped by ${sig} (airlock down)`));
     try {
       await pair.start();
@@ -164,21 +169,25 @@ export const superviseCommand: AirlockCommand = {
 };
 
 export const statusCommand: AirlockCommand = {
-  builder: (y: Argv) => y.positional("name", { type: "string" }).option("json", { type: "boolean", default: false }),
-  handler: (argv) => {
-    const args = argv as unknown as { name?: string; json: boolean };
+  builder: (y: Argv) =>
+    hostOptions(y.positional("name", { type: "string" }).option("json", { type: "boolean", default: false })).option("all-hosts", { type: "boolean", default: false, describe: "list the pairs of this host and of every host in the inventory (the default without a name when an inventory exists)" }),
+  handler: async (argv) => {
+    const args = argv as unknown as { name?: string; json: boolean; host?: string };
+    if (args.host) return hostSimple(args, ["status", ...(args.name ? [args.name] : []), ...(args.json ? ["--json"] : [])]);
     const names = args.name ? [checkPairName(args.name)] : listPairNames();
     const states = names.map((n) => observedState(new PairDir(n))).filter((s): s is PairState => s !== undefined);
     if (args.name && states.length === 0) throw new AirlockError("PAIR_NOT_FOUND", `no pair named ${args.name}`, { hint: "`airlock status` lists the pairs" });
+    if (!args.name && (await statusEverywhere(args, states, describeState))) return;
     printResult(args.json, args.name ? states[0] : states, () => (states.length ? states.map(describeState).join("\n") : "no VM pairs"));
   },
 };
 
 export const logsCommand: AirlockCommand = {
   builder: (y: Argv) =>
-    y.positional("name", { type: "string", demandOption: true }).option("vm", { choices: ["firewall", "sandbox", "supervisor"] as const, default: "firewall" as const }),
-  handler: (argv) => {
-    const args = argv as unknown as { name: string; vm: "firewall" | "sandbox" | "supervisor" };
+    hostOptions(y.positional("name", { type: "string", demandOption: true }).option("vm", { choices: ["firewall", "sandbox", "supervisor"] as const, default: "firewall" as const })),
+  handler: async (argv) => {
+    const args = argv as unknown as { name: string; vm: "firewall" | "sandbox" | "supervisor"; host?: string };
+    if (args.host) return hostSimple(args, ["logs", checkPairName(args.name), "--vm", args.vm]);
     const dir = new PairDir(checkPairName(args.name));
     if (!dir.exists) throw new AirlockError("PAIR_NOT_FOUND", `no pair named ${args.name}`, { hint: "`airlock status` lists the pairs" });
     const file = args.vm === "supervisor" ? dir.supervisorLog : dir.consoleLog(args.vm);
@@ -191,8 +200,9 @@ export const logsCommand: AirlockCommand = {
 };
 
 export const downCommand: AirlockCommand = {
-  builder: (y: Argv) => y.positional("name", { type: "string", demandOption: true }),
+  builder: (y: Argv) => hostOptions(y.positional("name", { type: "string", demandOption: true })),
   handler: async (argv) => {
+    if ((argv as { host?: string }).host) return hostSimple(argv as never, ["down", checkPairName((argv as unknown as { name: string }).name)]);
     const name = checkPairName((argv as unknown as { name: string }).name);
     const dir = new PairDir(name);
     if (!dir.exists) {
@@ -213,6 +223,7 @@ export const downCommand: AirlockCommand = {
       if (vmPid && isAlive(vmPid) && readCmdline(vmPid).includes(`airlock-${name}-${role}`)) process.kill(vmPid, "SIGKILL");
     }
     dir.remove();
+    await releasePair(name);
     process.stderr.write(`airlock: pair ${name} is down\n`);
   },
 };

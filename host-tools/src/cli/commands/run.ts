@@ -11,6 +11,7 @@ import { prepareOutDir } from "../out-dir.ts";
 import type { RunSummary } from "../../launch/run-summary.ts";
 import { handleSignals } from "../signals.ts";
 import { FIRMWARE_OPTION, handlePlanAndTee } from "./pair-commands.ts";
+import { hostOptions, hostRun } from "../../remote/cli.ts";
 
 interface RunArgs {
   manifest: string;
@@ -27,7 +28,7 @@ interface RunArgs {
 
 export const runCommand: AirlockCommand = {
   builder: (y: Argv) =>
-    y
+    hostOptions(y)
       .positional("manifest", { type: "string", demandOption: true, describe: "room manifest (YAML)" })
       .option("out", { type: "string", demandOption: true, describe: "folder for the outputs the room releases" })
       .option("name", { type: "string", describe: "pair name (default: the manifest's name)" })
@@ -40,6 +41,10 @@ export const runCommand: AirlockCommand = {
       .option("force", { type: "boolean", default: false, describe: "replace what an earlier run of this room left in --out (which must otherwise be new or empty)" }),
   handler: async (argv) => {
     const args = argv as unknown as RunArgs;
+    if ((argv as { host?: string }).host) {
+      if (args.tee !== "emulated" || args["print-plan"]) throw new AirlockError("USAGE", "--host runs emulated pairs (--tee snp and --print-plan are for the local host)");
+      return hostRun(argv as never);
+    }
     const manifest = loadManifest(args.manifest);
     if (manifest.workload.service) throw new AirlockError("USAGE", `${manifest.file} is a service room: it answers calls until it is stopped, it does not run to an end`, { hint: `airlock up ${args.manifest}, then airlock call ${manifest.name} SERVICE METHOD` });
     const name = checkPairName(args.name ?? manifest.name);
