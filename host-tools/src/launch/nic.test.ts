@@ -122,6 +122,19 @@ describe("the firewall's QEMU plan", () => {
     expect(networkPlanProblems("firewall", argv, [])).toEqual([]);
   });
 
+  it("gives a service room's firewall exactly one hostfwd, to its API port, and keeps spawning denied without guestfwd", () => {
+    const api = { hostAddress: "127.0.0.1", hostPort: 40123 };
+    const argv = qemuArgs({ ...firewall, nic: [], apiForward: api });
+    expect(values(argv, "-netdev")).toEqual(["user,id=net0,restrict=on,ipv6=off,net=10.0.2.0/24,hostfwd=tcp:127.0.0.1:40123-10.0.2.15:8443"]);
+    expect(values(argv, "-sandbox")).toEqual([QEMU_SECCOMP]);
+    expect(networkPlanProblems("firewall", argv, [], api)).toEqual([]);
+    // The plan check derives the forward itself: another port, or none expected, is refused.
+    expect(networkPlanProblems("firewall", argv, [], { ...api, hostPort: 40124 }).join("\n")).toMatch(/network backend/);
+    expect(networkPlanProblems("firewall", argv, []).join("\n")).toMatch(/has a network backend/);
+    expect(() => qemuArgs({ ...firewall, nic: [], apiForward: { hostAddress: "localhost;x", hostPort: 1 } })).toThrow(/dotted IPv4 address/);
+    expect(() => qemuArgs({ ...firewall, role: "sandbox", nic: [], apiForward: api })).toThrow(/only the firewall VM gets a NIC/);
+  });
+
   it("never gives the sandbox a NIC, and the plan check refuses one however it got there", () => {
     expect(() => qemuArgs({ ...firewall, role: "sandbox" })).toThrow(/only the firewall VM gets a NIC/);
     const sandbox = qemuArgs({ ...firewall, role: "sandbox", nic: [] });

@@ -142,7 +142,9 @@ export function networkPlanProblems(role: string, argv: readonly string[], desti
   } else {
     if (netdevs.length !== 1 || netdevs[0] !== want[0]![1]) problems.push(`the firewall plan's network backend is ${JSON.stringify(netdevs)}, expected exactly the restricted user netdev ${JSON.stringify(want[0]![1])}`);
     if (nics.length !== 1 || nics[0] !== want[1]![1]) problems.push(`the firewall plan's network devices are ${JSON.stringify(nics)}, expected exactly ${JSON.stringify(want[1]![1])}`);
-    if (seccomp.length !== 1 || seccomp[0] !== QEMU_SECCOMP_NIC) problems.push(`the firewall plan's QEMU seccomp filter is ${JSON.stringify(seccomp.join(" "))}, expected ${QEMU_SECCOMP_NIC}`);
+    // Spawning is allowed only for guestfwd's forwarders; a NIC with only the API's hostfwd needs none.
+    const filter = destinations && destinations.length > 0 ? QEMU_SECCOMP_NIC : QEMU_SECCOMP;
+    if (seccomp.length !== 1 || seccomp[0] !== filter) problems.push(`the firewall plan's QEMU seccomp filter is ${JSON.stringify(seccomp.join(" "))}, expected ${filter}`);
   }
   return problems;
 }

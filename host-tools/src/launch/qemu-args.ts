@@ -58,7 +58,7 @@ export function qemuArgs(vm: VmSpec): string[] {
     ...(vm.inspectSocket ? ["-qmp", `unix:${vm.inspectSocket},server=on,wait=off`] : []),
     // QEMU's own seccomp filter: no spawning, no privilege changes (a NIC's forwarders need
     // spawning: nic.ts says why).
-    "-sandbox", hasNic(vm) ? QEMU_SECCOMP_NIC : QEMU_SECCOMP,
+    "-sandbox", (vm.nic?.length ?? 0) > 0 ? QEMU_SECCOMP_NIC : QEMU_SECCOMP,
   ];
   args.push("-serial", vm.console === "stdio" ? "stdio" : "none");
   if (vm.vsockSocket) {

@@ -14,7 +14,8 @@ import { roomIdentity, type RoomIdentity } from "./room-digest.ts";
 import { findSnpQemu, type SnpQemu } from "./snp-qemu.ts";
 import type { SnpFirmware } from "./snp-firmware.ts";
 import { checkSevDevice } from "./prelaunch-checks.ts";
-import { checkNetworkPlan, hostNicDestinations, nicArgs } from "./nic.ts";
+import { checkNetworkPlan, hostNicDestinations, nicArgs, type ApiForward } from "./nic.ts";
+import { SERVICE_API_PORT } from "../../../proto/src/service.ts";
 
 export type Role = "firewall" | "sandbox";
 
@@ -33,6 +34,11 @@ function vsockDevice(dir: PairDir, role: Role): string[][] {
 
 /** The firewall's NIC destinations (nic.ts): the room's egress endpoints and governance; the sandbox has none. */
 const roleNic = (manifest: Manifest, role: Role) => (role === "firewall" ? hostNicDestinations(manifest) : []);
+/**
+ * A service room's API forward in the plan: the host's 127.0.0.1 and the API's own port stand for
+ * what the launch chooses (the pair's claimed port, or --api-port); devices are not measured.
+ */
+const roleApi = (manifest: Manifest, role: Role): ApiForward | undefined => (role === "firewall" && manifest.workload?.service ? { hostAddress: "127.0.0.1", hostPort: SERVICE_API_PORT } : undefined);
 
 /** One VM of the pair as its SNP plan launches it; `hostData` is the room's digest once it is known. */
 function snpSpec(manifest: Manifest, images: PairImages, dir: PairDir, firmware: SnpFirmware, role: Role, hostData?: Buffer): SnpVmSpec {
@@ -48,7 +54,7 @@ function snpSpec(manifest: Manifest, images: PairImages, dir: PairDir, firmware:
     ...(hostData && { hostData }),
     qmpSocket: dir.qmpSocket(role),
     // The same NIC as the emulated firewall's, with iommu_platform=on like the vsock device.
-    extraDevices: [...vsockDevice(dir, role), ...nicArgs(roleNic(manifest, role), true)],
+    extraDevices: [...vsockDevice(dir, role), ...nicArgs(roleNic(manifest, role), true, roleApi(manifest, role))],
     spawnsForwarders: roleNic(manifest, role).length > 0,
     console: role === "firewall" ? "stdio" : "none",
   };
@@ -58,7 +64,7 @@ function snpSpec(manifest: Manifest, images: PairImages, dir: PairDir, firmware:
 export function snpPairPlans(manifest: Manifest, images: PairImages, dir: PairDir, hostData: Buffer, firmware: SnpFirmware): Record<Role, QemuPlan> {
   const plan = (role: Role): QemuPlan => {
     const p = snpLaunchPlan(snpSpec(manifest, images, dir, firmware, role, hostData));
-    checkNetworkPlan(role, p.argv, roleNic(manifest, role));
+    checkNetworkPlan(role, p.argv, roleNic(manifest, role), roleApi(manifest, role));
     return p;
   };
   return { firewall: plan("firewall"), sandbox: plan("sandbox") };
