@@ -21,6 +21,9 @@ import { ServiceCalls } from "../proxies/service/calls.ts";
 import { scopeType, startApi } from "../proxies/service/api.ts";
 import type { AuditAppend } from "../proxies/http/proxy.ts";
 
+/** How long a reset may take: a new sandbox VM booted, attested and its server listening. */
+const RESET_BOUND_S = 240;
+
 /** Serves the room's API until the VM is stopped; throws when it cannot serve at all. */
 export async function serveServiceRoom(ctx: RunContext, keys: ReleasedKeys, firstListeners: AgentListeners): Promise<never> {
   const { room, host, audit, log } = ctx;
@@ -72,7 +75,13 @@ export async function serveServiceRoom(ctx: RunContext, keys: ReleasedKeys, firs
         const listeners = listenForAgent(ctx);
         await host.send({ case: "resetSandbox", value: {} });
         instance.close();
-        instance = await startInstance(listeners);
+        // Bounded: a new sandbox that never serves leaves the old one retired, and calls refused.
+        let timer: NodeJS.Timeout | undefined;
+        try {
+          instance = await Promise.race([startInstance(listeners), new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new AirlockError("TIMEOUT", `the new sandbox did not serve within ${RESET_BOUND_S} s`)), RESET_BOUND_S * 1000)))]);
+        } finally {
+          clearTimeout(timer);
+        }
         await host.send({ case: "serviceReady", value: { apiPort: SERVICE_API_PORT, tls: service.api.tls, apiTlsSpkiSha256: service.api.tls ? tlsSpki : "" } });
       } finally {
         resetting = false;
