@@ -19,22 +19,30 @@ export function userUuid(recipient: string): string {
 /** Above PUBLIC an answer is padded before sealing: the ciphertext's size says only its bucket. */
 const PAD_MIN = 1024;
 
-/** The padded plaintext of a sealed answer: u32 big-endian length, the answer, zeros to a power of two (capped at `max` + 4). */
-export function padAnswer(answer: Buffer, max: number): Buffer {
-  const need = 4 + answer.length;
+/** The length field of a sealed answer that says the workload failed (its words never leave). */
+const FAILED = 0xffffffff;
+
+/**
+ * The padded plaintext of a sealed answer: u32 big-endian length, the answer, zeros to a power of
+ * two (at least 1 KiB, capped at `max` + 4). `null` seals "the service failed" in the smallest
+ * bucket, so a failure looks like any small answer to whoever sees only the ciphertext.
+ */
+export function padAnswer(answer: Buffer | null, max: number): Buffer {
+  const need = 4 + (answer?.length ?? 0);
   let size = PAD_MIN;
   while (size < need) size *= 2;
   size = Math.max(need, Math.min(size, 4 + max));
-  const out = Buffer.alloc(size);
-  out.writeUInt32BE(answer.length, 0);
-  answer.copy(out, 4);
+  const out = Buffer.alloc(Math.max(size, answer ? 0 : PAD_MIN));
+  out.writeUInt32BE(answer ? answer.length : FAILED, 0);
+  answer?.copy(out, 4);
   return out;
 }
 
-/** The answer inside a padded plaintext. */
-export function unpadAnswer(padded: Buffer): Buffer {
+/** The answer inside a padded plaintext; null when the workload failed. */
+export function unpadAnswer(padded: Buffer): Buffer | null {
   if (padded.length < 4) throw new Error("a sealed answer is at least 4 bytes");
   const n = padded.readUInt32BE(0);
+  if (n === FAILED) return null;
   if (n > padded.length - 4) throw new Error("a sealed answer's length is past its end");
   return padded.subarray(4, 4 + n);
 }

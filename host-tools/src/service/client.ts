@@ -151,7 +151,9 @@ export class RoomClient {
     if (released !== "user" || !identity) return { released, sealed: Buffer.from(sealed) };
     const parts: Buffer[] = [];
     for await (const c of decrypt([sealed], [identity])) parts.push(Buffer.from(c));
-    return { output: Buffer.from(unpadAnswer(Buffer.concat(parts))), released };
+    const answer = unpadAnswer(Buffer.concat(parts));
+    if (!answer) throw new AirlockError("POLICY", "the service failed (details withheld: the answer's scope is above PUBLIC, and the workload's words are its data)");
+    return { output: Buffer.from(answer), released };
   }
 
   async call(service: string, method: string, input: Buffer, o: CallOptions = {}): Promise<CallResult> {

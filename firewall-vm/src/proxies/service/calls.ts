@@ -234,9 +234,13 @@ export class ServiceCalls {
       const result = await callWorkload({ protocol: this.o.service.protocol, service: first.service, method: first.method, body, maxResponseBytes: method.maxResponseBytes, timeoutMs: this.o.service.callTimeoutSeconds * 1000, connect: () => instance.connect() });
       const clear = this.data.scope === "PUBLIC";
       if (!result.ok) {
-        // Above PUBLIC the workload's status is its data: one bit (failed) is all that leaves.
-        const code = result.status === "timeout" ? GRPC.DEADLINE_EXCEEDED : result.tooLarge ? GRPC.RESOURCE_EXHAUSTED : GRPC.UNKNOWN;
-        throw new CallRefused(clear ? code : GRPC.UNKNOWN, clear ? `the service failed: ${result.status}` : "the service failed (details withheld: the sandbox's scope is above PUBLIC)");
+        if (clear) {
+          const code = result.status === "timeout" ? GRPC.DEADLINE_EXCEEDED : result.tooLarge ? GRPC.RESOURCE_EXHAUSTED : GRPC.UNKNOWN;
+          throw new CallRefused(code, `the service failed: ${result.status}`);
+        }
+        // Above PUBLIC the workload's status is its data: the failure is sealed like an answer
+        // (same shape, the smallest bucket), so only the caller who can open it learns it failed.
+        return await this.seal(null, release, method.maxResponseBytes);
       }
       return await this.seal(result.body, release, method.maxResponseBytes);
     } finally {
@@ -244,8 +248,12 @@ export class ServiceCalls {
     }
   }
 
-  private async seal(body: Buffer, release: Release, max: number): Promise<CallAnswer> {
-    if (release.to === "public") return { publicOutput: body, released: "public" };
+  /** The answer as `release` says; `body` null: the workload failed (sealed, above PUBLIC only). */
+  private async seal(body: Buffer | null, release: Release, max: number): Promise<CallAnswer> {
+    if (release.to === "public") {
+      if (!body) throw new CallRefused(GRPC.UNKNOWN, "the service failed");
+      return { publicOutput: body, released: "public" };
+    }
     if (release.to === "refused") throw new CallRefused(GRPC.FAILED_PRECONDITION, release.reason);
     const recipient = release.to === "user" ? release.recipient : this.o.roomRecipient!;
     const parts: Buffer[] = [];

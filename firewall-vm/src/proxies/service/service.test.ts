@@ -34,8 +34,11 @@ describe("scopes per call", () => {
     expect(padAnswer(Buffer.from("hi"), 1 << 20).length).toBe(1024);
     expect(padAnswer(Buffer.alloc(3000), 1 << 20).length).toBe(4096);
     expect(padAnswer(Buffer.alloc(3000), 3000).length).toBe(3004);
-    expect(unpadAnswer(padAnswer(Buffer.from("answer"), 100)).toString()).toBe("answer");
+    expect(unpadAnswer(padAnswer(Buffer.from("answer"), 100))?.toString()).toBe("answer");
     expect(() => unpadAnswer(Buffer.from([0, 0, 1, 0, 1]))).toThrow(/past its end/);
+    // A failure is sealed in the smallest bucket, like any small answer.
+    expect(padAnswer(null, 1 << 20).length).toBe(1024);
+    expect(unpadAnswer(padAnswer(null, 100))).toBeNull();
   });
 });
 
