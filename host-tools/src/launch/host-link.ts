@@ -231,7 +231,7 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
     const size = statSync(input.path).size;
     await sendMessage(c, HostToFirewallSchema, { case: "inputFile", value: { name, size: BigInt(size) } });
     let sent = 0;
-    for await (const chunk of createReadStream(input.path, { highWaterMark: 256 * 1024, end: size - 1 }) as AsyncIterable<Buffer>) {
+    for await (const chunk of createReadStream(input.path, { highWaterMark: INPUT_PIECE, end: size - 1 }) as AsyncIterable<Buffer>) {
       sent += chunk.length;
       await sendData(c, chunk);
     }
@@ -243,6 +243,9 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
     this.server?.close();
   }
 }
+
+/** Input bytes per read and per data frame: large writes, the firewall's 8 MiB frame bound far off. */
+const INPUT_PIECE = 1024 * 1024;
 
 /** Every case of the firewall's messages is handled above: the compiler checks it. */
 function unreachable(never: never): Error {
