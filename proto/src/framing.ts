@@ -71,9 +71,19 @@ export async function writeFrameParts(stream: Writable, parts: readonly Buffer[]
   for (const p of parts) if (p.length > 0) ok = stream.write(p);
   stream.uncork();
   if (!ok) await new Promise<void>((resolve, reject) => {
-    const onDrain = (): void => { stream.off("error", onError); resolve(); };
-    const onError = (err: Error): void => { stream.off("drain", onDrain); reject(err); };
+    const done = (err?: Error): void => {
+      stream.off("drain", onDrain);
+      stream.off("error", onError);
+      stream.off("close", onClose);
+      if (err) reject(err);
+      else resolve();
+    };
+    const onDrain = (): void => done();
+    const onError = (err: Error): void => done(err);
+    // A stream destroyed while we wait will never drain: the frame did not go.
+    const onClose = (): void => done(new AirlockError("FABRIC", "the link closed before a frame was sent"));
     stream.once("drain", onDrain);
     stream.once("error", onError);
+    stream.once("close", onClose);
   });
 }

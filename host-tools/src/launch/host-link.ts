@@ -64,6 +64,8 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
   private server: net.Server | undefined;
   private conn: net.Socket | undefined;
   private finished = false;
+  /** The inputs being sent, in the order the firewall asked for them. */
+  private inputs: Promise<void> = Promise.resolve();
   /** Where released outputs are staged and put in place. */
   readonly writer: OutputWriter;
   /** The outputs the manifest declares, and the console. */
@@ -166,7 +168,12 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
           this.emit("event", { type: "workload-exit", succeeded: msg.value.succeeded, ...(msg.value.code === undefined ? {} : { code: msg.value.code }) });
           break;
         case "inputRequest":
-          await this.sendInput(c, msg.value.name);
+          // Streamed beside this loop, one input after another: an input waits on the firewall's
+          // credit, and a firewall that stops reading it (a tampered file) still has its refusal heard.
+          this.inputs = this.inputs.then(() => this.sendInput(c, msg.value.name));
+          this.inputs.catch((err: unknown) => {
+            if (!this.finished) this.emit("lost", AirlockError.from(err, "GUEST_PROTOCOL"));
+          });
           break;
         case "outputDecided": {
           const o = msg.value;
