@@ -44,7 +44,7 @@ export interface RoomSpec {
   /** Each input's size in MiB (inputs corpus, or corpus0, corpus1... when several). */
   inputsMiB: number[];
   /** "example": examples/word-count's awk script (one input); "wc": busybox wc -w over every input; "sha256": their digests. */
-  workload: "example" | keyof typeof WORKLOADS;
+  workload: "example" | keyof typeof WORKLOADS | { files: Record<string, string> };
   timeoutSeconds?: number;
   resources?: { firewallMiB?: number; sandboxMiB?: number };
 }
@@ -96,7 +96,8 @@ export async function prepareRoom(spec: RoomSpec): Promise<PreparedRoom> {
   mkdirSync(path.join(roomDir, "keys"), { recursive: true });
   mkdirSync(path.join(roomDir, "workload"), { recursive: true });
   if (spec.workload === "example") cpSync(path.join(ROOT, "examples/word-count/workload"), path.join(roomDir, "workload"), { recursive: true });
-  else writeFileSync(path.join(roomDir, "workload/count.sh"), WORKLOADS[spec.workload]);
+  else if (typeof spec.workload === "string") writeFileSync(path.join(roomDir, "workload/count.sh"), WORKLOADS[spec.workload]);
+  else for (const [name, text] of Object.entries(spec.workload.files)) writeFileSync(path.join(roomDir, "workload", name), text);
   const keygen = (file: string): string => {
     execFileSync("age-keygen", ["-o", file], { stdio: "ignore" });
     return execFileSync("age-keygen", ["-y", file]).toString().trim();
