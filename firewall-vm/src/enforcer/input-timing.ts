@@ -1,7 +1,9 @@
 // Where an input's time goes on its way through the firewall (host → decrypt → agent), so the
 // data path's slowest hop can be named (`npm run bench -- datapath` reads it from the audit trail).
-// The loop is sequential, so the hops' times add up to the whole: waiting for the host's bytes,
-// age decrypting them, and the agent taking them (its tmpfs writes are timed by the agent itself).
+// The loop is sequential, so the hops' times add up to (nearly) the whole: waiting for the host's
+// bytes, age decrypting them, and the agent taking them (its tmpfs writes are timed by the agent
+// itself). They are wall times on one thread: what the loop does for another hop while one awaits
+// (a socket's poll callback, a record sealed) is counted in the hop that was waiting.
 // Inputs flow towards the sandbox: their timing says nothing of the sandbox's data. The
 // enforcer's memory (before and at its peak) is recorded beside, to show it bounded.
 
