@@ -34,6 +34,11 @@ async function main(): Promise<number> {
   // The launch names the TEE (airlock.tee= on the measured kernel command line; emulated by default).
   const provider = reportProvider();
   const code = await runEnforcer({ room, host, audit, key, provider, violations: new Violations(), log, hold: first.hold, brokerPublicKey, runDir: RUN_DIR });
+  // The run's last messages may still be queued for the socket: they go out before it closes (bounded).
+  await new Promise<void>((resolve) => {
+    hostStream.end(() => resolve());
+    setTimeout(resolve, 5_000).unref();
+  });
   hostStream.destroy();
   return code;
 }

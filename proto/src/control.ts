@@ -7,7 +7,7 @@ import type { Readable, Writable } from "node:stream";
 import type { DescMessage, Message, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
 import type { GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { AirlockError } from "./errors.ts";
-import { readFrames, writeFrame } from "./framing.ts";
+import { readFrames, writeFrameParts } from "./framing.ts";
 import { decodeMessage, encodeMessage } from "./wire.ts";
 
 /** Firewall → host: the firewall connects to the host (CID 2) on this vsock port. */
@@ -28,6 +28,8 @@ export const FIREWALL_CID = 3;
 
 const MESSAGE_FRAME = 1;
 const DATA_FRAME = 2;
+const MESSAGE_TYPE = Buffer.from([MESSAGE_FRAME]);
+const DATA_TYPE = Buffer.from([DATA_FRAME]);
 
 /** A frame from a peer: one message of the link's envelope (already checked), or raw bytes. */
 export type Incoming<M> = { kind: "message"; message: M } | { kind: "data"; data: Buffer };
@@ -47,15 +49,16 @@ export type Outgoing<M> = { [K in CaseOf<M>]: { case: K; value: InitOf<M, K> } }
 /** Sends one message of the link (`body` case K), checked against its declaration. */
 export async function sendMessage<M extends Message>(stream: Writable, schema: GenMessage<M>, message: Outgoing<M>): Promise<void> {
   const payload = encodeMessage(schema, { body: message } as unknown as MessageInitShape<GenMessage<M>>);
-  await writeFrame(stream, Buffer.concat([Buffer.from([MESSAGE_FRAME]), payload]));
+  await writeFrameParts(stream, [MESSAGE_TYPE, Buffer.from(payload.buffer, payload.byteOffset, payload.length)]);
 }
 
-export async function sendData(stream: Writable, data: Buffer): Promise<void> {
-  await writeFrame(stream, Buffer.concat([Buffer.from([DATA_FRAME]), data]));
+/** One data frame holding `data` (or the concatenation of several buffers, none of them copied). */
+export async function sendData(stream: Writable, data: Buffer | readonly Buffer[]): Promise<void> {
+  await writeFrameParts(stream, Buffer.isBuffer(data) ? [DATA_TYPE, data] : [DATA_TYPE, ...data]);
 }
 
 /** Sends a file's bytes as data frames of at most `piece` bytes. */
-export async function sendBytes(stream: Writable, data: Buffer, piece = 256 * 1024): Promise<void> {
+export async function sendBytes(stream: Writable, data: Buffer, piece = 1024 * 1024): Promise<void> {
   for (let off = 0; off < data.length; off += piece) await sendData(stream, data.subarray(off, off + piece));
 }
 

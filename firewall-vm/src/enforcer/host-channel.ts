@@ -4,7 +4,7 @@
 // (age).
 import type { Duplex } from "node:stream";
 import { AirlockError } from "../../../proto/src/errors.ts";
-import { expectMessage, readMessages, sendBytes, sendMessage, type CaseOf, type Incoming, type Outgoing, type ValueOf } from "../../../proto/src/control.ts";
+import { expectMessage, readMessages, sendBytes, sendData, sendMessage, type CaseOf, type Incoming, type Outgoing, type ValueOf } from "../../../proto/src/control.ts";
 import { num } from "../../../proto/src/wire.ts";
 import { FirewallToHostSchema, HostToFirewallSchema, type FirewallToHost, type HostToFirewall } from "../../../proto/gen/airlock/v1/control_pb.ts";
 
@@ -34,8 +34,10 @@ export class HostChannel {
    * Runs `fn` with the link to itself: a message followed by its data frames must not be split by
    * another sender (the audit shipper runs alongside the session).
    */
-  exclusive<T>(fn: (send: (message: ToHost) => Promise<void>, data: (bytes: Buffer) => Promise<void>) => Promise<T>): Promise<T> {
-    const p = this.lock.then(() => fn((m) => sendMessage(this.stream, FirewallToHostSchema, m), (b) => sendBytes(this.stream, b)));
+  exclusive<T>(fn: (send: (message: ToHost) => Promise<void>, data: (bytes: Buffer | readonly Buffer[]) => Promise<void>) => Promise<T>): Promise<T> {
+    // A buffer goes in frames of up to 1 MiB; a list of buffers (at most 8 MiB together) in one frame.
+    const data = (b: Buffer | readonly Buffer[]): Promise<void> => (Buffer.isBuffer(b) ? sendBytes(this.stream, b) : sendData(this.stream, b));
+    const p = this.lock.then(() => fn((m) => sendMessage(this.stream, FirewallToHostSchema, m), data));
     this.lock = p.then(
       () => undefined,
       () => undefined,

@@ -16,7 +16,8 @@ import type { Logger } from "../../../proto/src/log.ts";
 import { bodyOf, expectMessage, readMessages, sendData, sendMessage, type CaseOf, type Incoming, type Outgoing, type ValueOf } from "../../../proto/src/control.ts";
 import { num } from "../../../proto/src/wire.ts";
 import { AgentToFirewallSchema, FirewallToAgentSchema, type AgentToFirewall, type FirewallToAgent } from "../../../proto/gen/airlock/v1/agent_pb.ts";
-import { decrypt, type AgeIdentity } from "../../../proto/src/age/index.ts";
+import { CHUNK_SIZE, decrypt, type AgeIdentity } from "../../../proto/src/age/index.ts";
+import { INPUT_FRAME, InputTiming } from "./input-timing.ts";
 import { AUDIT_KINDS } from "../../../proto/src/audit/index.ts";
 import { collectionBoundSeconds, roomBytes, type RoomPlan } from "../../../proto/src/room.ts";
 import type { DataScope } from "../../../proto/src/manifest/schema.ts";
@@ -106,11 +107,22 @@ export async function serveAgent(agent: Duplex, host: HostChannel, room: RoomPla
     if (!ids) throw new AirlockError("KEY_RELEASE", `no identity for input ${input.name}`);
     await toAgent({ case: "input", value: { name: input.name, mount: input.mount } });
     let bytes = 0;
+    const timing = new InputTiming();
     try {
-      for await (const chunk of decrypt(host.input(input.name), ids)) {
+      // age's 64 KiB chunks leave in data frames of up to INPUT_FRAME (one write each, no copy).
+      let batch: Buffer[] = [];
+      let batched = 0;
+      for await (const chunk of timing.decrypting(decrypt(timing.fromHost(host.input(input.name)), ids))) {
         bytes += chunk.length;
-        await sendData(agent, chunk);
+        batch.push(chunk);
+        batched += chunk.length;
+        if (batched + CHUNK_SIZE > INPUT_FRAME) {
+          await timing.toAgent(sendData(agent, batch));
+          batch = [];
+          batched = 0;
+        }
       }
+      if (batched > 0) await timing.toAgent(sendData(agent, batch));
     } catch (err) {
       const e = AirlockError.from(err, "CRYPTO");
       await audit.append(AUDIT_KINDS.inputServed, { input: input.name, served: false, reason: e.message.slice(0, 500) });
@@ -118,12 +130,12 @@ export async function serveAgent(agent: Duplex, host: HostChannel, room: RoomPla
       throw new AirlockError(e.code, `input ${input.name}: ${e.message}`);
     }
     await toAgent({ case: "inputEnd", value: { name: input.name, bytes: BigInt(bytes) } });
-    const placed = await nextOf("inputPlaced");
+    const placed = await timing.toAgent(nextOf("inputPlaced"));
     if (placed.name !== input.name) throw new AirlockError("GUEST_PROTOCOL", `the agent did not place input ${input.name}`);
     const owner = options.ownerScopes?.get(input.name);
     const effective = owner ? stricter(owner, input.scope) : input.scope;
     const raise = scope.observe(effective, `input ${input.name}`);
-    await audit.append(AUDIT_KINDS.inputServed, { input: input.name, served: true, bytes, mount: input.mount, scope: effective, manifestScope: input.scope, ...(owner ? { ownerScope: owner } : {}), sandboxScope: scope.current, raised: raise !== null });
+    await audit.append(AUDIT_KINDS.inputServed, { input: input.name, served: true, bytes, mount: input.mount, scope: effective, manifestScope: input.scope, ...(owner ? { ownerScope: owner } : {}), sandboxScope: scope.current, raised: raise !== null, timing: timing.report(placed.writeMs) });
     log.info({ input: input.name }, "input served");
   }
 

@@ -146,6 +146,23 @@ describe("host connections: host -> guest (CONNECT)", () => {
     expect(ops()).toEqual([Op.RST]);
   });
 
+  it("resets a guest that sends beyond the credit the host granted (the guests' receive backpressure rests on it)", () => {
+    const { host, vm, fromGuest, sent, ops } = setup();
+    const s = new FakeSocket();
+    const c = host.acceptHost(vm, s);
+    s.emit("data", Buffer.from("CONNECT 80\n"));
+    const hostPort = sent[0]!.hdr.srcPort;
+    fromGuest({ srcPort: 80, dstPort: hostPort, op: Op.RESPONSE, len: 0 });
+    ops();
+    // The host program has not taken anything yet: the whole window may be sent, not a byte more.
+    fromGuest({ srcPort: 80, dstPort: hostPort, op: Op.RW }, "x".repeat(HOST_BUF_ALLOC));
+    expect(c.state).toBe("open");
+    expect(ops()).toEqual([]);
+    fromGuest({ srcPort: 80, dstPort: hostPort, op: Op.RW }, "y");
+    expect(c.state).toBe("closed");
+    expect(ops()).toEqual([Op.RST]);
+    expect(s.destroyed).toBe(true);
+  });
   it("resets on a packet its state does not allow (data before the guest accepted)", () => {
     const { host, vm, fromGuest, sent, ops } = setup();
     const s = new FakeSocket();

@@ -68,6 +68,8 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
   private server: net.Server | undefined;
   private conn: net.Socket | undefined;
   private finished = false;
+  /** The inputs being sent, in the order the firewall asked for them. */
+  private inputs: Promise<void> = Promise.resolve();
   /** Where released outputs are staged and put in place. */
   readonly writer: OutputWriter;
   /** The outputs the manifest declares, and the console. */
@@ -170,7 +172,12 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
           this.emit("event", { type: "workload-exit", succeeded: msg.value.succeeded, ...(msg.value.code === undefined ? {} : { code: msg.value.code }) });
           break;
         case "inputRequest":
-          await this.sendInput(c, msg.value.name);
+          // Streamed beside this loop, one input after another: an input waits on the firewall's
+          // credit, and a firewall that stops reading it (a tampered file) still has its refusal heard.
+          this.inputs = this.inputs.then(() => this.sendInput(c, msg.value.name));
+          this.inputs.catch((err: unknown) => {
+            if (!this.finished) this.emit("lost", AirlockError.from(err, "GUEST_PROTOCOL"));
+          });
           break;
         case "outputDecided": {
           const o = msg.value;
@@ -246,7 +253,7 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
     const size = statSync(input.path).size;
     await sendMessage(c, HostToFirewallSchema, { case: "inputFile", value: { name, size: BigInt(size) } });
     let sent = 0;
-    for await (const chunk of createReadStream(input.path, { highWaterMark: 256 * 1024, end: size - 1 }) as AsyncIterable<Buffer>) {
+    for await (const chunk of createReadStream(input.path, { highWaterMark: INPUT_PIECE, end: size - 1 }) as AsyncIterable<Buffer>) {
       sent += chunk.length;
       await sendData(c, chunk);
     }
@@ -258,6 +265,9 @@ export class HostLink extends EventEmitter<HostLinkEvents> {
     this.server?.close();
   }
 }
+
+/** Input bytes per read and per data frame: large writes, the firewall's 8 MiB frame bound far off. */
+const INPUT_PIECE = 1024 * 1024;
 
 /** Every case of the firewall's messages is handled above: the compiler checks it. */
 function unreachable(never: never): Error {

@@ -12,13 +12,17 @@ import { InputFile } from "./workload.ts";
 /** Places every input the firewall sends; resolves with the Run message that follows them. */
 export async function placeInputs(link: Writable, messages: AsyncIterator<FromFirewall>): Promise<Run> {
   let input: InputFile | undefined;
+  // Time spent writing the current input to tmpfs (reported to the firewall for the benchmark).
+  let writeMs = 0;
   for (;;) {
     const m = await messages.next();
     if (m.done) throw new Error("the firewall closed the link before the run");
     const v = m.value;
     if (v.kind === "data") {
       if (!input) throw new Error("input data outside an input");
+      const t = performance.now();
       input.write(v.data);
+      writeMs += performance.now() - t;
       continue;
     }
     const body = bodyOf(v.message);
@@ -27,12 +31,13 @@ export async function placeInputs(link: Writable, messages: AsyncIterator<FromFi
         if (input) throw new Error("an input inside an input");
         // agent.proto's FORMAT_INPUT_MOUNT has checked the mount (wire.ts).
         input = new InputFile(body.value.mount);
+        writeMs = 0;
         break;
       case "inputEnd":
         if (!input || num(body.value.bytes) !== input.bytes) throw new Error("input-end does not match the input");
         input.finish();
         input = undefined;
-        await toFirewall(link, { case: "inputPlaced", value: { name: body.value.name } });
+        await toFirewall(link, { case: "inputPlaced", value: { name: body.value.name, writeMs: Math.round(writeMs) } });
         break;
       case "abort": {
         // Stay until the firewall closes the link (bounded): it reports to the host first.

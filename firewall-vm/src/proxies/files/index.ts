@@ -24,6 +24,8 @@ import type { PrivacyProxy, ProxyContext } from "../proxy.ts";
 
 /** Plaintext pieces fed to age: its chunks are 64 KiB, so the host sees equal-sized frames. */
 const PAD_PIECE = 1024 * 1024;
+/** Sealed bytes per data frame to the host (its frames may be up to 8 MiB). */
+const SEAL_FRAME = 1024 * 1024;
 
 /** How the proxy reads the agent's account: its next message of a kind, and `size` bytes of data. */
 export interface AgentReader {
@@ -186,13 +188,27 @@ async function sealToHost(host: HostChannel, output: string, recipient: string, 
   }
   await host.send({ case: "sealedBegin", value: { output } });
   let sent = 0;
-  for await (const c of encrypt(archive(), [X25519Recipient.parse(recipient)])) {
+  // age's pieces (64 KiB chunks and their tags) leave gathered in frames of SEAL_FRAME; where the
+  // frames are cut depends only on the sealed size, which is the bucket's.
+  let batch: Buffer[] = [];
+  let batched = 0;
+  const flush = async (): Promise<void> => {
+    const parts = batch;
+    const size = batched;
+    batch = [];
+    batched = 0;
     await host.exclusive(async (send, bytes) => {
-      await send({ case: "sealedData", value: { output, size: c.length } });
-      await bytes(c);
+      await send({ case: "sealedData", value: { output, size } });
+      await bytes(parts);
     });
-    sent += c.length;
+    sent += size;
+  };
+  for await (const c of encrypt(archive(), [X25519Recipient.parse(recipient)])) {
+    batch.push(c);
+    batched += c.length;
+    if (batched >= SEAL_FRAME) await flush();
   }
+  if (batched > 0) await flush();
   await host.send({ case: "sealedEnd", value: { output, bytes: BigInt(sent) } });
   return sent;
 }
