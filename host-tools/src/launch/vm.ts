@@ -14,6 +14,8 @@ export const QMP_SOCKET_TIMEOUT_MS = 10_000;
 export const STOP_TIMEOUT_MS = 3_000;
 /** How long a dropped QMP link waits for the QEMU exit that usually explains it. */
 export const QMP_LOSS_GRACE_MS = 1_000;
+/** The same once QEMU announced SHUTDOWN: its exit is certain but may be reaped late (past this, the pair fails closed). */
+const QMP_SHUTDOWN_GRACE_MS = 10_000;
 
 export interface VmEvents {
   /** The QEMU process ended; `how` says how in words. */
@@ -94,15 +96,20 @@ export class Vm extends EventEmitter<VmEvents> {
         await new Promise((r) => setTimeout(r, 20));
       }
     }
+    let shuttingDown = false;
     this.qmp.on("event", (e) => {
-      if (e.event === "SHUTDOWN") this.poweredOffByGuest = e.data.guest === true;
+      if (e.event === "SHUTDOWN") {
+        this.poweredOffByGuest = e.data.guest === true;
+        shuttingDown = true;
+      }
     });
     this.qmp.on("close", (err) => {
       if (this.stopping || this.endedHow !== undefined) return;
-      // QEMU closes QMP as it exits: give the exit a moment to be seen before calling it a loss.
+      // QEMU closes QMP as it exits: give the exit a moment to be seen before calling it a loss —
+      // longer once QEMU has said it is shutting down (a loaded host reaps it late).
       const timer = setTimeout(() => {
         if (!this.stopping && this.endedHow === undefined) this.emit("qmp-lost", err ?? new Error("QMP closed"));
-      }, QMP_LOSS_GRACE_MS);
+      }, shuttingDown ? QMP_SHUTDOWN_GRACE_MS : QMP_LOSS_GRACE_MS);
       void this.exited?.then(() => clearTimeout(timer));
     });
   }
