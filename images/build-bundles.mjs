@@ -3,8 +3,9 @@
 // of the measured boot images, so the build must be deterministic: no timestamps, no absolute
 // paths, sorted inputs (esbuild guarantees stable output for the same sources and options).
 import { build } from "esbuild";
-import { existsSync, readdirSync, rmSync } from "node:fs";
-import { fileURLToPath } from "node:url";
+import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import path from "node:path";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
@@ -71,6 +72,31 @@ const lazyStringWidth = {
   },
 };
 
+// `airlock --help` as yargs lays it out, rendered here for the common widths and defined into the
+// CLI's entry (host-tools/src/main.ts prints it without loading yargs). The renderer is the CLI's
+// own parser (cli/run-cli.ts topLevelHelp), bundled without the commands' modules, which the
+// top-level help never loads; host-tools/src/cli/run-cli.test.ts checks both print the same.
+async function renderTopLevelHelp() {
+  const dir = mkdtempSync(path.join(tmpdir(), "airlock-help-"));
+  try {
+    const file = path.join(dir, "help.mjs");
+    await build({
+      ...common,
+      entryPoints: ["host-tools/src/cli/run-cli.ts"],
+      outfile: file,
+      plugins: [
+        lazyStringWidth,
+        { name: "no-command-modules", setup: (b) => b.onResolve({ filter: /.*/ }, (args) => (args.kind === "dynamic-import" && args.importer.endsWith(path.join("cli", "commands", "index.ts")) ? { path: args.path, external: true } : undefined)) },
+      ],
+    });
+    const { topLevelHelp } = await import(pathToFileURL(file).href);
+    const widths = [80, 100, 110]; // cli/help-width.ts PREBUILT_HELP_WIDTHS
+    return Object.fromEntries(await Promise.all(widths.map(async (w) => [String(w), await topLevelHelp(w)])));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 // The host CLI: an entry that only parses the command line, and one chunk per command's code,
 // imported when that command is chosen (cli/commands/index.ts), so `airlock --help` loads none of
 // it. Chunks are content-named; the ones an earlier build left are removed after the build.
@@ -84,6 +110,8 @@ const host = build({
   chunkNames: "airlock-chunks/[name]-[hash]",
   metafile: true,
   plugins: [lazyStringWidth],
+  // A string literal (JSON), so that it stays in the entry rather than a module of its own.
+  define: { AIRLOCK_PREBUILT_HELP: JSON.stringify(JSON.stringify(await renderTopLevelHelp())) },
 }).then((result) => {
   const written = new Set(Object.keys(result.metafile.outputs).map((f) => path.resolve(root, f)));
   for (const f of existsSync(path.join(root, hostChunks)) ? readdirSync(path.join(root, hostChunks)) : []) {

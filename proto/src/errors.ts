@@ -5,8 +5,10 @@
 // input or a refusal, 1 a failed check, 3 an internal fault) and its one-line summary. README.md
 // lists them in a table that proto/src/errors.test.ts keeps in step with this one. The codes as
 // they cross the wire are proto/airlock/v1/errors.proto's ErrorCode: the `satisfies` below makes
-// the compiler refuse a code missing from either list.
-import { ErrorCode as WireErrorCode } from "../gen/airlock/v1/errors_pb.ts";
+// the compiler refuse a code missing from either list, and WIRE_NUMBERS one numbered otherwise.
+// The generated enum is imported for its type alone: its module boots @bufbuild/protobuf's
+// descriptors when evaluated, which every command (and `airlock --help`) would otherwise pay for.
+import type { ErrorCode as WireErrorCode } from "../gen/airlock/v1/errors_pb.ts";
 
 export const ERROR_CODES = {
   USAGE: { exit: 2, summary: "bad command-line usage" },
@@ -50,13 +52,23 @@ export const ERROR_CODES = {
 
 export type ErrorCode = keyof typeof ERROR_CODES;
 
+/** Each code's number on the wire, as errors.proto declares it (the compiler checks every one). */
+const WIRE_NUMBERS = {
+  USAGE: 1, MANIFEST_INVALID: 2, MANIFEST_SIGNATURE: 3, KEY_INVALID: 4, KEY_POLICY: 5, FILE_UNREADABLE: 6, CONFLICT: 7, IMAGE_BUILD: 8,
+  IMAGE_MISSING: 9, QMP_PROTOCOL: 10, QMP_COMMAND: 11, QMP_CLOSED: 12, TIMEOUT: 13, LAUNCH: 14, PAIR_NOT_FOUND: 15, PAIR_EXISTS: 16,
+  PAIR_FAILED: 17, PAIR_NAME: 18, ACCEL_UNAVAILABLE: 19, TEE_UNSUPPORTED: 20, FABRIC: 21, FABRIC_CONFIG: 22, GUEST_PROTOCOL: 23,
+  MEASURE: 24, REPORT_INVALID: 25, REPORT_REJECTED: 26, CERT_INVALID: 27, KEY_RELEASE: 28, LISTEN: 29, CRYPTO: 30, POLICY: 31,
+  AUDIT_INVALID: 32, CONSENT: 33, INTERNAL: 34, CAPACITY: 35, HOST_KEY: 40, REMOTE: 41,
+} as const satisfies { readonly [K in ErrorCode]: (typeof WireErrorCode)[K] };
+
+const CODE_OF_WIRE = new Map<number, ErrorCode>(Object.entries(WIRE_NUMBERS).map(([code, n]) => [n, code as ErrorCode]));
+
 /** A code as it crosses the wire. */
-export const errorCodeToWire = (code: ErrorCode): WireErrorCode => WireErrorCode[code];
+export const errorCodeToWire = (code: ErrorCode): WireErrorCode => WIRE_NUMBERS[code];
 
 /** A code from the wire (decoding refused values the enum does not declare). */
 export function errorCodeFromWire(wire: WireErrorCode): ErrorCode {
-  const name = WireErrorCode[wire];
-  return name !== undefined && isErrorCode(name) ? name : "INTERNAL";
+  return CODE_OF_WIRE.get(wire) ?? "INTERNAL";
 }
 
 /** True for a code declared above (own keys only: "constructor" or "toString" are not codes). */

@@ -33,7 +33,12 @@ describe("the contracts' declarations", () => {
   it("declare each error code once, the same on the wire as in errors.ts", () => {
     const wire = Object.keys(ErrorCode).filter((k) => Number.isNaN(Number(k)) && k !== "UNSPECIFIED");
     expect(wire.sort()).toEqual(Object.keys(ERROR_CODES).sort());
-    for (const code of Object.keys(ERROR_CODES) as (keyof typeof ERROR_CODES)[]) expect(errorCodeFromWire(errorCodeToWire(code))).toBe(code);
+    for (const code of Object.keys(ERROR_CODES) as (keyof typeof ERROR_CODES)[]) {
+      expect(errorCodeToWire(code), code).toBe(ErrorCode[code]);
+      expect(errorCodeFromWire(errorCodeToWire(code))).toBe(code);
+    }
+    expect(errorCodeFromWire(ErrorCode.UNSPECIFIED)).toBe("INTERNAL");
+    expect(errorCodeFromWire(999 as ErrorCode)).toBe("INTERNAL");
   });
 });
 

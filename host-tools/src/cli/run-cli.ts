@@ -1,7 +1,8 @@
-import yargs from "yargs";
+import yargs, { type Argv } from "yargs";
 import { AirlockError, ERROR_CODES, exitStatusOf, RUN_EXIT, RUN_EXIT_SUMMARY, type ErrorCode } from "../../../proto/src/errors.ts";
 import { commands } from "./commands/index.ts";
 import { requestedExitCode } from "./command.ts";
+import { helpWidth } from "./help-width.ts";
 
 /** Words of `text` in lines of at most `width` characters, the first after `first`, the rest indented as far. */
 function hanging(first: string, text: string, width: number): string {
@@ -33,11 +34,11 @@ export function exitStatusHelp(width = 100): string {
   ].join("\n");
 }
 
-/** Runs one command line; returns the exit status (a handler's, or its error code's from ERROR_CODES). */
-export async function runCli(argv: string[]): Promise<number> {
-  const width = Math.min(110, process.stdout.columns ?? 100);
-  const parser = yargs(argv)
+/** airlock's parser for one command line, laying its help out at `width` columns. */
+function cliParser(argv: string[], width: number): Argv {
+  return yargs(argv)
     .scriptName("airlock")
+    .locale("en")
     .usage("$0 <command> [options]\n\nA confidential clean room built from two VMs.")
     .command(commands)
     .demandCommand(1, "name a command (see --help)")
@@ -51,6 +52,20 @@ export async function runCli(argv: string[]): Promise<number> {
     .fail((msg, err) => {
       throw err ?? new AirlockError("USAGE", msg, { hint: "see `airlock --help`" });
     });
+}
+
+/**
+ * What `airlock --help` prints (less console.log's final newline), as yargs lays it out at `width`.
+ * The build renders it for PREBUILT_HELP_WIDTHS into the bundle, so that main.ts prints it without
+ * loading yargs; run-cli.test.ts checks it is what the parser itself prints.
+ */
+export async function topLevelHelp(width: number): Promise<string> {
+  return cliParser([], width).getHelp();
+}
+
+/** Runs one command line; returns the exit status (a handler's, or its error code's from ERROR_CODES). */
+export async function runCli(argv: string[]): Promise<number> {
+  const parser = cliParser(argv, helpWidth());
   try {
     await parser.parseAsync();
     return requestedExitCode;
