@@ -20,7 +20,7 @@
 // AIRLOCK_BENCH_FLEET_PARTS picks parts (comma list of upload, up, pairs; default all).
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { loadavg, tmpdir } from "node:os";
 import path from "node:path";
 import { roomIdentity } from "../../host-tools/src/launch/room-digest.ts";
 import type { ImageInfo } from "../../host-tools/src/images/build.ts";
@@ -248,6 +248,9 @@ export async function upHostVsLocal(report: Reporter, sshd: TestSshd): Promise<v
 
 const bench: Bench = async (report) => {
   const parts = (process.env.AIRLOCK_BENCH_FLEET_PARTS ?? "upload,up,pairs").split(",");
+  // The machine may be shared: say how loaded it was (the ratios compare runs alternated within it).
+  const load = (): string => loadavg().map((x) => x.toFixed(2)).join(" ");
+  report.log(`load average at start: ${load()}`);
   if (parts.includes("upload") || parts.includes("up")) {
     const sshd = await startSshd();
     try {
@@ -258,5 +261,6 @@ const bench: Bench = async (report) => {
     }
   }
   if (parts.includes("pairs")) await pairsPerHour(report);
+  report.log(`load average at end: ${load()}`);
 };
 export default bench;

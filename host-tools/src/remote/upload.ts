@@ -20,6 +20,8 @@ import type { SshConnection } from "./connection.ts";
 /** Bytes per SFTP write (OpenSSH takes up to 256 KiB; ssh2 splits to the server's limit) and writes in flight. */
 const CHUNK = 64 * 1024;
 const IN_FLIGHT = 32;
+/** Bytes per local read. */
+const READ_BLOCK = 1 << 20;
 /** Hashes each remote file named on a line of stdin as it comes, `<hex> *<path>` per line (both tools print that form). */
 const HASH_LOOP = `while IFS= read -r f; do if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r -- "$f"; else sha256sum -b -- "$f"; fi; done`;
 
@@ -151,20 +153,23 @@ export class BlobUploader {
   }
 
   /**
-   * Uploads blobs (or finds them there), one after the other, then hashes every one sent on the
+   * Uploads blobs (or finds them there), one after the other (largest first), then hashes every one sent on the
    * remote host in one command and renames those that match into place. A mismatch removes that
    * partial file and fails (after the others are in place). onBytes sees each blob's bytes sent.
    */
   async uploadAll(blobs: Blob[], onBytes?: (blob: Blob, sent: number) => void): Promise<UploadReport[]> {
-    const reports: UploadReport[] = [];
+    const reports: UploadReport[] = new Array<UploadReport>(blobs.length);
     const sent: { blob: Blob; part: string; report: UploadReport }[] = [];
     let hasher: RemoteHasher | undefined;
-    for (const blob of blobs) {
+    // Largest first: each hash overlaps the next transfer, so the one left to wait for is the smallest.
+    const order = blobs.map((_, i) => i).sort((a, b) => blobs[b]!.size - blobs[a]!.size);
+    for (const i of order) {
+      const blob = blobs[i]!;
       if (!HEX64.test(blob.sha256)) throw new AirlockError("INTERNAL", `not a sha256: ${blob.sha256}`);
       const final = this.path(blob.sha256);
       const pending = sent.find((s) => s.blob.sha256 === blob.sha256);
       if (pending || (await remoteSize(this.sftp, final)) === blob.size) {
-        reports.push(pending?.report ?? { sha256: blob.sha256, size: blob.size, sent: 0, status: "present" });
+        reports[i] = pending?.report ?? { sha256: blob.sha256, size: blob.size, sent: 0, status: "present" };
         continue;
       }
       const part = `${final}.part`;
@@ -183,7 +188,7 @@ export class BlobUploader {
       // The remote host hashes what it has: the whole file, resumed or not.
       hasher.add(part);
       const report: UploadReport = { sha256: blob.sha256, size: blob.size, sent: n, status: offset > 0 ? "resumed" : "uploaded" };
-      reports.push(report);
+      reports[i] = report;
       sent.push({ blob, part, report });
     }
     if (!hasher) return reports;
@@ -222,33 +227,47 @@ export class BlobUploader {
           clearTimeout(stall);
           stall = setTimeout(() => fail(new Error(`no progress for ${STALL_MS / 1000} s`)), STALL_MS);
         };
+        // The file is read a block at a time (fewer reads, fewer buffers to collect than one per
+        // write); each write takes a slice of the current block (ssh2 copies it into its packet).
+        let block: Buffer | undefined;
+        let blockPos = 0;
+        let reading = false;
         const pump = (): void => {
-          while (!failed && active < IN_FLIGHT && next < blob.size) {
+          while (!failed && !reading && active < IN_FLIGHT && next < blob.size) {
+            if (!block || next >= blockPos + block.length) {
+              const pos = next;
+              const len = Math.min(READ_BLOCK, blob.size - pos);
+              const buf = Buffer.allocUnsafe(len);
+              reading = true;
+              local.read(buf, 0, len, pos).then(
+                ({ bytesRead }) => {
+                  reading = false;
+                  if (bytesRead !== len) return fail(new AirlockError("FILE_UNREADABLE", `${blob.file} changed while it was uploaded`));
+                  block = buf;
+                  blockPos = pos;
+                  pump();
+                },
+                (err: Error) => {
+                  reading = false;
+                  fail(err);
+                },
+              );
+              return;
+            }
             const pos = next;
-            const len = Math.min(CHUNK, blob.size - pos);
+            const len = Math.min(CHUNK, blockPos + block.length - pos);
             next += len;
             active++;
-            const buf = Buffer.allocUnsafe(len);
-            local.read(buf, 0, len, pos).then(
-              ({ bytesRead }) => {
-                if (bytesRead !== len) throw new AirlockError("FILE_UNREADABLE", `${blob.file} changed while it was uploaded`);
-                this.sftp.write(handle, buf, 0, len, pos, (err) => {
-                  active--;
-                  if (err) return fail(err);
-                  sent += len;
-                  progressed();
-                  onBytes?.(sent);
-                  if (next >= blob.size && active === 0) finish();
-                  else pump();
-                });
-              },
-              (err: Error) => {
-                active--;
-                fail(err);
-              },
-            );
+            this.sftp.write(handle, block, pos - blockPos, len, pos, (err) => {
+              active--;
+              if (err) return fail(err);
+              sent += len;
+              progressed();
+              onBytes?.(sent);
+              pump();
+            });
           }
-          if (next >= blob.size && active === 0) finish();
+          if (!failed && next >= blob.size && active === 0) finish();
         };
         const finish = (): void => {
           clearTimeout(stall);
