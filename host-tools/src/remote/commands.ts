@@ -17,7 +17,7 @@ import { CONSOLE_OUTPUT } from "../../../proto/src/manifest/schema.ts";
 import { SshConnection } from "./connection.ts";
 import { loadInventory, resolveHost, type HostOptions, type RemoteHost } from "./inventory.ts";
 import { checkRemoteAirlock, printable, remoteAirlockCommand, shellQuote } from "./remote-airlock.ts";
-import { BlobUploader, hashFile } from "./upload.ts";
+import { BlobUploader, hashFile, type Blob } from "./upload.ts";
 import { planBlobs, planRoom, wirePlan } from "./stage.ts";
 import { BROKER_KEY_ENV, BROKER_SOCKET_ENV, serveBrokerOverSsh, type ServedBroker } from "./broker-relay.ts";
 import type { RemoteInfo } from "./remote-side.ts";
@@ -69,21 +69,17 @@ async function stageRoom(remote: Remote, manifest: Manifest, say: Say): Promise<
   try {
     const total = blobs.reduce((n, b) => n + b.size, 0);
     say(`uploading ${blobs.length} file(s), ${(total / 2 ** 20).toFixed(1)} MiB, to ${remote.conn.label} (content-addressed: files already there are skipped)`);
-    let sent = 0;
-    let present = 0;
-    for (const b of blobs) {
-      let lastTenth = 0;
-      const r = await uploader.upload(b, (n) => {
-        const tenth = Math.floor((n / b.size) * 10);
-        if (b.size > 8 << 20 && tenth > lastTenth) {
-          lastTenth = tenth;
-          say(`  ${path.basename(b.file)}: ${tenth * 10}% of ${(b.size / 2 ** 20).toFixed(1)} MiB`);
-        }
-      });
-      sent += r.sent;
-      if (r.status === "present") present++;
-      else if (r.status === "resumed") say(`  ${path.basename(b.file)}: resumed a cut upload (${r.sent} of ${r.size} bytes sent), verified`);
-    }
+    const tenths = new Map<Blob, number>();
+    const reports = await uploader.uploadAll(blobs, (b, n) => {
+      const tenth = Math.floor((n / b.size) * 10);
+      if (b.size > 8 << 20 && tenth > (tenths.get(b) ?? 0)) {
+        tenths.set(b, tenth);
+        say(`  ${path.basename(b.file)}: ${tenth * 10}% of ${(b.size / 2 ** 20).toFixed(1)} MiB`);
+      }
+    });
+    const sent = reports.reduce((k, r) => k + r.sent, 0);
+    const present = reports.filter((r) => r.status === "present").length;
+    for (const [i, r] of reports.entries()) if (r.status === "resumed") say(`  ${path.basename(blobs[i]!.file)}: resumed a cut upload (${r.sent} of ${r.size} bytes sent), verified`);
     say(`upload done: ${(sent / 2 ** 20).toFixed(1)} MiB sent, ${present} file(s) already there; every file verified by its SHA-256 on arrival`);
   } finally {
     uploader.close();

@@ -1,20 +1,88 @@
 // Content-addressed uploads into the remote cache: `<cache>/blobs/sha256/<hex>`. A blob already
 // there is skipped; a cut transfer leaves `<hex>.part`, which the next upload continues from its
-// size; the remote host hashes the whole file (sha256sum) before it is renamed into place, so a
-// blob under its final name is always whole and right. Writes are pipelined (many SFTP requests
-// in flight), as scp and sftp do, so the link's latency does not bound the throughput.
+// size; the remote host hashes the whole file before it is renamed into place, so a blob under its
+// final name is always whole and right. Writes are pipelined (many SFTP requests in flight), as
+// scp and sftp do, so the link's latency does not bound the throughput.
+//
+// Everything goes through one SFTP session (folders made, sizes asked, files written, renamed)
+// and one command per batch of blobs (the hashes): opening an SSH session (sshd forks, execs a
+// shell) costs about as much as sending 30 MiB here, so a session per file would dominate
+// (README.md § Figures). The hash is OpenSSL's where the host has it (SHA extensions: ~5× faster
+// than coreutils' sha256sum, which is the fallback).
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { open, stat } from "node:fs/promises";
 import path from "node:path";
-import type { SFTPWrapper } from "ssh2";
+import type { ClientChannel, SFTPWrapper } from "ssh2";
 import { AirlockError } from "../../../proto/src/errors.ts";
 import type { SshConnection } from "./connection.ts";
-import { shellQuote } from "./remote-airlock.ts";
 
 /** Bytes per SFTP write (OpenSSH takes up to 256 KiB; ssh2 splits to the server's limit) and writes in flight. */
 const CHUNK = 64 * 1024;
 const IN_FLIGHT = 32;
+/** Bytes per local read. */
+const READ_BLOCK = 1 << 20;
+/** Hashes each remote file named on a line of stdin as it comes, `<hex> *<path>` per line (both tools print that form). */
+const HASH_LOOP = `while IFS= read -r f; do if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r -- "$f"; else sha256sum -b -- "$f"; fi; done`;
+
+/**
+ * One remote command hashing the files handed to it while the next ones are sent: its session
+ * opens during the first transfer and each hash overlaps the next file's, so only the last file's
+ * hash adds to the upload's time.
+ */
+class RemoteHasher {
+  private readonly channel: Promise<ClientChannel>;
+  private readonly closed: Promise<{ stdout: string; stderr: string }>;
+
+  constructor(conn: SshConnection) {
+    this.channel = conn.execStream(HASH_LOOP);
+    this.closed = this.channel.then(
+      (ch) =>
+        new Promise((resolve) => {
+          let stdout = "";
+          let stderr = "";
+          ch.on("data", (d: Buffer) => stdout.length < 1 << 20 && (stdout += d.toString("utf8")));
+          ch.stderr.on("data", (d: Buffer) => stderr.length < 64 * 1024 && (stderr += d.toString("utf8")));
+          ch.on("close", () => resolve({ stdout, stderr }));
+        }),
+    );
+    this.channel.catch(() => {}); // surfaces in done()
+  }
+
+  add(file: string): void {
+    if (file.includes("\n")) throw new AirlockError("REMOTE", `the remote cache path ${JSON.stringify(file)} holds a line break`);
+    void this.channel.then((ch) => ch.write(`${file}\n`), () => {});
+  }
+
+  /** Ends the command without waiting for it (a transfer failed). */
+  abort(): void {
+    void this.channel.then((ch) => ch.close(), () => {});
+  }
+
+  /** Every hash, by path, once the command has hashed all it was given (bounded). */
+  async done(timeoutMs: number): Promise<{ hashes: Map<string, string>; stderr: string }> {
+    const ch = await this.channel;
+    ch.end();
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        ch.close();
+        reject(new AirlockError("TIMEOUT", `hashing the uploaded files did not finish within ${Math.round(timeoutMs / 1000)} s`));
+      }, timeoutMs);
+    });
+    try {
+      const { stdout, stderr } = await Promise.race([this.closed, timeout]);
+      const hashes = new Map<string, string>();
+      for (const line of stdout.split("\n")) {
+        const m = /^([0-9a-f]{64}) \*(.+)$/.exec(line);
+        if (m) hashes.set(m[2]!, m[1]!);
+      }
+      return { hashes, stderr };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}
 const HEX64 = /^[0-9a-f]{64}$/;
 /** A transfer during which no write completes for this long is cut (the link is gone or stuck). */
 const STALL_MS = 60_000;
@@ -65,9 +133,14 @@ export class BlobUploader {
 
   static async open(conn: SshConnection, remoteCache: string): Promise<BlobUploader> {
     const dir = path.posix.join(remoteCache, "blobs", "sha256");
-    const r = await conn.exec(`mkdir -p -m 700 ${shellQuote(dir)}`, { timeoutMs: 30_000 });
-    if (r.code !== 0) throw new AirlockError("REMOTE", `${conn.label}: cannot create ${dir}: ${r.stderr.trim().slice(0, 200)}`);
-    return new BlobUploader(conn, await conn.sftp(), dir);
+    const sftp = await conn.sftp();
+    try {
+      await mkdirs(sftp, dir);
+    } catch (err) {
+      sftp.end();
+      throw new AirlockError("REMOTE", `${conn.label}: cannot create ${dir}: ${(err as Error).message.slice(0, 200)}`);
+    }
+    return new BlobUploader(conn, sftp, dir);
   }
 
   path(sha256: string): string {
@@ -76,24 +149,63 @@ export class BlobUploader {
 
   /** Uploads one blob (or finds it there); onBytes sees the bytes sent so far. */
   async upload(blob: Blob, onBytes?: (sent: number) => void): Promise<UploadReport> {
-    if (!HEX64.test(blob.sha256)) throw new AirlockError("INTERNAL", `not a sha256: ${blob.sha256}`);
-    const final = this.path(blob.sha256);
-    if ((await remoteSize(this.sftp, final)) === blob.size) return { sha256: blob.sha256, size: blob.size, sent: 0, status: "present" };
-    const part = `${final}.part`;
-    const have = await remoteSize(this.sftp, part);
-    // Writes complete out of order, so a cut may leave holes in the last IN_FLIGHT chunks below the
-    // partial file's size; those are written again (the rest was complete when they were issued).
-    const offset = have !== undefined && have <= blob.size ? Math.max(0, have - IN_FLIGHT * CHUNK) : 0;
-    const sent = await this.send(blob, part, offset, onBytes);
-    // The remote host hashes what it has: the whole file, resumed or not.
-    const r = await this.conn.exec(`sha256sum -b -- ${shellQuote(part)}`, { timeoutMs: 300_000, maxStdout: 4096 });
-    const got = /^([0-9a-f]{64}) /.exec(r.stdout.toString("latin1"))?.[1];
-    if (r.code !== 0 || got !== blob.sha256) {
-      await p((cb) => this.sftp.unlink(part, (e) => cb(e, undefined))).catch(() => {});
-      throw new AirlockError("REMOTE", `${this.conn.label}: ${path.basename(blob.file)} arrived as sha256 ${got ?? "?"} (${r.stderr.trim().slice(0, 100) || "no hash"}), not ${blob.sha256}; the partial upload was removed`, { hint: "run the command again (the upload starts over)" });
+    return (await this.uploadAll([blob], onBytes && ((_b, sent) => onBytes(sent))))[0]!;
+  }
+
+  /**
+   * Uploads blobs (or finds them there), one after the other (largest first), then hashes every one sent on the
+   * remote host in one command and renames those that match into place. A mismatch removes that
+   * partial file and fails (after the others are in place). onBytes sees each blob's bytes sent.
+   */
+  async uploadAll(blobs: Blob[], onBytes?: (blob: Blob, sent: number) => void): Promise<UploadReport[]> {
+    const reports: UploadReport[] = new Array<UploadReport>(blobs.length);
+    const sent: { blob: Blob; part: string; report: UploadReport }[] = [];
+    let hasher: RemoteHasher | undefined;
+    // Largest first: each hash overlaps the next transfer, so the one left to wait for is the smallest.
+    const order = blobs.map((_, i) => i).sort((a, b) => blobs[b]!.size - blobs[a]!.size);
+    for (const i of order) {
+      const blob = blobs[i]!;
+      if (!HEX64.test(blob.sha256)) throw new AirlockError("INTERNAL", `not a sha256: ${blob.sha256}`);
+      const final = this.path(blob.sha256);
+      const pending = sent.find((s) => s.blob.sha256 === blob.sha256);
+      if (pending || (await remoteSize(this.sftp, final)) === blob.size) {
+        reports[i] = pending?.report ?? { sha256: blob.sha256, size: blob.size, sent: 0, status: "present" };
+        continue;
+      }
+      const part = `${final}.part`;
+      const have = await remoteSize(this.sftp, part);
+      // Writes complete out of order, so a cut may leave holes in the last IN_FLIGHT chunks below the
+      // partial file's size; those are written again (the rest was complete when they were issued).
+      const offset = have !== undefined && have <= blob.size ? Math.max(0, have - IN_FLIGHT * CHUNK) : 0;
+      hasher ??= new RemoteHasher(this.conn);
+      let n: number;
+      try {
+        n = await this.send(blob, part, offset, onBytes && ((k) => onBytes(blob, k)));
+      } catch (err) {
+        hasher.abort();
+        throw err;
+      }
+      // The remote host hashes what it has: the whole file, resumed or not.
+      hasher.add(part);
+      const report: UploadReport = { sha256: blob.sha256, size: blob.size, sent: n, status: offset > 0 ? "resumed" : "uploaded" };
+      reports[i] = report;
+      sent.push({ blob, part, report });
     }
-    await p((cb) => this.sftp.ext_openssh_rename(part, final, (e) => cb(e, undefined)));
-    return { sha256: blob.sha256, size: blob.size, sent, status: offset > 0 ? "resumed" : "uploaded" };
+    if (!hasher) return reports;
+    const bytes = sent.reduce((k, s) => k + s.blob.size, 0);
+    const { hashes: got, stderr } = await hasher.done(300_000 + bytes / 10_000);
+    let failure: AirlockError | undefined;
+    for (const { blob, part } of sent) {
+      const hash = got.get(part);
+      if (hash !== blob.sha256) {
+        await p((cb) => this.sftp.unlink(part, (e) => cb(e, undefined))).catch(() => {});
+        failure ??= new AirlockError("REMOTE", `${this.conn.label}: ${path.basename(blob.file)} arrived as sha256 ${hash ?? "?"} (${stderr.trim().slice(0, 100) || "no hash"}), not ${blob.sha256}; the partial upload was removed`, { hint: "run the command again (the upload starts over)" });
+        continue;
+      }
+      await p((cb) => this.sftp.ext_openssh_rename(part, this.path(blob.sha256), (e) => cb(e, undefined)));
+    }
+    if (failure) throw failure;
+    return reports;
   }
 
   /** Writes [offset, size) of the local file into the remote one, IN_FLIGHT writes at a time. */
@@ -115,33 +227,47 @@ export class BlobUploader {
           clearTimeout(stall);
           stall = setTimeout(() => fail(new Error(`no progress for ${STALL_MS / 1000} s`)), STALL_MS);
         };
+        // The file is read a block at a time (fewer reads, fewer buffers to collect than one per
+        // write); each write takes a slice of the current block (ssh2 copies it into its packet).
+        let block: Buffer | undefined;
+        let blockPos = 0;
+        let reading = false;
         const pump = (): void => {
-          while (!failed && active < IN_FLIGHT && next < blob.size) {
+          while (!failed && !reading && active < IN_FLIGHT && next < blob.size) {
+            if (!block || next >= blockPos + block.length) {
+              const pos = next;
+              const len = Math.min(READ_BLOCK, blob.size - pos);
+              const buf = Buffer.allocUnsafe(len);
+              reading = true;
+              local.read(buf, 0, len, pos).then(
+                ({ bytesRead }) => {
+                  reading = false;
+                  if (bytesRead !== len) return fail(new AirlockError("FILE_UNREADABLE", `${blob.file} changed while it was uploaded`));
+                  block = buf;
+                  blockPos = pos;
+                  pump();
+                },
+                (err: Error) => {
+                  reading = false;
+                  fail(err);
+                },
+              );
+              return;
+            }
             const pos = next;
-            const len = Math.min(CHUNK, blob.size - pos);
+            const len = Math.min(CHUNK, blockPos + block.length - pos);
             next += len;
             active++;
-            const buf = Buffer.allocUnsafe(len);
-            local.read(buf, 0, len, pos).then(
-              ({ bytesRead }) => {
-                if (bytesRead !== len) throw new AirlockError("FILE_UNREADABLE", `${blob.file} changed while it was uploaded`);
-                this.sftp.write(handle, buf, 0, len, pos, (err) => {
-                  active--;
-                  if (err) return fail(err);
-                  sent += len;
-                  progressed();
-                  onBytes?.(sent);
-                  if (next >= blob.size && active === 0) finish();
-                  else pump();
-                });
-              },
-              (err: Error) => {
-                active--;
-                fail(err);
-              },
-            );
+            this.sftp.write(handle, block, pos - blockPos, len, pos, (err) => {
+              active--;
+              if (err) return fail(err);
+              sent += len;
+              progressed();
+              onBytes?.(sent);
+              pump();
+            });
           }
-          if (next >= blob.size && active === 0) finish();
+          if (!failed && next >= blob.size && active === 0) finish();
         };
         const finish = (): void => {
           clearTimeout(stall);
@@ -165,6 +291,27 @@ export class BlobUploader {
 
   close(): void {
     this.sftp.end();
+  }
+}
+
+/** `mkdir -p` over SFTP: the missing folders of an absolute path, the last one mode 0700. */
+async function mkdirs(sftp: SFTPWrapper, dir: string): Promise<void> {
+  const parts = dir.split("/").filter(Boolean);
+  let i = parts.length;
+  // Up from the leaf to the first folder that exists, then down making the rest.
+  while (i > 0) {
+    const st = await p<{ isDirectory(): boolean }>((cb) => sftp.stat(`/${parts.slice(0, i).join("/")}`, cb)).catch(() => undefined);
+    if (st?.isDirectory()) break;
+    if (st) throw new Error(`/${parts.slice(0, i).join("/")} is not a folder`);
+    i--;
+  }
+  for (i++; i <= parts.length; i++) {
+    const d = `/${parts.slice(0, i).join("/")}`;
+    await p((cb) => sftp.mkdir(d, i === parts.length ? { mode: 0o700 } : {}, (e) => cb(e, undefined))).catch(async (err: Error) => {
+      // Made meanwhile by someone else: fine if it is a folder now.
+      const st = await p<{ isDirectory(): boolean }>((cb) => sftp.stat(d, cb)).catch(() => undefined);
+      if (!st?.isDirectory()) throw err;
+    });
   }
 }
 
