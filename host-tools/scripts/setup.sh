@@ -38,6 +38,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   say "installing system packages: ${missing[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Installing openssh-server enables and starts the system's sshd on port 22: airlock needs only
+  # its binary (the tests start their own on loopback), so a server this script brought in is
+  # stopped and disabled again. One the host already had is left alone.
+  if [[ " ${missing[*]} " == *" openssh-server "* ]] && command -v systemctl >/dev/null; then
+    $SUDO systemctl disable --now ssh.service ssh.socket >/dev/null 2>&1 || true
+    say "openssh-server installed for its sshd binary; its system service is left disabled"
+  fi
 else
   say "system packages present"
 fi
