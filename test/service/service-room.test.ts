@@ -62,12 +62,12 @@ afterAll(async () => {
 describe("a service room (test/rooms/service)", () => {
   it("answers a client built from Encrypted Zone's own .proto files, unchanged, over the attested TLS key", async () => {
     const sdk = (await import(ezSdkModule())) as { EzPublicApi: DescService; CallRequestSchema: DescMessage };
-    // What any TLS client can do: take the certificate, and trust exactly it (its key is the one
-    // `airlock status` and the evidence name).
-    const cert = await new Promise<string>((resolve, reject) => {
-      const s = tls.connect({ host: "127.0.0.1", port: Number(endpoint.split(":")[1]), rejectUnauthorized: false, ALPNProtocols: ["h2"] }, () => (resolve(new X509Certificate(s.getPeerCertificate().raw).toString()), s.destroy()));
-      s.on("error", reject);
-    });
+    // The certificate `airlock call --cert-out` writes once the evidence checks out; the SDK's
+    // client trusts exactly it (its key is the one `airlock status` and the evidence name).
+    const certFile = path.join(state, "api-cert.pem");
+    const saved = await airlock(["call", NAME, "--cert-out", certFile, "--emulated-psp"], env);
+    expect(saved.code, saved.stderr).toBe(0);
+    const cert = readFileSync(certFile, "utf8");
     expect(sha256Hex(createPublicKey(cert).export({ type: "spki", format: "der" }))).toBe((await status()).service.apiTlsSpkiSha256);
     const Client = grpc.makeGenericClientConstructor(grpcDefinition(sdk.EzPublicApi, "client"), "EzPublicApi");
     const client = new Client(endpoint, grpc.credentials.createSsl(Buffer.from(cert)), { "grpc.ssl_target_name_override": "localhost" }) as unknown as Record<string, (req: unknown, cb: (err: grpc.ServiceError | null, res?: Record<string, unknown>) => void) => void>;

@@ -91,6 +91,8 @@ export class RoomClient {
     private readonly api: grpc.Client,
     readonly room: VerifiedRoom,
     private readonly timeoutMs: number,
+    /** The API's certificate (PEM), now that the evidence binds its key; absent over plaintext. */
+    readonly certificatePem: string | undefined,
   ) {}
 
   /** Connects and verifies the evidence; throws REPORT_REJECTED (nothing sent) when anything differs. */
@@ -100,10 +102,11 @@ export class RoomClient {
     if (!m) throw new AirlockError("LISTEN", `endpoint ${JSON.stringify(o.endpoint)}: expected HOST:PORT`);
     const [, host, port] = m as unknown as [string, string, string];
     let pinned: string | undefined;
+    let certPem: string | undefined;
     let credentials: grpc.ChannelCredentials;
     if (o.plaintext) credentials = grpc.credentials.createInsecure();
     else {
-      const certPem = await presentedCertificate(host, Number(port), timeoutMs);
+      certPem = await presentedCertificate(host, Number(port), timeoutMs);
       pinned = sha256Hex(createPublicKey(certPem).export({ type: "spki", format: "der" }));
       // The channel trusts exactly that certificate, and checks on every handshake that the key is still it.
       credentials = grpc.credentials.createSsl(Buffer.from(certPem), null, null, {
@@ -121,7 +124,7 @@ export class RoomClient {
       evidenceClient.close();
     }
     const room = checkEvidence(evidence, o, pinned);
-    return new RoomClient(new Api(o.endpoint, credentials, options), room, timeoutMs);
+    return new RoomClient(new Api(o.endpoint, credentials, options), room, timeoutMs, certPem);
   }
 
   close(): void {

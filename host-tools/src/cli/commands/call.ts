@@ -1,7 +1,7 @@
 // `airlock call ROOM SERVICE METHOD`: one call to a service room's API, after checking its evidence
 // (host-tools/src/service/client.ts). ROOM is a pair on this host (its endpoint and expected digest
 // come from its state) or, with --endpoint and --digest, a room anywhere.
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import type { Argv } from "yargs";
 import { AirlockError, isErrnoException } from "../../../../proto/src/errors.ts";
 import { DATA_SCOPES, type DataScope } from "../../../../proto/src/manifest/schema.ts";
@@ -25,6 +25,7 @@ interface CallArgs {
   "trust-root"?: string[];
   "emulated-psp"?: boolean;
   health: boolean;
+  "cert-out"?: string;
   json: boolean;
 }
 
@@ -60,6 +61,7 @@ export const callCommand: AirlockCommand = {
       .option("trust-root", { type: "string", array: true, describe: "an ARK (PEM) to trust besides AMD's" })
       .option("emulated-psp", { type: "boolean", default: false, describe: "trust this host's emulated PSP (rooms run with --tee emulated)" })
       .option("health", { type: "boolean", default: false, describe: "ask GetHealthReport instead of calling a method" })
+      .option("cert-out", { type: "string", describe: "write the API's TLS certificate (PEM) here once the evidence has checked out, for any gRPC client (e.g. one built from Encrypted Zone's SDK) to trust; with no SERVICE METHOD, nothing is called" })
       .option("json", { type: "boolean", default: false }),
   handler: async (argv) => {
     const args = argv as unknown as CallArgs;
@@ -78,6 +80,12 @@ export const callCommand: AirlockCommand = {
     if (args["emulated-psp"]) trustRoots.push(readFileSync(path.join(embeddedBrokerDirs().psp, "ark.pem"), "latin1"));
     const client = await RoomClient.connect({ endpoint, digest, trustRoots, plaintext });
     try {
+      if (args["cert-out"]) {
+        if (!client.certificatePem) throw new AirlockError("USAGE", `--cert-out: ${args.room}'s API is plaintext (api.tls: false): it has no certificate`);
+        writeFileSync(args["cert-out"], client.certificatePem, { mode: 0o644 });
+        process.stderr.write(`airlock: evidence checked; the API's certificate (key sha256 ${client.room.apiTlsSpkiSha256}) is in ${args["cert-out"]}: trust it as the CA, server name localhost\n`);
+        if (!args.health && !args.service) return;
+      }
       if (args.health) {
         const h = await client.health();
         return printResult(args.json, h, () => JSON.stringify(h, (_k, v: unknown) => (typeof v === "bigint" ? v.toString() : v), 2));
