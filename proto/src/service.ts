@@ -3,6 +3,8 @@
 // sealed answers are padded, and the bytes the audit key signs to bind the API's keys to the
 // attestation report (proto/airlock/v1/service.proto). Design: firewall-vm/src/proxies/service/README.md.
 import { createHash } from "node:crypto";
+import { DataScopeType } from "../gen/enforcer/v1/data_scope_type_pb.ts";
+import type { DataScope } from "./manifest/schema.ts";
 
 /** The API's port on the firewall's NIC (the host forwards one of its own ports to it). */
 export const SERVICE_API_PORT = 8443;
@@ -51,6 +53,20 @@ export function unpadAnswer(padded: Buffer): Buffer | null {
 export function serviceBinding(digestHex: string, tlsSpkiSha256Hex: string, inputRecipient: string): Buffer {
   return Buffer.concat([Buffer.from("airlock-service-keys-v1\0"), Buffer.from(digestHex, "hex"), Buffer.from(tlsSpkiSha256Hex, "hex"), Buffer.from(inputRecipient)]);
 }
+
+/** airlock's scopes as Encrypted Zone's DataScopeType names them on the wire (same five, same order). */
+const SCOPE_TO_WIRE: Record<DataScope, DataScopeType> = {
+  PUBLIC: DataScopeType.PUBLIC,
+  DOMAIN_OWNED: DataScopeType.DOMAIN_OWNED,
+  USER_PRIVATE: DataScopeType.USER_PRIVATE,
+  MULTI_USER_PRIVATE: DataScopeType.MULTI_USER_PRIVATE,
+  SEALED: DataScopeType.SEALED,
+};
+const SCOPE_FROM_WIRE = new Map(Object.entries(SCOPE_TO_WIRE).map(([scope, wire]) => [wire, scope as DataScope]));
+
+export const scopeToWire = (s: DataScope): DataScopeType => SCOPE_TO_WIRE[s];
+/** The scope a wire value names; undefined for UNSPECIFIED or a value no scope has. */
+export const scopeFromWire = (t: DataScopeType): DataScope | undefined => SCOPE_FROM_WIRE.get(t);
 
 /** SHA-256 hex of DER bytes (a key's SubjectPublicKeyInfo). */
 export const sha256Hex = (der: Buffer): string => createHash("sha256").update(der).digest("hex");

@@ -8,7 +8,7 @@ import { createPublicKey, generateKeyPairSync, sign } from "node:crypto";
 import { AirlockError } from "../../../proto/src/errors.ts";
 import { X25519Identity } from "../../../proto/src/age/index.ts";
 import { selfSignedCertificate, spkiSha256 } from "../../../proto/src/tls-cert.ts";
-import { SERVICE_API_PORT, serviceBinding } from "../../../proto/src/service.ts";
+import { scopeToWire, SERVICE_API_PORT, serviceBinding } from "../../../proto/src/service.ts";
 import { roomBytes } from "../../../proto/src/room.ts";
 import { IsolateState } from "../../../proto/gen/enforcer/v1/isolate_state_pb.ts";
 import { EzIsolateHealth_ContainerRunStatus_Status as RunStatus } from "../../../proto/gen/enforcer/v1/isolate_health_pb.ts";
@@ -18,7 +18,7 @@ import type { RunContext } from "./context.ts";
 import type { ReleasedKeys } from "./key-release.ts";
 import { SandboxInstance } from "../proxies/service/sandbox.ts";
 import { ServiceCalls } from "../proxies/service/calls.ts";
-import { scopeType, startApi } from "../proxies/service/api.ts";
+import { startApi } from "../proxies/service/api.ts";
 import type { AuditAppend } from "../proxies/http/proxy.ts";
 
 /** How long a reset may take: a new sandbox VM booted, attested and its server listening. */
@@ -109,7 +109,7 @@ export async function serveServiceRoom(ctx: RunContext, keys: ReleasedKeys, firs
             containerRunStatus: { status: instance.broken ? (exit !== undefined ? RunStatus.EXITED : RunStatus.NOT_FOUND) : RunStatus.RUNNING, ...shownExit },
             containerResetRequested: resetting,
             services: [...new Set(service.methods.map((m) => m.service))].map((s) => ({ operatorDomain: room.name, serviceName: s })),
-            currentScope: scopeType(calls.data.scope),
+            currentScope: scopeToWire(calls.data.scope),
           }],
           startTimestamp: BigInt(now),
           endTimestamp: BigInt(Date.now()),

@@ -13,11 +13,10 @@ import { ReportVerifier } from "../../../proto/src/attestation/verify.ts";
 import { auditKeyReportData } from "../../../proto/src/audit/index.ts";
 import { decrypt, encrypt, X25519Recipient, type X25519Identity } from "../../../proto/src/age/index.ts";
 import { grpcDefinition } from "../../../proto/src/grpc.ts";
-import { RELEASED_KEY, REPLY_TO_KEY, serviceBinding, sha256Hex, unpadAnswer, userUuid } from "../../../proto/src/service.ts";
+import { RELEASED_KEY, REPLY_TO_KEY, scopeToWire, serviceBinding, sha256Hex, unpadAnswer, userUuid } from "../../../proto/src/service.ts";
 import type { DataScope } from "../../../proto/src/manifest/schema.ts";
 import { RoomEvidenceService, type GetEvidenceResponse } from "../../../proto/gen/airlock/v1/service_pb.ts";
 import { EzPublicApi, type CallResponse, type GetHealthReportResponse } from "../../../proto/gen/enforcer/v1/ez_service_pb.ts";
-import { DataScopeType } from "../../../proto/gen/enforcer/v1/data_scope_type_pb.ts";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { CallRequestSchema } from "../../../proto/gen/enforcer/v1/ez_service_pb.ts";
 
@@ -59,8 +58,6 @@ export interface CallResult {
   /** The sealed answer as it came, when it was not opened. */
   sealed?: Buffer;
 }
-
-const SCOPE_TYPE: Record<DataScope, DataScopeType> = { PUBLIC: DataScopeType.PUBLIC, DOMAIN_OWNED: DataScopeType.DOMAIN_OWNED, USER_PRIVATE: DataScopeType.USER_PRIVATE, MULTI_USER_PRIVATE: DataScopeType.MULTI_USER_PRIVATE, SEALED: DataScopeType.SEALED };
 
 type Unary<Req, Res> = (req: Req, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: Res) => void) => void;
 
@@ -141,7 +138,7 @@ export class RoomClient {
       if (scope === "USER_PRIVATE" && !reply) throw new AirlockError("POLICY", "USER_PRIVATE input needs the caller's identity (its recipient owns the data and receives the answer)");
       const parts: Buffer[] = [];
       for await (const c of encrypt([input], [X25519Recipient.parse(this.room.inputRecipient)])) parts.push(Buffer.from(c));
-      params.encryptedInput = [{ ciphertext: Buffer.concat(parts), scope: { staticInfo: { scopeType: SCOPE_TYPE[scope], ...(scope === "USER_PRIVATE" ? { scopeOwner: { ownerUuid: Buffer.from(userUuid(reply!), "hex") } } : {}) } } }];
+      params.encryptedInput = [{ ciphertext: Buffer.concat(parts), scope: { staticInfo: { scopeType: scopeToWire(scope), ...(scope === "USER_PRIVATE" ? { scopeOwner: { ownerUuid: Buffer.from(userUuid(reply!), "hex") } } : {}) } } }];
     }
     return { serviceName: service, methodName: method, sessionMetadata: { sessionId: o.sessionId ?? this.sessionId, ezClientUuid: o.clientUuid ?? this.clientUuid }, inputParams: params };
   }

@@ -7,13 +7,11 @@ import { AirlockError } from "../../../../proto/src/errors.ts";
 import type { Logger } from "../../../../proto/src/log.ts";
 import { decodeMessage } from "../../../../proto/src/wire.ts";
 import { grpcDefinition } from "../../../../proto/src/grpc.ts";
-import { RELEASED_KEY } from "../../../../proto/src/service.ts";
+import { RELEASED_KEY, scopeToWire } from "../../../../proto/src/service.ts";
 import { CallRequestSchema, EzPublicApi, type CallRequest, type CallResponse, type CallResponseSchema, type GetHealthReportResponse, type GetHealthReportResponseSchema } from "../../../../proto/gen/enforcer/v1/ez_service_pb.ts";
 import { RoomEvidenceService, type GetEvidenceResponse, type GetEvidenceResponseSchema } from "../../../../proto/gen/airlock/v1/service_pb.ts";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { CallRefused, GRPC, type CallAnswer, type ServiceCalls } from "./calls.ts";
-import { DataScopeType } from "../../../../proto/gen/enforcer/v1/data_scope_type_pb.ts";
-import type { DataScope } from "../../../../proto/src/manifest/schema.ts";
 
 /** Requests are bounded by the largest input a method may take, sealed (age adds ~1/4000 + 200 bytes). */
 const MAX_REQUEST_BYTES = 17 * 1024 * 1024;
@@ -30,16 +28,6 @@ export interface ApiOptions {
   log: Logger;
 }
 
-const SCOPE_TYPE: Record<DataScope, DataScopeType> = {
-  PUBLIC: DataScopeType.PUBLIC,
-  DOMAIN_OWNED: DataScopeType.DOMAIN_OWNED,
-  USER_PRIVATE: DataScopeType.USER_PRIVATE,
-  MULTI_USER_PRIVATE: DataScopeType.MULTI_USER_PRIVATE,
-  SEALED: DataScopeType.SEALED,
-};
-
-export const scopeType = (s: DataScope): DataScopeType => SCOPE_TYPE[s];
-
 function decodeCall(bytes: Buffer): CallRequest {
   try {
     return decodeMessage(CallRequestSchema, bytes, "the caller", "POLICY");
@@ -53,7 +41,7 @@ function toResponse(req: CallRequest, a: CallAnswer): MessageInitShape<typeof Ca
     ...(req.sessionMetadata ? { sessionMetadata: req.sessionMetadata } : {}),
     publicOutput: a.publicOutput ?? new Uint8Array(),
     encryptedOutput: a.sealed
-      ? [{ ciphertext: a.sealed.ciphertext, scope: { staticInfo: { scopeType: scopeType(a.sealed.scope), ...(a.sealed.owner ? { scopeOwner: { ownerUuid: Buffer.from(a.sealed.owner, "hex") } } : {}) } } }]
+      ? [{ ciphertext: a.sealed.ciphertext, scope: { staticInfo: { scopeType: scopeToWire(a.sealed.scope), ...(a.sealed.owner ? { scopeOwner: { ownerUuid: Buffer.from(a.sealed.owner, "hex") } } : {}) } } }]
       : [],
     responseMetadata: { [RELEASED_KEY]: Buffer.from(a.released) },
   };

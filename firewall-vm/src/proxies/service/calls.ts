@@ -10,9 +10,8 @@ import type { Logger } from "../../../../proto/src/log.ts";
 import { decrypt, encrypt, X25519Recipient, type AgeIdentity } from "../../../../proto/src/age/index.ts";
 import type { DataScope, Service, ServiceMethod } from "../../../../proto/src/manifest/schema.ts";
 import { MAX_EGRESS_STREAMS } from "../../../../proto/src/egress-mux.ts";
-import { padAnswer, RELEASED_KEY, REPLY_TO_KEY, userUuid } from "../../../../proto/src/service.ts";
+import { padAnswer, RELEASED_KEY, REPLY_TO_KEY, scopeFromWire, userUuid } from "../../../../proto/src/service.ts";
 import type { CallRequest } from "../../../../proto/gen/enforcer/v1/ez_service_pb.ts";
-import { DataScopeType } from "../../../../proto/gen/enforcer/v1/data_scope_type_pb.ts";
 import { afterCall, FRESH, releaseFor, type CallInput, type Release, type SandboxData } from "./policy.ts";
 import { callWorkload } from "./upstream.ts";
 import type { SandboxInstance } from "./sandbox.ts";
@@ -35,14 +34,6 @@ export interface CallAnswer {
   sealed?: { ciphertext: Buffer; scope: DataScope; owner?: string };
   released: "public" | "user" | "room";
 }
-
-const SCOPE_OF: Record<number, DataScope> = {
-  [DataScopeType.PUBLIC]: "PUBLIC",
-  [DataScopeType.DOMAIN_OWNED]: "DOMAIN_OWNED",
-  [DataScopeType.USER_PRIVATE]: "USER_PRIVATE",
-  [DataScopeType.MULTI_USER_PRIVATE]: "MULTI_USER_PRIVATE",
-  [DataScopeType.SEALED]: "SEALED",
-};
 
 export interface ServiceCallsOptions {
   service: Service;
@@ -158,7 +149,7 @@ export class ServiceCalls {
     }
     const field = enc[0]!;
     const info = field.scope?.staticInfo;
-    const scope = info ? SCOPE_OF[info.scopeType] : undefined;
+    const scope = info ? scopeFromWire(info.scopeType) : undefined;
     if (!scope) throw new CallRefused(GRPC.INVALID_ARGUMENT, "encrypted_input[0].scope.static_info.scope_type must name a data scope");
     let owner: string | undefined;
     if (scope === "USER_PRIVATE") {
