@@ -105,12 +105,18 @@ async function fileKeyFor(stanzas: Stanza[], identities: AgeIdentity[]): Promise
   });
 }
 
+/** An age file's payload key, and the reader at its first payload chunk (after the nonce). */
+export interface OpenedHeader {
+  key: Buffer;
+  payload: ByteReader;
+}
+
 /**
- * Decrypts an age file (binary or armored). Yields plaintext chunk by chunk, each only after its
- * tag verified; throws AirlockError CRYPTO naming the fault. A consumer must treat everything it
- * received as void if the iteration throws (e.g. delete a partly written output file).
+ * Reads an age file's header (binary or armored): unwraps the file key with one of `identities`,
+ * checks the header MAC and derives the payload key. The payload is left unread, so it can be
+ * opened here (decrypt) or handed on, still sealed, to whoever was given the key.
  */
-export async function* decrypt(source: ByteSource, identities: AgeIdentity[]): AsyncGenerator<Buffer> {
+export async function openHeader(source: ByteSource, identities: AgeIdentity[]): Promise<OpenedHeader> {
   let r = new ByteReader(source);
   if (looksArmored(await r.peek(256))) r = new ByteReader(armorDecode(r.rest()));
 
@@ -121,20 +127,102 @@ export async function* decrypt(source: ByteSource, identities: AgeIdentity[]): A
   }
   const nonce = await r.read(NONCE_SIZE);
   if (nonce.length !== NONCE_SIZE) throw new AirlockError("CRYPTO", "truncated: the file ends before its payload nonce");
-  const key = payloadKey(fileKey, nonce);
+  return { key: payloadKey(fileKey, nonce), payload: r };
+}
 
-  const full = CHUNK_SIZE + TAG_SIZE;
-  for (let i = 0; ; i++) {
-    const sealed = await r.read(full);
-    // Only possible for i = 0: after a chunk read with more data behind it, at least one byte follows.
-    if (sealed.length === 0) throw new AirlockError("CRYPTO", "truncated: the payload has no final chunk (the file ends after its header)");
-    const last = await r.atEnd();
-    const plaintext = aeadOpen(key, chunkNonce(i, last), sealed);
-    if (!plaintext) throw diagnose(key, i, last, sealed);
-    if (last && plaintext.length === 0 && i > 0) throw new AirlockError("CRYPTO", "not a valid age file: the final chunk is empty");
-    if (plaintext.length) yield plaintext;
-    if (last) return;
+/** Bytes of one sealed payload chunk (all but the last are exactly this long). */
+export const SEALED_CHUNK_SIZE = CHUNK_SIZE + TAG_SIZE;
+
+/** The plaintext length of a payload of `sealed` bytes (-1 if no valid payload is that long). */
+export function payloadPlaintextLength(sealed: number): number {
+  if (sealed < TAG_SIZE) return -1;
+  const chunks = Math.max(1, Math.ceil(sealed / SEALED_CHUNK_SIZE));
+  const last = sealed - (chunks - 1) * SEALED_CHUNK_SIZE;
+  return last < TAG_SIZE ? -1 : sealed - chunks * TAG_SIZE;
+}
+
+/**
+ * Opens an age payload (the STREAM chunks after the nonce) pushed in pieces of any size, with its
+ * payload key: push() yields the plaintext of each chunk known not to be the last, end() that of
+ * the final one. A chunk's plaintext is yielded only after its tag verified; a fault throws
+ * AirlockError CRYPTO naming it, and everything yielded before must then be treated as void.
+ */
+export class PayloadOpener {
+  readonly #key: Buffer;
+  #held: Buffer[] = [];
+  #heldLength = 0;
+  #counter = 0;
+  #ended = false;
+  /** Plaintext bytes returned so far. */
+  bytes = 0;
+
+  constructor(key: Buffer) {
+    if (key.length !== 32) throw new AirlockError("CRYPTO", "an age payload key is 32 bytes");
+    this.#key = key;
   }
+
+  *push(piece: Buffer): Generator<Buffer> {
+    if (this.#ended) throw new AirlockError("INTERNAL", "age payload: data pushed after its end");
+    if (piece.length === 0) return;
+    this.#held.push(piece);
+    this.#heldLength += piece.length;
+    // A full chunk is the final one when nothing follows it: open one only once a byte follows.
+    while (this.#heldLength > SEALED_CHUNK_SIZE) yield this.#open(this.#take(SEALED_CHUNK_SIZE), false);
+  }
+
+  *end(): Generator<Buffer> {
+    if (this.#ended) throw new AirlockError("INTERNAL", "age payload: ended twice");
+    this.#ended = true;
+    if (this.#heldLength === 0) {
+      if (this.#counter === 0) throw new AirlockError("CRYPTO", "truncated: the payload has no final chunk (the file ends after its header)");
+      // The previous chunk was opened as "not last" because a byte followed; none can be missing here.
+      throw new AirlockError("INTERNAL", "age payload: no final chunk held");
+    }
+    const plaintext = this.#open(this.#take(this.#heldLength), true);
+    if (plaintext.length === 0 && this.#counter > 1) throw new AirlockError("CRYPTO", "not a valid age file: the final chunk is empty");
+    if (plaintext.length) yield plaintext;
+  }
+
+  #take(n: number): Buffer {
+    const first = this.#held[0]!;
+    let out: Buffer;
+    if (first.length >= n) {
+      out = first.subarray(0, n);
+      if (first.length === n) this.#held.shift();
+      else this.#held[0] = first.subarray(n);
+    } else {
+      out = Buffer.allocUnsafe(n);
+      for (let off = 0; off < n; ) {
+        const b = this.#held[0]!;
+        const k = b.copy(out, off, 0, Math.min(b.length, n - off));
+        off += k;
+        if (k === b.length) this.#held.shift();
+        else this.#held[0] = b.subarray(k);
+      }
+    }
+    this.#heldLength -= n;
+    return out;
+  }
+
+  #open(sealed: Buffer, last: boolean): Buffer {
+    const i = this.#counter++;
+    const plaintext = aeadOpen(this.#key, chunkNonce(i, last), sealed);
+    if (!plaintext) throw diagnose(this.#key, i, last, sealed);
+    this.bytes += plaintext.length;
+    return plaintext;
+  }
+}
+
+/**
+ * Decrypts an age file (binary or armored). Yields plaintext chunk by chunk, each only after its
+ * tag verified; throws AirlockError CRYPTO naming the fault. A consumer must treat everything it
+ * received as void if the iteration throws (e.g. delete a partly written output file).
+ */
+export async function* decrypt(source: ByteSource, identities: AgeIdentity[]): AsyncGenerator<Buffer> {
+  const { key, payload } = await openHeader(source, identities);
+  const opener = new PayloadOpener(key);
+  for await (const piece of payload.rest()) yield* opener.push(piece);
+  yield* opener.end();
 }
 
 /** Runs only after a chunk failed: finds out why, so the error says what happened to the file. */
