@@ -70,7 +70,8 @@ export interface InputHops {
   bytes: number;
   ms: number;
   hostMs: number;
-  decryptMs: number;
+  /** The agent's time opening the age payload (the sandbox decrypts since issue 12). */
+  openMs: number;
   agentMs: number;
   writeMs: number;
   /** The enforcer's resident memory before the input and at its peak while it passed. */
@@ -207,7 +208,7 @@ async function runIn(prepared: PreparedRoom): Promise<RoomRun> {
         ["    attestation (report from the emulated PSP)", s(guest("manifest.checked"), guest("attestation")), "guest clock, audit trail"],
         ["    key release (inputs + room identity)", s(guest("attestation"), guest("key.released", true)), "guest clock, audit trail"],
         ["  sandbox agent connected", s(at["firewall-ready"]!, at["sandbox-ready"]!)],
-        ["  inputs in (host → firewall decrypt → sandbox tmpfs)", s(at["sandbox-ready"]!, at["workload-started"]!)],
+        ["  inputs in (host → firewall → sandbox opens → tmpfs)", s(at["sandbox-ready"]!, at["workload-started"]!)],
         // The host hears of the workload's end only with its first output decision (issue 8).
         ["  workload (to the first output decision)", s(at["workload-started"]!, at.output!)],
         ["  outputs out (collect, seal and pad, to --out)", s(at.output!, at["outputs-complete"]!)],

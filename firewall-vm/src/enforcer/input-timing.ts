@@ -1,19 +1,17 @@
-// Where an input's time goes on its way through the firewall (host → decrypt → agent), so the
-// data path's slowest hop can be named (`npm run bench -- datapath` reads it from the audit trail).
-// The loop is sequential, so the hops' times add up to (nearly) the whole: waiting for the host's
-// bytes, age decrypting them, and the agent taking them (its tmpfs writes are timed by the agent
-// itself). They are wall times on one thread: what the loop does for another hop while one awaits
-// (a socket's poll callback, a record sealed) is counted in the hop that was waiting.
-// Inputs flow towards the sandbox: their timing says nothing of the sandbox's data. The
-// enforcer's memory (before and at its peak) is recorded beside, to show it bounded.
+// Where an input's time goes on its way into the sandbox (host → firewall → agent, which opens the
+// age payload and writes it to tmpfs), so the data path's slowest hop can be named (`npm run bench
+// -- datapath` reads it from the audit trail). The firewall's loop is sequential: its time is the
+// waits for the host's bytes and the waits for the agent to take them (and to place the file); the
+// agent times its own payload opening and tmpfs writes (InputPlaced, sent before any workload ran).
+// Inputs flow towards the sandbox: their timing says nothing of the sandbox's data. The enforcer's
+// memory (before and at its peak) is recorded beside, to show it bounded.
 
-/** Plaintext per data frame to the agent: age's 64 KiB chunks are gathered up to this. */
+/** Bytes per data frame to the agent: the host's pieces of the payload are gathered up to this. */
 export const INPUT_FRAME = 1024 * 1024;
 
 export class InputTiming {
   private readonly start = performance.now();
   private host = 0;
-  private decrypt = 0;
   private agent = 0;
   /** The enforcer's resident memory before the input, and its peak while the input passed (bytes). */
   private readonly rssBefore = process.memoryUsage.rss();
@@ -21,19 +19,14 @@ export class InputTiming {
 
   /** Passes the host's bytes on, timing the waits for them. */
   fromHost(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
-    return timed(source, (ms) => (this.host += ms));
-  }
-
-  /** Passes the plaintext on, timing the decryptor (its waits for the host are taken out in report()). */
-  decrypting(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
     return timed(source, (ms) => {
-      this.decrypt += ms;
+      this.host += ms;
       // What the input costs the firewall in memory: bounded whatever its size (test/room/large-input.test.ts).
       this.rssPeak = Math.max(this.rssPeak, process.memoryUsage.rss());
     });
   }
 
-  /** Times a wait on the agent (a send, or its acknowledgement). */
+  /** Times a wait on the agent (sending it the payload, or its answer); host waits inside are taken out in report(). */
   async toAgent<T>(p: Promise<T>): Promise<T> {
     const t = performance.now();
     try {
@@ -43,11 +36,11 @@ export class InputTiming {
     }
   }
 
-  /** Milliseconds: the whole, and each hop's share; `writeMs` is the agent's own account of its tmpfs writes. */
-  report(writeMs: number): { ms: number; hostMs: number; decryptMs: number; agentMs: number; writeMs: number; rssMiB: number; rssPeakMiB: number } {
+  /** Milliseconds: the whole, each hop's share, and the agent's own account of opening and writing. */
+  report(agent: { openMs: number; writeMs: number }): { ms: number; hostMs: number; agentMs: number; openMs: number; writeMs: number; rssMiB: number; rssPeakMiB: number } {
     const r = Math.round;
     const mib = (b: number): number => r(b / 1048576);
-    return { ms: r(performance.now() - this.start), hostMs: r(this.host), decryptMs: r(this.decrypt - this.host), agentMs: r(this.agent), writeMs, rssMiB: mib(this.rssBefore), rssPeakMiB: mib(this.rssPeak) };
+    return { ms: r(performance.now() - this.start), hostMs: r(this.host), agentMs: r(Math.max(0, this.agent - this.host)), openMs: agent.openMs, writeMs: agent.writeMs, rssMiB: mib(this.rssBefore), rssPeakMiB: mib(this.rssPeak) };
   }
 }
 

@@ -13,7 +13,8 @@ import { decrypt, encrypt, X25519Identity } from "../../../proto/src/age/index.t
 import { AuditLog, signerFromPrivateKey } from "../../../proto/src/audit/index.ts";
 import { bodyOf, readMessages, sendBytes, sendMessage, type Incoming, type Outgoing } from "../../../proto/src/control.ts";
 import { plain, plainMessage } from "../../../proto/src/test-wire.ts";
-import { AgentToFirewallSchema, FirewallToAgentSchema, type AgentToFirewall, type FirewallToAgent } from "../../../proto/gen/airlock/v1/agent_pb.ts";
+import { AgentToFirewallSchema, FirewallToAgentSchema, InputRefused_Fault, type AgentToFirewall, type FirewallToAgent } from "../../../proto/gen/airlock/v1/agent_pb.ts";
+import { PayloadOpener } from "../../../proto/src/age/stream.ts";
 import { FirewallToHostSchema, HostToFirewallSchema } from "../../../proto/gen/airlock/v1/control_pb.ts";
 import { silentLogger } from "../../../proto/src/log.ts";
 import type { RoomPlan } from "../../../proto/src/room.ts";
@@ -80,22 +81,38 @@ function playHost(sock: net.Socket, encrypted: Buffer): { messages: Record<strin
   return { messages, files, frames };
 }
 
-/** The agent's side, up to the run message; returns the placed input and the run message. */
+/**
+ * The agent's side, up to the run message, as sandbox-vm/src/agent/inputs.ts does it: each input's
+ * payload opened with the key the firewall sent; returns the plaintext and the run message.
+ */
 async function playAgent(sock: net.Socket): Promise<{ input: Buffer; messages: AsyncGenerator<Incoming<FirewallToAgent>>; run?: Record<string, unknown>; aborted?: string }> {
   const messages = readMessages(sock, FirewallToAgentSchema, "the firewall");
   await say(sock, { case: "hello", value: { agent: "test" } });
   const parts: Buffer[] = [];
+  let opener: PayloadOpener | undefined;
+  const open = (chunks: () => Iterable<Buffer>): void => {
+    try {
+      for (const c of chunks()) parts.push(c);
+    } catch (err) {
+      if (!opener?.fault) throw err;
+    }
+  };
   for (;;) {
     const m = await messages.next();
     if (m.done) throw new Error("closed");
     const v = m.value;
     if (v.kind === "data") {
-      parts.push(v.data);
+      if (!opener?.fault) open(() => opener!.push(v.data));
       continue;
     }
     const body = bodyOf(v.message);
-    if (body.case === "inputEnd") await say(sock, { case: "inputPlaced", value: { name: body.value.name } });
-    else if (body.case === "abort") return { input: Buffer.concat(parts), messages, aborted: body.value.reason };
+    if (body.case === "input") opener = new PayloadOpener(Buffer.from(body.value.payloadKey));
+    else if (body.case === "inputEnd") {
+      if (!opener!.fault) open(() => opener!.end());
+      const fault = opener!.fault;
+      if (fault) await say(sock, { case: "inputRefused", value: { name: body.value.name, fault: fault.kind === "truncated" ? InputRefused_Fault.TRUNCATED : InputRefused_Fault.TAMPERED, chunk: BigInt(fault.chunk) } });
+      else await say(sock, { case: "inputPlaced", value: { name: body.value.name } });
+    } else if (body.case === "abort") return { input: Buffer.concat(parts), messages, aborted: body.value.reason };
     else if (body.case === "run") return { input: Buffer.concat(parts), messages, run: plain(body.value) as Record<string, unknown> };
   }
 }
@@ -340,8 +357,9 @@ describe("serveAgent", () => {
     const agent = await playAgent(agentPair.client);
     expect(agent.aborted).toMatch(/input corpus refused/);
     const err = await failed;
-    expect(err.message).toMatch(/input corpus: .*fails authentication/);
+    expect(err.message).toMatch(/input corpus: tampered: .*fails authentication.* at payload chunk \d+ \(found by the sandbox's agent/);
     expect(host.messages.some((m) => m.type === "workloadStarted")).toBe(false);
+    expect(agent.input.length).toBeLessThan(plaintext.length);
     await audit.close();
     await hostPair.close();
     await agentPair.close();

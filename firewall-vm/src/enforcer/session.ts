@@ -13,11 +13,13 @@
 import type { Duplex } from "node:stream";
 import { AirlockError } from "../../../proto/src/errors.ts";
 import type { Logger } from "../../../proto/src/log.ts";
-import { bodyOf, expectMessage, readMessages, sendData, sendMessage, type CaseOf, type Incoming, type Outgoing, type ValueOf } from "../../../proto/src/control.ts";
+import { bodyOf, expectMessage, readMessages, sendMessage, type CaseOf, type Incoming, type Outgoing, type ValueOf } from "../../../proto/src/control.ts";
 import { num } from "../../../proto/src/wire.ts";
 import { AgentToFirewallSchema, FirewallToAgentSchema, type AgentToFirewall, type FirewallToAgent } from "../../../proto/gen/airlock/v1/agent_pb.ts";
-import { CHUNK_SIZE, decrypt, type AgeIdentity } from "../../../proto/src/age/index.ts";
-import { INPUT_FRAME, InputTiming } from "./input-timing.ts";
+import type { AgeIdentity } from "../../../proto/src/age/index.ts";
+import { openHeader, payloadPlaintextLength } from "../../../proto/src/age/stream.ts";
+import { InputTiming } from "./input-timing.ts";
+import { faultText, forwardPayload } from "./input-payload.ts";
 import { AUDIT_KINDS } from "../../../proto/src/audit/index.ts";
 import { collectionBoundSeconds, roomBytes, type RoomPlan } from "../../../proto/src/room.ts";
 import type { DataScope } from "../../../proto/src/manifest/schema.ts";
@@ -96,46 +98,47 @@ export async function serveAgent(agent: Duplex, host: HostChannel, room: RoomPla
   };
   // The agent is the sandbox's: its messages are checked, and errors about them never quote them.
   const nextOf = async <K extends CaseOf<AgentToFirewall>>(kind: K): Promise<ValueOf<AgentToFirewall, K>> => expectMessage(await next(), kind, "the sandbox agent");
+  /** An input that did not open (here or in the agent): on record, the run aborted, the error to throw. */
+  const refuseInput = async (name: string, e: AirlockError): Promise<AirlockError> => {
+    await audit.append(AUDIT_KINDS.inputServed, { input: name, served: false, reason: e.message.slice(0, 500) });
+    await toAgent({ case: "abort", value: { reason: `input ${name} refused` } });
+    return new AirlockError(e.code, `input ${name}: ${e.message}`);
+  };
   await nextOf("hello");
   await host.send({ case: "sandboxReady", value: {} });
 
-  // Inputs: decrypted as they stream in from the host, sent on to the agent. The agent places a
-  // file only when its input-end arrives, which is sent only after age has authenticated the last
-  // chunk: a truncated or tampered file stops the run before the workload starts.
+  // Inputs: each one's age header is opened here (the identities stay in the firewall); its payload
+  // goes on to the agent as it streams in from the host, still sealed, with the payload key, and
+  // the agent opens it (issue 12: one cipher pass per byte, in the sandbox, instead of three). The
+  // agent places a file only once its final chunk authenticated: a truncated or tampered file
+  // stops the run before the workload starts.
   for (const input of room.inputs) {
     const ids = options.identities.get(input.name);
     if (!ids) throw new AirlockError("KEY_RELEASE", `no identity for input ${input.name}`);
-    await toAgent({ case: "input", value: { name: input.name, mount: input.mount } });
-    let bytes = 0;
     const timing = new InputTiming();
+    let bytes: number;
     try {
-      // age's 64 KiB chunks leave in data frames of up to INPUT_FRAME (one write each, no copy).
-      let batch: Buffer[] = [];
-      let batched = 0;
-      for await (const chunk of timing.decrypting(decrypt(timing.fromHost(host.input(input.name)), ids))) {
-        bytes += chunk.length;
-        batch.push(chunk);
-        batched += chunk.length;
-        if (batched + CHUNK_SIZE > INPUT_FRAME) {
-          await timing.toAgent(sendData(agent, batch));
-          batch = [];
-          batched = 0;
-        }
-      }
-      if (batched > 0) await timing.toAgent(sendData(agent, batch));
+      const { key, payload } = await openHeader(timing.fromHost(host.input(input.name)), ids);
+      await toAgent({ case: "input", value: { name: input.name, mount: input.mount, payloadKey: key } });
+      key.fill(0);
+      const sealed = await timing.toAgent(forwardPayload(agent, payload.rest()));
+      bytes = payloadPlaintextLength(sealed);
+      if (bytes < 0) throw new AirlockError("CRYPTO", `truncated: its payload of ${sealed} bytes cannot end in a whole final chunk`);
+      await toAgent({ case: "inputEnd", value: { name: input.name, bytes: BigInt(bytes) } });
     } catch (err) {
-      const e = AirlockError.from(err, "CRYPTO");
-      await audit.append(AUDIT_KINDS.inputServed, { input: input.name, served: false, reason: e.message.slice(0, 500) });
-      await toAgent({ case: "abort", value: { reason: `input ${input.name} refused` } });
-      throw new AirlockError(e.code, `input ${input.name}: ${e.message}`);
+      throw await refuseInput(input.name, AirlockError.from(err, "CRYPTO"));
     }
-    await toAgent({ case: "inputEnd", value: { name: input.name, bytes: BigInt(bytes) } });
-    const placed = await timing.toAgent(nextOf("inputPlaced"));
+    const reply = await timing.toAgent(next());
+    const body = reply.kind === "message" ? bodyOf(reply.message) : undefined;
+    if (body?.case === "inputRefused" && body.value.name === input.name) {
+      throw await refuseInput(input.name, new AirlockError("CRYPTO", `${faultText(body.value.fault)} at payload chunk ${num(body.value.chunk)} (found by the sandbox's agent as it opened the payload)`));
+    }
+    const placed = expectMessage<AgentToFirewall, "inputPlaced">(reply, "inputPlaced", "the sandbox agent");
     if (placed.name !== input.name) throw new AirlockError("GUEST_PROTOCOL", `the agent did not place input ${input.name}`);
     const owner = options.ownerScopes?.get(input.name);
     const effective = owner ? stricter(owner, input.scope) : input.scope;
     const raise = scope.observe(effective, `input ${input.name}`);
-    await audit.append(AUDIT_KINDS.inputServed, { input: input.name, served: true, bytes, mount: input.mount, scope: effective, manifestScope: input.scope, ...(owner ? { ownerScope: owner } : {}), sandboxScope: scope.current, raised: raise !== null, timing: timing.report(placed.writeMs) });
+    await audit.append(AUDIT_KINDS.inputServed, { input: input.name, served: true, bytes, mount: input.mount, scope: effective, manifestScope: input.scope, ...(owner ? { ownerScope: owner } : {}), sandboxScope: scope.current, raised: raise !== null, timing: timing.report(placed) });
     log.info({ input: input.name }, "input served");
   }
 

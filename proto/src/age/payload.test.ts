@@ -65,3 +65,33 @@ describe("an age payload opened apart from its header", () => {
     expect(payloadPlaintextLength(SEALED_CHUNK_SIZE + 16)).toBe(CHUNK_SIZE);
   });
 });
+
+describe("a payload fault, named in a few bits", () => {
+  it("says truncated, tampered or malformed, and the chunk", async () => {
+    const id = X25519Identity.generate();
+    const { key, payload } = await split(await sealed(randomBytes(3 * CHUNK_SIZE + 5), id), id);
+    const faultOf = (bytes: Buffer): PayloadOpener["fault"] => {
+      const opener = new PayloadOpener(key);
+      try {
+        for (const _ of opener.push(bytes));
+        for (const _ of opener.end());
+      } catch {
+        return opener.fault;
+      }
+      return undefined;
+    };
+    expect(faultOf(payload)).toBeUndefined();
+    expect(faultOf(payload.subarray(0, 2 * SEALED_CHUNK_SIZE))).toEqual({ kind: "truncated", chunk: 1 });
+    const bad = Buffer.from(payload);
+    bad[2 * SEALED_CHUNK_SIZE + 1]! ^= 1;
+    expect(faultOf(bad)).toEqual({ kind: "tampered", chunk: 2 });
+    const swapped = Buffer.concat([payload.subarray(SEALED_CHUNK_SIZE, 2 * SEALED_CHUNK_SIZE), payload.subarray(0, SEALED_CHUNK_SIZE), payload.subarray(2 * SEALED_CHUNK_SIZE)]);
+    expect(faultOf(swapped)).toEqual({ kind: "tampered", chunk: 0 });
+    const short = await split(await sealed(randomBytes(CHUNK_SIZE), id), id);
+    const appended = new PayloadOpener(short.key);
+    expect(() => {
+      for (const _ of appended.push(Buffer.concat([short.payload, randomBytes(100)])));
+    }).toThrow(/appended data/);
+    expect(appended.fault).toEqual({ kind: "malformed", chunk: 0 });
+  });
+});

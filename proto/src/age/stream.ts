@@ -148,6 +148,8 @@ export function payloadPlaintextLength(sealed: number): number {
  * AirlockError CRYPTO naming it, and everything yielded before must then be treated as void.
  */
 export class PayloadOpener {
+  /** What went wrong and in which chunk, once push() or end() threw CRYPTO. */
+  fault: { kind: "tampered" | "truncated" | "malformed"; chunk: number } | undefined;
   readonly #key: Buffer;
   #held: Buffer[] = [];
   #heldLength = 0;
@@ -162,6 +164,7 @@ export class PayloadOpener {
   }
 
   *push(piece: Buffer): Generator<Buffer> {
+    if (this.fault) throw new AirlockError("INTERNAL", "age payload: data pushed after a fault");
     if (this.#ended) throw new AirlockError("INTERNAL", "age payload: data pushed after its end");
     if (piece.length === 0) return;
     this.#held.push(piece);
@@ -174,12 +177,12 @@ export class PayloadOpener {
     if (this.#ended) throw new AirlockError("INTERNAL", "age payload: ended twice");
     this.#ended = true;
     if (this.#heldLength === 0) {
-      if (this.#counter === 0) throw new AirlockError("CRYPTO", "truncated: the payload has no final chunk (the file ends after its header)");
+      if (this.#counter === 0) throw this.#failed(new AirlockError("CRYPTO", "truncated: the payload has no final chunk (the file ends after its header)"), 0);
       // The previous chunk was opened as "not last" because a byte followed; none can be missing here.
       throw new AirlockError("INTERNAL", "age payload: no final chunk held");
     }
     const plaintext = this.#open(this.#take(this.#heldLength), true);
-    if (plaintext.length === 0 && this.#counter > 1) throw new AirlockError("CRYPTO", "not a valid age file: the final chunk is empty");
+    if (plaintext.length === 0 && this.#counter > 1) throw this.#failed(new AirlockError("CRYPTO", "not a valid age file: the final chunk is empty"), this.#counter - 1);
     if (plaintext.length) yield plaintext;
   }
 
@@ -207,9 +210,16 @@ export class PayloadOpener {
   #open(sealed: Buffer, last: boolean): Buffer {
     const i = this.#counter++;
     const plaintext = aeadOpen(this.#key, chunkNonce(i, last), sealed);
-    if (!plaintext) throw diagnose(this.#key, i, last, sealed);
+    if (!plaintext) throw this.#failed(diagnose(this.#key, i, last, sealed), i);
     this.bytes += plaintext.length;
     return plaintext;
+  }
+
+  /** Records the fault's kind (from diagnose()'s verdict) for a caller that must name it in a few bits. */
+  #failed(err: AirlockError, chunk: number): AirlockError {
+    const kind = /^truncated/.test(err.message) ? "truncated" : /^(not a valid|.*appended data\)$)/.test(err.message) ? "malformed" : "tampered";
+    this.fault = { kind, chunk };
+    return err;
   }
 }
 

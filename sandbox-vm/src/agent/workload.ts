@@ -5,7 +5,7 @@
 // none is left may its outputs be read (outputs.ts), so nothing it started can still write,
 // signal or time anything after the fact.
 import { spawn, spawnSync } from "node:child_process";
-import { chmodSync, chownSync, closeSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, writeFileSync, writeSync } from "node:fs";
+import { chmodSync, chownSync, closeSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { constants as osConstants } from "node:os";
 import path from "node:path";
 
@@ -261,6 +261,12 @@ export class InputFile {
     closeSync(this.fd);
     chmodSync(this.tmp, 0o444);
     renameSync(this.tmp, this.mount);
+  }
+
+  /** An input that did not open: what was written of it is removed, never placed. */
+  discard(): void {
+    closeSync(this.fd);
+    rmSync(this.tmp, { force: true });
   }
 }
 

@@ -163,6 +163,7 @@ const control: TargetFactory = {
     const agent = [
       messageFrame(AgentToFirewallSchema, { body: { case: "hello", value: { agent: "airlock-sandbox/1" } } }),
       messageFrame(AgentToFirewallSchema, { body: { case: "inputPlaced", value: { name: "corpus" } } }),
+      messageFrame(AgentToFirewallSchema, { body: { case: "inputRefused", value: { name: "corpus", fault: 1, chunk: 3n } } }),
       messageFrame(AgentToFirewallSchema, { body: { case: "output", value: { output: "counts", files: 2, bytes: 2048n, refused: { special: 1 } } } }),
       messageFrame(AgentToFirewallSchema, { body: { case: "file", value: { output: "counts", name: Buffer.from("a/b.txt"), mode: 0o644, size: 5n } } }),
       dataFrame(Buffer.from("hello")),
@@ -177,7 +178,7 @@ const control: TargetFactory = {
     ];
     const room = Buffer.from(canonicalJson(canonicalRoom()));
     const toAgent = [
-      messageFrame(FirewallToAgentSchema, { body: { case: "input", value: { name: "corpus", mount: "/data/in/corpus" } } }),
+      messageFrame(FirewallToAgentSchema, { body: { case: "input", value: { name: "corpus", mount: "/data/in/corpus", payloadKey: new Uint8Array(32) } } }),
       dataFrame(Buffer.from("the cat")),
       messageFrame(FirewallToAgentSchema, { body: { case: "inputEnd", value: { name: "corpus", bytes: 7n } } }),
       messageFrame(FirewallToAgentSchema, {
