@@ -1,6 +1,8 @@
 // Entry point of the `airlock` host tooling: only wiring. `airlock --help` (or -h) alone prints the
 // text the build rendered with yargs itself (images/build-bundles.mjs, for the common widths), so
-// it loads neither yargs nor the command list; every other command line is parsed by yargs.
+// it loads neither yargs nor the command list. `airlock measure` with plain options (the usual
+// command line; cli/plain-options.ts) loads only the measure code, so that it runs at hashing
+// speed. Every other command line is parsed by yargs.
 import { helpWidth } from "./cli/help-width.ts";
 
 /** `airlock --help` by width, as JSON, defined by the build; absent when run from source. */
@@ -18,6 +20,6 @@ const prebuilt = typeof AIRLOCK_PREBUILT_HELP === "string" && args.length === 1 
 if (prebuilt !== undefined) {
   process.stdout.write(`${prebuilt}\n`);
 } else {
-  const { runCli } = await import("./cli/run-cli.ts");
-  process.exitCode = await runCli(args);
+  const measured = args[0] === "measure" ? await (await import("./cli/commands/measure.ts")).measureWithPlainOptions(args.slice(1)) : undefined;
+  process.exitCode = measured ?? (await (await import("./cli/run-cli.ts")).runCli(args));
 }

@@ -42,20 +42,23 @@ export function throughput(bytes: number, ms: number): number {
  * that both see the same machine load, and returns their median durations in milliseconds.
  */
 export async function sideBySideMs(yardstick: () => unknown, subject: () => unknown, runs = 9, warmup = 1): Promise<{ yardstick: number; subject: number }> {
-  for (let i = 0; i < warmup; i++) {
-    await yardstick();
-    await subject();
-  }
-  const times: [number[], number[]] = [[], []];
+  const [y, s] = await alternatedMs([yardstick, subject], runs, warmup);
+  return { yardstick: y!, subject: s! };
+}
+
+/** As sideBySideMs for any number of functions: their median durations in milliseconds, in order. */
+export async function alternatedMs(fns: (() => unknown)[], runs = 9, warmup = 1): Promise<number[]> {
+  for (let i = 0; i < warmup; i++) for (const fn of fns) await fn();
+  const times: number[][] = fns.map(() => []);
+  const order = fns.map((_, i) => i);
   for (let i = 0; i < runs; i++) {
-    // Alternate which goes first too, so neither always runs right after the other.
-    const order = i % 2 === 0 ? ([0, 1] as const) : ([1, 0] as const);
-    for (const which of order) {
+    // Reverse the order every round too, so that none always runs right after another.
+    for (const which of i % 2 === 0 ? order : [...order].reverse()) {
       const t0 = process.hrtime.bigint();
-      await (which === 0 ? yardstick() : subject());
-      times[which].push(Number(process.hrtime.bigint() - t0) / 1e6);
+      await fns[which]!();
+      times[which]!.push(Number(process.hrtime.bigint() - t0) / 1e6);
     }
   }
   const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-  return { yardstick: median(times[0]), subject: median(times[1]) };
+  return times.map(median);
 }

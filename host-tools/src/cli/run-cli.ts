@@ -1,7 +1,7 @@
 import yargs, { type Argv } from "yargs";
-import { AirlockError, ERROR_CODES, exitStatusOf, RUN_EXIT, RUN_EXIT_SUMMARY, type ErrorCode } from "../../../proto/src/errors.ts";
+import { AirlockError, ERROR_CODES, RUN_EXIT, RUN_EXIT_SUMMARY, type ErrorCode } from "../../../proto/src/errors.ts";
 import { commands } from "./commands/index.ts";
-import { requestedExitCode } from "./command.ts";
+import { commandExitStatus } from "./command.ts";
 import { helpWidth } from "./help-width.ts";
 
 /** Words of `text` in lines of at most `width` characters, the first after `first`, the rest indented as far. */
@@ -66,13 +66,5 @@ export async function topLevelHelp(width: number): Promise<string> {
 /** Runs one command line; returns the exit status (a handler's, or its error code's from ERROR_CODES). */
 export async function runCli(argv: string[]): Promise<number> {
   const parser = cliParser(argv, helpWidth());
-  try {
-    await parser.parseAsync();
-    return requestedExitCode;
-  } catch (err) {
-    const e = AirlockError.from(err);
-    process.stderr.write(`${e.toUserString()}\n`);
-    if (e.code === "INTERNAL" && process.env.AIRLOCK_DEBUG) process.stderr.write(`${(err as Error).stack ?? ""}\n`);
-    return exitStatusOf(e.code);
-  }
+  return commandExitStatus(() => parser.parseAsync());
 }

@@ -31,7 +31,11 @@ export type BlobSource = string | Buffer;
  * vanishes, small enough to stay in the CPU's cache between the read's copy and the hash. Measured
  * on the 2-core bench host (10 MB kernel + 100 MB initrd, page cache warm): 1 MiB blocks beat
  * 4 MiB and 8 MiB ones, and synchronous reads beat double-buffered reads on libuv's pool (medians
- * of 9 in one process, both files: ~90 ms against ~110 ms).
+ * of 9 in one process, both files: ~90 ms against ~110 ms). Measured again in a fresh process, as
+ * `airlock measure` runs (medians of 11, alternated): 128 KiB, 256 KiB and 1 MiB blocks tie at
+ * ~141 ms for the whole process (node's start included), and reads on the pool lose 5-10 ms
+ * whether 2 x 1 MiB or 4 x 256 KiB are in flight: every completed read costs the main thread an
+ * event-loop wake-up, and the hash then reads bytes that another core copied.
  */
 const BLOCK = 1 << 20;
 /** A long file is hashed in runs of this many bytes, the event loop served between them. */
@@ -46,6 +50,11 @@ let block: Buffer | undefined;
  * (the emulated PSP) stays responsive. Hashing the kernel beside the initrd (the kernel read whole
  * and digested on libuv's pool, as before) measured slower on 2 cores than one after the other:
  * the kernel is a tenth of the bytes, and its extra copy and thread hand-offs cost more than that.
+ * So did a worker_threads Worker, measured through the CLI (3 rounds, medians of 15, alternated):
+ * the kernel on a worker 154-200 ms against 155-168 ms one after the other, the initrd on it
+ * 174-201 ms. A worker costs the main thread ~2 ms to start and ~3 ms to hear back from, starts
+ * hashing ~25 ms after it is asked, and when other work holds the second core (the bench host is
+ * shared) it waits; the kernel alone takes ~8 ms.
  */
 export async function sha256Of(source: BlobSource, what: string): Promise<Buffer> {
   if (Buffer.isBuffer(source)) return createHash("sha256").update(source).digest();

@@ -3,28 +3,37 @@
 import { readFile, stat } from "node:fs/promises";
 import { AirlockError } from "../../../../proto/src/errors.ts";
 import { checkImageRecords, cpuSig, hashKernelInputs, readImageDir, snpLaunchDigest, snpOvmfHash, type ExplainEntry, type KernelHashes, type VmmType } from "../../measure/index.ts";
-import { printResult, type AirlockCommand } from "../command.ts";
+import type { InferredOptionTypes } from "yargs";
+import { commandExitStatus, printResult, type AirlockCommand } from "../command.ts";
+import { parsePlainOptions, type PlainOption } from "../plain-options.ts";
 
-interface MeasureArgs {
-  mode: string;
-  ovmf?: string;
-  vcpus?: number;
-  "vcpu-type"?: string;
-  "vcpu-sig"?: string;
-  "vcpu-family"?: number;
-  "vcpu-model"?: number;
-  "vcpu-stepping"?: number;
-  kernel?: string;
-  initrd?: string;
-  append?: string;
-  "guest-features"?: string;
-  "vmm-type": string;
-  "output-format": "hex" | "base64";
-  "snp-ovmf-hash"?: string;
-  image?: string;
-  json: boolean;
-  explain: boolean;
-}
+/**
+ * measure's options, declared once: yargs builds the command from them (measureCommand, and so
+ * `airlock measure --help`), and main.ts reads plain command lines with them without yargs
+ * (measureWithPlainOptions).
+ */
+export const MEASURE_OPTIONS = {
+  mode: { type: "string", default: "snp", choices: ["snp", "snp:ovmf-hash"], describe: "snp: the launch digest; snp:ovmf-hash: the digest of the firmware pages alone" },
+  ovmf: { type: "string", describe: "OVMF firmware image (or image.json's ovmf with --image)" },
+  vcpus: { type: "number", describe: "number of guest vCPUs" },
+  "vcpu-type": { type: "string", describe: "QEMU CPU model, e.g. EPYC-v4, EPYC-Milan, EPYC-Genoa, EPYC-Turin" },
+  "vcpu-sig": { type: "string", describe: "CPUID signature, e.g. 0xa00f11" },
+  "vcpu-family": { type: "number" },
+  "vcpu-model": { type: "number" },
+  "vcpu-stepping": { type: "number" },
+  kernel: { type: "string", describe: "kernel measured through OVMF's kernel-hashes table (QEMU kernel-hashes=on)" },
+  initrd: { type: "string", describe: "initrd (with --kernel)" },
+  append: { type: "string", describe: "kernel command line (with --kernel)" },
+  "guest-features": { type: "string", describe: "SEV_FEATURES the guest kernel enables (default 0x1, SNPActive)" },
+  "vmm-type": { type: "string", default: "qemu", describe: "qemu or ec2" },
+  "output-format": { choices: ["hex", "base64"], default: "hex" },
+  "snp-ovmf-hash": { type: "string", describe: "precomputed digest of the firmware pages (hex), as from --mode snp:ovmf-hash" },
+  image: { type: "string", describe: "an airlock image directory (vmlinuz, initrd.img, cmdline, image.json)" },
+  explain: { type: "boolean", default: false, describe: "list every measured component with its own hash" },
+  json: { type: "boolean", default: false },
+} as const satisfies Record<string, PlainOption>;
+
+type MeasureArgs = InferredOptionTypes<typeof MEASURE_OPTIONS>;
 
 // OVMF images are a few MiB; anything this large is not a firmware image.
 const MAX_FIRMWARE_BYTES = 256 << 20;
@@ -61,29 +70,19 @@ function formatExplain(components: ExplainEntry[]): string {
 }
 
 export const measureCommand: AirlockCommand = {
-  builder: (y) =>
-    y
-      .option("mode", { type: "string", default: "snp", choices: ["snp", "snp:ovmf-hash"], describe: "snp: the launch digest; snp:ovmf-hash: the digest of the firmware pages alone" })
-      .option("ovmf", { type: "string", describe: "OVMF firmware image (or image.json's ovmf with --image)" })
-      .option("vcpus", { type: "number", describe: "number of guest vCPUs" })
-      .option("vcpu-type", { type: "string", describe: "QEMU CPU model, e.g. EPYC-v4, EPYC-Milan, EPYC-Genoa, EPYC-Turin" })
-      .option("vcpu-sig", { type: "string", describe: "CPUID signature, e.g. 0xa00f11" })
-      .option("vcpu-family", { type: "number" })
-      .option("vcpu-model", { type: "number" })
-      .option("vcpu-stepping", { type: "number" })
-      .option("kernel", { type: "string", describe: "kernel measured through OVMF's kernel-hashes table (QEMU kernel-hashes=on)" })
-      .option("initrd", { type: "string", describe: "initrd (with --kernel)" })
-      .option("append", { type: "string", describe: "kernel command line (with --kernel)" })
-      .option("guest-features", { type: "string", describe: "SEV_FEATURES the guest kernel enables (default 0x1, SNPActive)" })
-      .option("vmm-type", { type: "string", default: "qemu", describe: "qemu or ec2" })
-      .option("output-format", { choices: ["hex", "base64"] as const, default: "hex" as const })
-      .option("snp-ovmf-hash", { type: "string", describe: "precomputed digest of the firmware pages (hex), as from --mode snp:ovmf-hash" })
-      .option("image", { type: "string", describe: "an airlock image directory (vmlinuz, initrd.img, cmdline, image.json)" })
-      .option("explain", { type: "boolean", default: false, describe: "list every measured component with its own hash" })
-      .option("json", { type: "boolean", default: false }),
-  // yargs types argv loosely; the builder above guarantees this shape.
+  builder: (y) => y.options(MEASURE_OPTIONS),
+  // yargs types argv loosely; the options above give it this shape.
   handler: (argv) => runMeasure(argv as unknown as MeasureArgs),
 };
+
+/**
+ * `airlock measure ARGS` when ARGS are plain options (cli/plain-options.ts), parsed without
+ * loading yargs: its exit status; undefined for any other command line, which yargs then parses.
+ */
+export async function measureWithPlainOptions(args: readonly string[]): Promise<number | undefined> {
+  const argv = parsePlainOptions(MEASURE_OPTIONS, args);
+  return argv === undefined ? undefined : commandExitStatus(() => runMeasure(argv));
+}
 
 async function runMeasure(argv: MeasureArgs): Promise<void> {
   const image = argv.image === undefined ? undefined : await readImageDir(argv.image);
