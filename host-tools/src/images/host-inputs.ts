@@ -2,7 +2,8 @@
 // comes from here, so the fingerprints are the whole cache key and the provenance in image.json.
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { createReadStream, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
+import { createReadStream, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { cacheDir } from "../paths.ts";
 import path from "node:path";
 import { AirlockError } from "../../../proto/src/errors.ts";
 
@@ -22,14 +23,53 @@ export interface HostFile {
   sha256: string;
 }
 
+/**
+ * A host file and its SHA-256. Hashing node (99 MB) and the kernel package for every `airlock up`
+ * took most of a second before any VM started (issue 12), so a file's digest is remembered under
+ * its identity and change times — device, inode, size, mtime and ctime in nanoseconds, as git's
+ * index does: any write to the file changes its ctime, which no user can set back — in memory
+ * and in the cache folder (fingerprints/, one small file per identity, written atomically).
+ */
 export async function hostFile(source: string): Promise<HostFile> {
   let st;
   try {
-    st = statSync(source);
+    st = statSync(source, { bigint: true });
   } catch {
     throw new AirlockError("IMAGE_MISSING", `image input ${source} does not exist`, { hint: SETUP_HINT });
   }
-  return { source, size: st.size, sha256: await sha256File(source) };
+  const identity = `${path.resolve(source)}\0${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+  let sha256 = fingerprints.get(identity) ?? readFingerprint(identity);
+  if (sha256 === undefined) {
+    sha256 = await sha256File(source);
+    writeFingerprint(identity, sha256);
+  }
+  fingerprints.set(identity, sha256);
+  return { source, size: Number(st.size), sha256 };
+}
+
+const fingerprints = new Map<string, string>();
+const fingerprintFile = (identity: string): string => path.join(cacheDir(), "fingerprints", createHash("sha256").update(identity).digest("hex"));
+
+function readFingerprint(identity: string): string | undefined {
+  try {
+    const [id, sha256] = readFileSync(fingerprintFile(identity), "utf8").split("\n");
+    // The file names its identity in full: a hash collision of names never yields another file's digest.
+    return id === identity.replace("\0", " ") && /^[0-9a-f]{64}$/.test(sha256 ?? "") ? sha256 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function writeFingerprint(identity: string, sha256: string): void {
+  const file = fingerprintFile(identity);
+  try {
+    mkdirSync(path.dirname(file), { recursive: true });
+    const tmp = `${file}.${process.pid}.tmp`;
+    writeFileSync(tmp, `${identity.replace("\0", " ")}\n${sha256}\n`);
+    renameSync(tmp, file);
+  } catch {
+    // Only a cache: the next run hashes the file again.
+  }
 }
 
 /** The Debian kernel package to use: AIRLOCK_KERNEL_DEB, or the newest linux-image-*-amd64 in the cache. */

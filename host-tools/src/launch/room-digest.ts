@@ -11,7 +11,8 @@ import { canonicalManifest, manifestDigest, type Manifest, type RoomPins } from 
 import { buildPairImages, type PairImages } from "../images/build.ts";
 import { brokerPublicKey, loadMasterKey } from "../kbs/index.ts";
 import { embeddedBrokerDirs } from "../kbs/grant.ts";
-import { readImageDir, snpLaunchDigest } from "../measure/index.ts";
+import { cmdlineHash, readImageDir, snpLaunchDigest } from "../measure/index.ts";
+import { hostFile } from "../images/host-inputs.ts";
 import { relayedBroker } from "../remote/broker-relay.ts";
 
 export interface RoomIdentity {
@@ -32,14 +33,17 @@ export interface RoomIdentity {
 export async function imageMeasurement(imageDir: string, vcpus: number): Promise<Buffer> {
   const img = await readImageDir(imageDir);
   if (!img.ovmfPath) throw new AirlockError("MEASURE", `${imageDir}/image.json declares no firmware, so the emulated launch cannot be measured`, { hint: "rebuild the images (airlock images build)" });
+  // The kernel's and initrd's SHA-256 as the image builder fingerprints host files (remembered
+  // under each file's identity and change times): launching a cached image does not hash its
+  // 100 MB again. `airlock measure --image` always hashes them.
+  const digestOf = async (file: string): Promise<Buffer> => Buffer.from((await hostFile(file)).sha256, "hex");
+  const kernelHashes = { kernel: await digestOf(img.kernelPath), initrd: img.initrdPath ? await digestOf(img.initrdPath) : createHash("sha256").digest(), cmdline: cmdlineHash(img.append) };
   const { digest } = await snpLaunchDigest({
     ovmf: readFileSync(img.ovmfPath),
     ovmfSource: img.ovmfPath,
     vcpus,
     vcpuType: img.vcpuType ?? "EPYC-v4",
-    kernel: img.kernelPath,
-    ...(img.initrdPath ? { initrd: img.initrdPath } : {}),
-    append: img.append,
+    kernelHashes,
     ...(img.guestFeatures !== undefined ? { guestFeatures: img.guestFeatures } : {}),
   });
   return digest;
