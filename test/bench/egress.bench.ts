@@ -17,10 +17,10 @@ import path from "node:path";
 import { silentLogger } from "../../proto/src/log.ts";
 import { ScopeTracker } from "../../firewall-vm/src/policy/index.ts";
 import { HttpEgressProxy } from "../../firewall-vm/src/proxies/http/index.ts";
-import { Worker } from "node:worker_threads";
 import { makePki, type TestPki } from "../egress/server.ts";
 import { airlock, killQemus } from "../helpers.ts";
 import { copyRoom, removeRoom } from "../room/room-setup.ts";
+import { tsWorker } from "./harness.ts";
 import type { Reporter } from "./harness.ts";
 
 const HOST = "api.example.test";
@@ -51,9 +51,7 @@ const pct = (xs: number[], p: number): number => [...xs].sort((a, b) => a - b)[M
 export default async function bench(report: Reporter): Promise<void> {
   const dir = mkdtempSync(path.join(tmpdir(), "airlock-bench-egress-"));
   const pki = makePki(dir, HOST);
-  const tsx = JSON.stringify(import.meta.resolve("tsx/esm/api"));
-  const entry = JSON.stringify(new URL("./egress-server.worker.ts", import.meta.url).href);
-  const worker = new Worker(`import(${tsx}).then((api) => { api.register(); return import(${entry}); })`, { eval: true, workerData: pki });
+  const worker = tsWorker(new URL("./egress-server.worker.ts", import.meta.url), pki);
   const server = { port: await new Promise<number>((resolve) => worker.once("message", resolve)) };
   const proxy = new HttpEgressProxy({
     entries: [{ name: "api", url: `https://${HOST}/v1/`, methods: ["GET"], mode: "trusted", scope: "USER_PRIVATE", tls: { caPem: pki.caPem }, rules: { maxRequestBytes: 1024, maxResponseBytes: 64 << 20, headers: [] } }],

@@ -1,6 +1,7 @@
 // Benchmarks are programs, not tests: each file in this folder named *.bench.ts exports a default
 // function that measures and reports figures through a Reporter. `npm run bench` runs them all
 // (or those whose name contains an argument: `npm run bench -- fabric`) and prints one table.
+import { Worker } from "node:worker_threads";
 
 export interface Figure {
   name: string;
@@ -61,4 +62,10 @@ export async function alternatedMs(fns: (() => unknown)[], runs = 9, warmup = 1)
   }
   const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   return times.map(median);
+}
+
+/** A worker thread running a TypeScript module of this tree (tsx registered in the thread first). */
+export function tsWorker(entry: URL, workerData: unknown): Worker {
+  const tsx = JSON.stringify(import.meta.resolve("tsx/esm/api"));
+  return new Worker(`import(${tsx}).then((api) => { api.register(); return import(${JSON.stringify(entry.href)}); })`, { eval: true, workerData });
 }

@@ -102,6 +102,10 @@ export function deriveKeys(own: X25519Pair, peerPublicRaw: Buffer, transcript: B
 /** One direction of records under one key: the counter is the nonce, so it only moves forward. */
 export class RecordCipher {
   private counter = 0;
+  /** Rewritten for each record: the cipher copies the nonce when it is made. */
+  private readonly nonceBuffer = Buffer.alloc(12);
+  /** The type byte, rewritten for each record: update() reads it before returning. */
+  private readonly typeBuffer = Buffer.alloc(1);
 
   constructor(private readonly key: Buffer) {}
 
@@ -112,10 +116,10 @@ export class RecordCipher {
 
   private nonce(): Buffer {
     if (this.counter >= MAX_RECORDS) throw new AirlockError("CRYPTO", `secure channel: ${MAX_RECORDS} records under one key; reconnect to get fresh keys`);
-    const n = Buffer.alloc(12);
-    n.writeBigUInt64BE(BigInt(this.counter), 4);
+    // 0[4] ‖ u64be counter; its high half stays 0 below MAX_RECORDS (2^32).
+    this.nonceBuffer.writeUInt32BE(this.counter, 8);
     this.counter++;
-    return n;
+    return this.nonceBuffer;
   }
 
   /** A whole frame (length header ‖ sealed record), in one buffer. */
@@ -136,7 +140,8 @@ export class RecordCipher {
     head.writeUInt32BE(1 + payloadLength + TAG_SIZE, 0);
     const c = createCipheriv("chacha20-poly1305", this.key, this.nonce(), { authTagLength: TAG_SIZE });
     c.setAAD(head.subarray(0, 4), { plaintextLength: 1 + payloadLength });
-    c.update(Buffer.of(type)).copy(head, 4);
+    this.typeBuffer.writeUInt8(type);
+    c.update(this.typeBuffer).copy(head, 4);
     const out = [head];
     for (const p of pieces) if (p.length > 0) out.push(c.update(p));
     c.final(); // a stream cipher: no bytes left
