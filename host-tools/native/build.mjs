@@ -3,13 +3,13 @@
 // `npm run build` stays fast when nothing changed. Uses the installed Node headers when present
 // (this host has no network for node-gyp to fetch them).
 import { execFileSync } from "node:child_process";
-import { existsSync, statSync } from "node:fs";
+import { existsSync, readdirSync, statSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const addon = path.join(here, "build/Release/airlock_fabric.node");
-const inputs = ["binding.gyp", "build.mjs", "src/shim.cc"].map((f) => path.join(here, f));
+const inputs = ["binding.gyp", "build.mjs", ...readdirSync(path.join(here, "src")).map((f) => `src/${f}`)].map((f) => path.join(here, f));
 
 const built = existsSync(addon) ? statSync(addon).mtimeMs : 0;
 if (inputs.every((f) => statSync(f).mtimeMs <= built)) process.exit(0);

@@ -1,5 +1,6 @@
-// airlock fabric shim: only the syscalls Node cannot make by itself. Everything else (the
-// vhost-user protocol, virtqueues, vsock) is TypeScript in host-tools/src/fabric/.
+// airlock fabric shim: only the syscalls Node cannot make by itself (and, in aead.cc, the cipher
+// calls node:crypto cannot make). Everything else (the vhost-user protocol, virtqueues, vsock) is
+// TypeScript in host-tools/src/fabric/.
 //
 //   listenUnix(path, backlog) -> fd         a non-blocking listening AF_UNIX stream socket
 //   accept(fd) -> fd | -1                   -1 when no connection is pending
@@ -18,6 +19,8 @@
 //   connectVsock(cid, port) -> fd           (guests) a non-blocking connect under way (poll for
 //                                           writable, then socketError)
 //   socketError(fd) -> errno                SO_ERROR: 0 once a connect succeeded
+//   aeadSeal, aeadOpen                      ChaCha20-Poly1305 into and within our buffers, for
+//                                           the secure channel (aead.cc)
 // In the guests, listening goes through here rather than node-vsock: its listener blocks a thread
 // in accept(), so closing it does not stop the kernel from accepting (a closed port stayed open).
 #include <napi.h>
@@ -36,6 +39,11 @@
 #include <sys/un.h>
 #include <linux/vm_sockets.h>
 #include <unistd.h>
+
+// aead.cc: the secure channel's cipher (aeadSeal, aeadOpen).
+namespace airlock {
+void InitAead(Napi::Env env, Napi::Object exports);
+}
 
 namespace {
 
@@ -433,6 +441,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("eventfdRead", Napi::Function::New(env, EventfdRead));
   exports.Set("eventfdWrite", Napi::Function::New(env, EventfdWrite));
   exports.Set("Poller", Poller::Init(env));
+  airlock::InitAead(env, exports);
   return exports;
 }
 
