@@ -10,9 +10,9 @@
 // blocking on the calling thread: a fast sender grew our heap until the guest ran out of memory.)
 // Protocols on top must not rely on half-close (framing says where a message ends).
 import { writeSync, writevSync } from "node:fs";
-import { createRequire } from "node:module";
 import { Duplex } from "node:stream";
 import { AirlockError } from "./errors.ts";
+import { nativeAddon } from "./native.ts";
 
 interface Poller {
   start(readable: boolean, writable?: boolean): void;
@@ -32,12 +32,7 @@ interface Shim {
   Poller: new (fd: number, callback: (err: string | null, events: number) => void) => Poller;
 }
 
-let shimModule: Shim | undefined;
-/** The shim: `airlock-native` in the guests; tests on the host may name the addon's path. */
-function shim(): Shim {
-  shimModule ??= createRequire(import.meta.url)(process.env.AIRLOCK_VSOCK_ADDON ?? "airlock-native") as Shim;
-  return shimModule;
-}
+const shim = (): Shim => nativeAddon<Shim>();
 
 /** Most bytes taken from the kernel in one read. */
 const READ_PIECE = 256 * 1024;

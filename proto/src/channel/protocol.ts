@@ -11,10 +11,11 @@
 // keys = HKDF-SHA-256(ikm = X25519 shared secret, salt = transcript,
 //                     info = "airlock-channel-v1 keys", 128 bytes)
 //      = handshake c→s ‖ handshake s→c ‖ application c→s ‖ application s→c
-import { createCipheriv, createDecipheriv, createHash, diffieHellman, hkdfSync } from "node:crypto";
+import { createHash, diffieHellman, hkdfSync } from "node:crypto";
 import { AirlockError } from "../errors.ts";
 import { newX25519, x25519PublicFromRaw } from "../attestation/kbs-wire.ts";
 import type { X25519Pair } from "../attestation/kbs-wire.ts";
+import { nativeAddon } from "../native.ts";
 
 export const PROTOCOL_LABEL = "airlock-channel-v1";
 export const VERSION = 1;
@@ -99,13 +100,46 @@ export function deriveKeys(own: X25519Pair, peerPublicRaw: Buffer, transcript: B
   };
 }
 
+/** The cipher's calls in the native addon (host-tools/native/src/aead.cc, which says why node:crypto is not used). */
+interface Aead {
+  /** Seals the concatenation of `pieces` into out[offset, end - 16) and its tag after it; returns end. */
+  aeadSeal(key: Buffer, nonce: Buffer, aad: Uint8Array, pieces: readonly Uint8Array[], out: Uint8Array, offset: number): number;
+  /**
+   * Decrypts the concatenation of `parts` into `out`, or in place without it, then checks `tag`.
+   * false: it did not authenticate, and every byte written was zeroed (never use them).
+   */
+  aeadOpen(key: Buffer, nonce: Buffer, aad: Uint8Array, parts: readonly Uint8Array[], tag: Uint8Array, out: Uint8Array | undefined): boolean;
+}
+
+function aead(): Aead {
+  const addon = nativeAddon<Partial<Aead>>();
+  if (!addon.aeadSeal || !addon.aeadOpen) throw new AirlockError("INTERNAL", "secure channel: the native addon has no cipher (built against other OpenSSL headers than this node's?)", { hint: "rebuild it: `npm run build`" });
+  return addon as Aead;
+}
+
+/** Bytes on the wire of a record with `payloadLength` bytes of payload: length header, type byte, payload, tag. */
+export function frameSize(payloadLength: number): number {
+  return 4 + 1 + payloadLength + TAG_SIZE;
+}
+
+/** The payload length of a record of `pieces`, checked against the bound. */
+export function payloadLength(pieces: readonly Buffer[]): number {
+  let n = 0;
+  for (const p of pieces) n += p.length;
+  if (n > MAX_PAYLOAD) throw new AirlockError("INTERNAL", `secure channel: record payload of ${n} bytes exceeds ${MAX_PAYLOAD}`);
+  return n;
+}
+
 /** One direction of records under one key: the counter is the nonce, so it only moves forward. */
 export class RecordCipher {
   private counter = 0;
-  /** Rewritten for each record: the cipher copies the nonce when it is made. */
+  /** Rewritten for each record: the cipher reads the nonce before returning. */
   private readonly nonceBuffer = Buffer.alloc(12);
-  /** The type byte, rewritten for each record: update() reads it before returning. */
+  /** The type byte, the first piece of each record's plaintext. */
   private readonly typeBuffer = Buffer.alloc(1);
+  /** A tag that arrived split across chunks, put together. */
+  private readonly tagBuffer = Buffer.alloc(TAG_SIZE);
+  private readonly aead = aead();
 
   constructor(private readonly key: Buffer) {}
 
@@ -124,50 +158,79 @@ export class RecordCipher {
 
   /** A whole frame (length header ‖ sealed record), in one buffer. */
   seal(type: number, payload: Buffer): Buffer {
-    return Buffer.concat(this.sealParts(type, [payload]));
+    return this.sealParts(type, [payload])[0]!;
+  }
+
+  /** The same frame as seal() over the concatenation of `pieces`, as the buffers to write in order (one). */
+  sealParts(type: number, pieces: readonly Buffer[]): Buffer[] {
+    const frame = Buffer.allocUnsafe(frameSize(payloadLength(pieces)));
+    this.sealInto(type, pieces, frame);
+    return [frame];
   }
 
   /**
-   * The same frame as seal() over the concatenation of `pieces`, as the buffers to write in order
-   * (length header ‖ sealed type byte, each piece's ciphertext, tag): nothing of the payload is
-   * copied besides the cipher's own output, and a corked socket sends them in one writev.
+   * Seals the record of the concatenation of `pieces` as a whole frame into out[0, n), and returns
+   * n (frameSize of the payload): the cipher writes straight into `out`, a buffer the caller may
+   * reuse once the frame's bytes have left.
    */
-  sealParts(type: number, pieces: readonly Buffer[]): Buffer[] {
-    let payloadLength = 0;
-    for (const p of pieces) payloadLength += p.length;
-    if (payloadLength > MAX_PAYLOAD) throw new AirlockError("INTERNAL", `secure channel: record payload of ${payloadLength} bytes exceeds ${MAX_PAYLOAD}`);
-    const head = Buffer.allocUnsafe(5);
-    head.writeUInt32BE(1 + payloadLength + TAG_SIZE, 0);
-    const c = createCipheriv("chacha20-poly1305", this.key, this.nonce(), { authTagLength: TAG_SIZE });
-    c.setAAD(head.subarray(0, 4), { plaintextLength: 1 + payloadLength });
-    this.typeBuffer.writeUInt8(type);
-    c.update(this.typeBuffer).copy(head, 4);
-    const out = [head];
-    for (const p of pieces) if (p.length > 0) out.push(c.update(p));
-    c.final(); // a stream cipher: no bytes left
-    out.push(c.getAuthTag());
-    return out;
+  sealInto(type: number, pieces: readonly Buffer[], out: Buffer): number {
+    const size = frameSize(payloadLength(pieces));
+    if (out.length < size) throw new AirlockError("INTERNAL", `secure channel: a frame of ${size} bytes does not fit a buffer of ${out.length}`);
+    out.writeUInt32BE(size - 4, 0);
+    this.typeBuffer[0] = type;
+    // The aad is the length header just written; the record follows it in the same buffer.
+    return this.aead.aeadSeal(this.key, this.nonce(), out.subarray(0, 4), [this.typeBuffer, ...pieces], out, 4);
   }
 
   /**
    * Opens a record body whose frame header was `head`; throws CRYPTO if it does not authenticate.
-   * The payload is the cipher's own output, so `body` may be a reused buffer.
+   * `body` is left as it is (the payload is a buffer of its own), so it may be a reused buffer.
    */
   open(head: Buffer, body: Buffer): { type: number; payload: Buffer } {
-    const index = this.counter;
-    if (body.length < 1 + TAG_SIZE) throw new AirlockError("GUEST_PROTOCOL", `secure channel: record ${index} is ${body.length} bytes, too short to be a record`);
-    const d = createDecipheriv("chacha20-poly1305", this.key, this.nonce(), { authTagLength: TAG_SIZE });
-    d.setAAD(head, { plaintextLength: body.length - TAG_SIZE });
-    d.setAuthTag(body.subarray(body.length - TAG_SIZE));
-    let plain: Buffer;
-    try {
-      // Nothing of `plain` is used unless final() authenticates it (a stream cipher: final() adds no bytes).
-      plain = d.update(body.subarray(0, body.length - TAG_SIZE));
-      d.final();
-    } catch (err) {
-      throw new AirlockError("CRYPTO", `secure channel: record ${index} does not authenticate (tampered, dropped, reordered, replayed or from another session)`, { cause: err });
-    }
+    this.checkLength(body.length);
+    const n = body.length - TAG_SIZE;
+    const plain = Buffer.allocUnsafe(n);
+    this.authenticate(this.aead.aeadOpen(this.key, this.nonce(), head, [body.subarray(0, n)], body.subarray(n), plain));
     return { type: plain[0]!, payload: plain.subarray(1) };
+  }
+
+  /**
+   * Opens a record whose body is the concatenation of `parts` where it lies: the parts are
+   * decrypted in place and the payload is views of them (the pieces in order, none empty). Only
+   * for bytes nobody else holds (what a socket delivered). The parts are consumed either way: if
+   * the record does not authenticate this throws CRYPTO, and the addon has already zeroed every
+   * byte it decrypted — nothing of them is used.
+   */
+  openInPlace(head: Buffer, parts: readonly Buffer[]): { type: number; payload: Buffer[] } {
+    let length = 0;
+    for (const p of parts) length += p.length;
+    this.checkLength(length);
+    // The ciphertext is all but the last TAG_SIZE bytes; the tag may be split across parts.
+    const ciphertext: Buffer[] = [];
+    let tag: Buffer = this.tagBuffer;
+    let need = length - TAG_SIZE;
+    let tagBytes = 0;
+    for (const p of parts) {
+      const c = Math.min(p.length, need);
+      if (c > 0) ciphertext.push(c === p.length ? p : p.subarray(0, c));
+      need -= c;
+      if (c === p.length) continue;
+      if (p.length - c === TAG_SIZE) tag = p.subarray(c);
+      else tagBytes += p.copy(this.tagBuffer, tagBytes, c);
+    }
+    this.authenticate(this.aead.aeadOpen(this.key, this.nonce(), head, ciphertext, tag, undefined));
+    const first = ciphertext[0]!;
+    const payload = first.length > 1 ? [first.subarray(1), ...ciphertext.slice(1)] : ciphertext.slice(1);
+    return { type: first[0]!, payload };
+  }
+
+  private checkLength(bodyLength: number): void {
+    if (bodyLength < 1 + TAG_SIZE) throw new AirlockError("GUEST_PROTOCOL", `secure channel: record ${this.counter} is ${bodyLength} bytes, too short to be a record`);
+  }
+
+  private authenticate(ok: boolean): void {
+    // The nonce() of this record has moved the counter on.
+    if (!ok) throw new AirlockError("CRYPTO", `secure channel: record ${this.counter - 1} does not authenticate (tampered, dropped, reordered, replayed or from another session)`);
   }
 }
 
