@@ -9,6 +9,7 @@ import type { GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { AirlockError } from "./errors.ts";
 import { readFrames, writeFrameParts } from "./framing.ts";
 import { decodeMessage, encodeMessage } from "./wire.ts";
+import { clearBody } from "./channel/secure-stream.ts";
 
 /** Firewall → host: the firewall connects to the host (CID 2) on this vsock port. */
 export const HOST_CONTROL_PORT = 1024;
@@ -28,11 +29,17 @@ export const FIREWALL_CID = 3;
 
 const MESSAGE_FRAME = 1;
 const DATA_FRAME = 2;
+/** Raw data that crossed the secure channel unsealed (clearBody): hostile bytes, authenticated by their reader. */
+const CLEAR_FRAME = 3;
 const MESSAGE_TYPE = Buffer.from([MESSAGE_FRAME]);
 const DATA_TYPE = Buffer.from([DATA_FRAME]);
+const CLEAR_TYPE = Buffer.from([CLEAR_FRAME]);
 
-/** A frame from a peer: one message of the link's envelope (already checked), or raw bytes. */
-export type Incoming<M> = { kind: "message"; message: M } | { kind: "data"; data: Buffer };
+/**
+ * A frame from a peer: one message of the link's envelope (already checked), or raw bytes — `clear`
+ * when they crossed unsealed (only where the reader asked for them, and authenticates them itself).
+ */
+export type Incoming<M> = { kind: "message"; message: M } | { kind: "data"; data: Buffer; clear?: true };
 
 type AnyCase = { case: string; value: unknown };
 /** The cases of a link's envelope (`body` oneof): `{ case: "workloadExit"; value: WorkloadExit }`... */
@@ -57,6 +64,14 @@ export async function sendData(stream: Writable, data: Buffer | readonly Buffer[
   await writeFrameParts(stream, Buffer.isBuffer(data) ? [DATA_TYPE, data] : [DATA_TYPE, ...data]);
 }
 
+/**
+ * One data frame whose bytes cross the secure channel unsealed (channel/secure-stream.ts,
+ * clearBody): only for bytes the reader authenticates itself, as the agent does an age payload.
+ */
+export async function sendClearData(stream: Writable, data: readonly Buffer[]): Promise<void> {
+  await writeFrameParts(stream, [CLEAR_TYPE, ...data.map(clearBody)]);
+}
+
 /** Sends a file's bytes as data frames of at most `piece` bytes. */
 export async function sendBytes(stream: Writable, data: Buffer, piece = 1024 * 1024): Promise<void> {
   for (let off = 0; off < data.length; off += piece) await sendData(stream, data.subarray(off, off + piece));
@@ -64,13 +79,16 @@ export async function sendBytes(stream: Writable, data: Buffer, piece = 1024 * 1
 
 /**
  * Reads a link's frames: each message is decoded and checked against `schema` (proto/src/wire.ts)
- * before it is yielded; `peer` names the sender in errors (GUEST_PROTOCOL).
+ * before it is yielded; `peer` names the sender in errors (GUEST_PROTOCOL). Clear frames are a
+ * protocol error unless `acceptClear`.
  */
-export async function* readMessages<D extends DescMessage>(stream: Readable, schema: D, peer: string, maxFrame?: number): AsyncGenerator<Incoming<MessageShape<D>>> {
+export async function* readMessages<D extends DescMessage>(stream: Readable, schema: D, peer: string, maxFrame?: number, acceptClear = false): AsyncGenerator<Incoming<MessageShape<D>>> {
   for await (const frame of readFrames(stream, maxFrame)) {
     if (frame.length === 0) throw new AirlockError("GUEST_PROTOCOL", `${peer}: empty frame`);
     if (frame[0] === DATA_FRAME) {
       yield { kind: "data", data: frame.subarray(1) };
+    } else if (frame[0] === CLEAR_FRAME && acceptClear) {
+      yield { kind: "data", data: frame.subarray(1), clear: true };
     } else if (frame[0] === MESSAGE_FRAME) {
       yield { kind: "message", message: decodeMessage(schema, frame.subarray(1), peer) };
     } else {

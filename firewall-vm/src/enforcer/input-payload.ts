@@ -1,8 +1,9 @@
 // An input's age payload on its way from the host to the agent, still sealed (session.ts opens the
-// header and hands the agent the payload key). The host's pieces are gathered into data frames of
-// up to INPUT_FRAME bytes, each sent as soon as it is full, with the channel's backpressure.
+// header and hands the agent the payload key). The host's pieces are gathered into clear frames of
+// up to INPUT_FRAME bytes (control.ts sendClearData: age authenticates them, so the channel does
+// not seal them again), each sent as soon as it is full, with the channel's backpressure.
 import type { Writable } from "node:stream";
-import { sendData } from "../../../proto/src/control.ts";
+import { sendClearData } from "../../../proto/src/control.ts";
 import { InputRefused_Fault } from "../../../proto/gen/airlock/v1/agent_pb.ts";
 import { INPUT_FRAME } from "./input-timing.ts";
 
@@ -17,7 +18,7 @@ export async function forwardPayload(agent: Writable, payload: AsyncIterable<Buf
       const take = INPUT_FRAME - batched;
       batch.push(piece.subarray(0, take));
       piece = piece.subarray(take);
-      await sendData(agent, batch);
+      await sendClearData(agent, batch);
       batch = [];
       batched = 0;
     }
@@ -26,7 +27,7 @@ export async function forwardPayload(agent: Writable, payload: AsyncIterable<Buf
       batched += piece.length;
     }
   }
-  if (batched > 0) await sendData(agent, batch);
+  if (batched > 0) await sendClearData(agent, batch);
   return total;
 }
 

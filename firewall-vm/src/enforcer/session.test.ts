@@ -86,7 +86,7 @@ function playHost(sock: net.Socket, encrypted: Buffer): { messages: Record<strin
  * payload opened with the key the firewall sent; returns the plaintext and the run message.
  */
 async function playAgent(sock: net.Socket): Promise<{ input: Buffer; messages: AsyncGenerator<Incoming<FirewallToAgent>>; run?: Record<string, unknown>; aborted?: string }> {
-  const messages = readMessages(sock, FirewallToAgentSchema, "the firewall");
+  const messages = readMessages(sock, FirewallToAgentSchema, "the firewall", undefined, true);
   await say(sock, { case: "hello", value: { agent: "test" } });
   const parts: Buffer[] = [];
   let opener: PayloadOpener | undefined;
@@ -102,6 +102,7 @@ async function playAgent(sock: net.Socket): Promise<{ input: Buffer; messages: A
     if (m.done) throw new Error("closed");
     const v = m.value;
     if (v.kind === "data") {
+      expect(v.clear).toBe(true);
       if (!opener?.fault) open(() => opener!.push(v.data));
       continue;
     }

@@ -30,6 +30,8 @@ export interface ChannelOptions<P extends PeerIdentity = PeerIdentity> {
   verifyPeer(evidence: Evidence, expectedReportData: Buffer): Promise<P>;
   /** Bound on the whole handshake, attestation and verification included. Default 30 s. */
   timeoutMs?: number;
+  /** This end takes clear bodies from the peer (secure-stream.ts): only a reader that authenticates them itself. */
+  acceptClearBodies?: boolean;
   log?: Logger;
 }
 
@@ -157,7 +159,7 @@ async function run<P extends PeerIdentity>(role: Role, link: Link, options: Chan
   }
   if (failed()) throw new AirlockError("TIMEOUT", "secure channel: the handshake finished after it was given up");
   const app = keys.application;
-  const stream = new SecureStream(link, { send: c2s ? app.clientToServer : app.serverToClient, receive: c2s ? app.serverToClient : app.clientToServer }, log);
+  const stream = new SecureStream(link, { send: c2s ? app.clientToServer : app.serverToClient, receive: c2s ? app.serverToClient : app.clientToServer }, log, options.acceptClearBodies === true);
   return { stream, peer };
 }
 

@@ -5,6 +5,7 @@
 //   hello   = version u8 (1) ‖ X25519 public[32] ‖ nonce[32]                 (body, in clear)
 //   record  = ChaCha20-Poly1305(key, nonce = 0[4] ‖ u64be counter, aad = the frame's length
 //             header, plaintext = type u8 ‖ payload) — ciphertext ‖ tag[16]  (body)
+//   clear   = the body of the frame after a CLEAR_NEXT record: n bytes as the sender wrote them
 //
 // transcript = SHA-256("airlock-channel-v1 transcript" ‖ client hello ‖ server hello)
 // reportData(role) = SHA-512("airlock-channel-v1" ‖ role ‖ transcript), role = "client"|"server"
@@ -39,7 +40,17 @@ export const RecordType = {
   FINISHED: 4,
   /** The sender refuses the handshake; payload = a short UTF-8 reason (handshake keys). */
   ALERT: 5,
+  /**
+   * payload = u32be n: the next frame on the wire is a clear-body frame, exactly n bytes (at most
+   * MAX_CLEAR) that the sender did not seal — bytes it marked with clearBody() because something
+   * else authenticates them (an age payload). The record fixes where they go and how many there
+   * are; only a receiver that asked for them (acceptClearBodies) takes them.
+   */
+  CLEAR_NEXT: 6,
 } as const;
+
+/** Largest clear-body frame (so the receiver's frame bound, MAX_RECORD, holds for it too). */
+export const MAX_CLEAR = MAX_PAYLOAD;
 
 export type Role = "client" | "server";
 

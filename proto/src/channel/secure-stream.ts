@@ -10,11 +10,31 @@
 // Records are filled: a write's short tail (under HOLD_LIMIT) is copied and waits for the next
 // write to fill its record, at most until the event loop turns (or end()), so a message followed
 // by nothing still leaves at once.
+//
+// Clear bodies (issue 12): a write of a buffer marked with clearBody() leaves unsealed, in a frame
+// of its own announced by a sealed CLEAR_NEXT record that fixes its place and length. It is for
+// bytes something else authenticates (an input's age payload: the agent opens it with a key sent
+// sealed), so they cross without a second cipher pass at each end. A receiver takes them only if
+// it asked (acceptClearBodies), and then only in the announced place, at the announced length.
 import { Duplex } from "node:stream";
 import { AirlockError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Link } from "./link.ts";
-import { MAX_PAYLOAD, MAX_RECORD, RecordCipher, RecordType } from "./protocol.ts";
+import { MAX_CLEAR, MAX_PAYLOAD, MAX_RECORD, RecordCipher, RecordType } from "./protocol.ts";
+
+/** Buffers written to leave unsealed (clearBody): only ever views made here, never a caller's own object. */
+const CLEAR_BODIES = new WeakSet<Buffer>();
+
+/**
+ * A view of `bytes` that a SecureStream sends unsealed, in clear-body frames (CLEAR_NEXT). Only for
+ * bytes the reader authenticates by other means and treats as hostile until then; over any other
+ * stream it is an ordinary buffer.
+ */
+export function clearBody(bytes: Buffer): Buffer {
+  const view = bytes.subarray(0);
+  CLEAR_BODIES.add(view);
+  return view;
+}
 
 /**
  * Bytes of records queued in the underlying stream before a write waits for it to drain. The
@@ -39,11 +59,15 @@ export class SecureStream extends Duplex {
   private held: Buffer[] = [];
   private heldLength = 0;
   private flushTimer: NodeJS.Immediate | undefined;
+  /** Set by a CLEAR_NEXT record: the next frame is a clear body of exactly this many bytes. */
+  private clearNext: number | undefined;
 
   constructor(
     private readonly link: Link,
     keys: { send: Buffer; receive: Buffer },
     private readonly log: Logger,
+    /** The peer may send clear bodies (CLEAR_NEXT); refused as a protocol error otherwise. */
+    private readonly acceptClearBodies = false,
   ) {
     // Half-open: either side may close its direction and keep reading the other.
     // Room for a few records each way, so one record does not stop the flow at once.
@@ -71,7 +95,22 @@ export class SecureStream extends Duplex {
           return;
         }
         if (this.receivedClose) throw new AirlockError("GUEST_PROTOCOL", "secure channel: the peer sent records after its close");
+        if (this.clearNext !== undefined) {
+          // The frame a CLEAR_NEXT record announced: exactly that long, delivered as it came (a copy
+          // when it lies in the scratch buffer, which the next frame reuses).
+          if (frame.body.length !== this.clearNext) throw new AirlockError("CRYPTO", `secure channel: a clear body of ${frame.body.length} bytes where ${this.clearNext} were announced (tampered)`);
+          this.clearNext = undefined;
+          this.wantMore = this.push(frame.body.buffer === this.scratch.buffer ? Buffer.from(frame.body) : frame.body);
+          continue;
+        }
         const { type, payload } = this.receiver.open(frame.head, frame.body);
+        if (type === RecordType.CLEAR_NEXT) {
+          if (!this.acceptClearBodies) throw new AirlockError("GUEST_PROTOCOL", "secure channel: the peer announced a clear body, which this end does not take");
+          const n = payload.length === 4 ? payload.readUInt32BE(0) : 0;
+          if (n === 0 || n > MAX_CLEAR) throw new AirlockError("GUEST_PROTOCOL", `secure channel: a clear body announced with a bad length`);
+          this.clearNext = n;
+          continue;
+        }
         if (type === RecordType.DATA) {
           // Our reader's buffer may pass its high-water mark by less than one record.
           this.wantMore = this.push(payload);
@@ -114,11 +153,50 @@ export class SecureStream extends Duplex {
   }
 
   /**
+   * Sends `data` in order: the pieces before a clear body sealed (none held back, so they leave
+   * first), the clear body in clear-body frames, then the rest; each step waits for the wire.
+   */
+  private send(data: Buffer[], cb: (err?: Error | null) => void): void {
+    const at = data.findIndex((d) => CLEAR_BODIES.has(d));
+    if (at < 0) return this.sendSealed(data, cb);
+    this.sendSealed(data.slice(0, at), (err) => {
+      if (err) return cb(err);
+      try {
+        this.cancelFlush();
+        this.sealHeld();
+        this.writeClear(data[at]!);
+      } catch (e) {
+        return cb(AirlockError.from(e));
+      }
+      const rest = (e?: Error): void => (e ? cb(e) : this.send(data.slice(at + 1), cb));
+      if (this.link.unsent >= SEND_WINDOW) this.link.afterDrain(rest);
+      else rest();
+    });
+  }
+
+  /** A clear body as CLEAR_NEXT records, each followed by its frame of up to MAX_CLEAR bytes, not copied. */
+  private writeClear(body: Buffer): void {
+    this.link.cork();
+    try {
+      for (let off = 0; off < body.length; off += MAX_CLEAR) {
+        const piece = body.subarray(off, off + MAX_CLEAR);
+        const length = Buffer.allocUnsafe(4);
+        length.writeUInt32BE(piece.length);
+        for (const part of this.sender.sealParts(RecordType.CLEAR_NEXT, [length])) this.link.write(part);
+        this.link.write(length);
+        this.link.write(piece);
+      }
+    } finally {
+      this.link.uncork();
+    }
+  }
+
+  /**
    * Seals the held tail and `data` into records of MAX_PAYLOAD (the last one shorter), all of
    * them corked into one write; a tail under HOLD_LIMIT is held instead. Records the wire cannot
    * take yet (SEND_WINDOW) hold the next ones back, and our caller's callback with them.
    */
-  private send(data: Buffer[], cb: (err?: Error | null) => void): void {
+  private sendSealed(data: Buffer[], cb: (err?: Error | null) => void): void {
     const owned = this.held.length;
     const queue = owned > 0 ? this.held.concat(data) : data;
     let queued = this.heldLength;

@@ -1,5 +1,5 @@
 // The input placement loop: before the Run message, the firewall sends each input as
-// Input {name, mount, payload_key} + its age payload, still sealed, in data frames + InputEnd
+// Input {name, mount, payload_key} + its age payload, still sealed, in clear frames + InputEnd
 // {bytes}. The agent opens the payload as it comes (age's STREAM, with the key: a chunk's plaintext
 // is written only after its tag verified), writes it under /data/in on tmpfs, and puts the file in
 // place, read-only, only once the final chunk authenticated and InputEnd's length matches; then
@@ -59,7 +59,8 @@ export async function placeInputs(link: Writable, messages: AsyncIterator<FromFi
     if (m.done) throw new Error("the firewall closed the link before the run");
     const v = m.value;
     if (v.kind === "data") {
-      if (!input) throw new Error("input data outside an input");
+      // An input's payload comes only in clear frames (unsealed on the channel: age authenticates it here).
+      if (!input || !v.clear) throw new Error("data outside an input's payload");
       input.take((opener) => opener.push(v.data));
       continue;
     }

@@ -10,4 +10,5 @@ export type FromFirewall = Incoming<FirewallToAgent>;
 export const toFirewall = (link: Writable, message: Outgoing<AgentToFirewall>): Promise<void> => sendMessage(link, AgentToFirewallSchema, message);
 
 /** The firewall's messages and data frames, in order. */
-export const fromFirewall = (link: Readable): AsyncGenerator<FromFirewall> => readMessages(link, FirewallToAgentSchema, "the firewall");
+// Clear frames: an input's age payload, which placeInputs opens (inputs.ts).
+export const fromFirewall = (link: Readable): AsyncGenerator<FromFirewall> => readMessages(link, FirewallToAgentSchema, "the firewall", undefined, true);

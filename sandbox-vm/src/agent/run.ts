@@ -66,7 +66,7 @@ export async function runAgent(provider: ReportProvider): Promise<number> {
   // its measurement is checked against the room's pin once the room arrives (below).
   // The firewall accepts us as soon as it boots but answers the handshake only after its own checks
   // (attestation, key release, consent): give it time.
-  const { stream: link, peer } = await secureClient(raw, roomChannelOptions(provider, { peer: "firewall", timeoutMs: AGENT_HANDSHAKE_TIMEOUT_MS }));
+  const { stream: link, peer } = await secureClient(raw, { ...roomChannelOptions(provider, { peer: "firewall", timeoutMs: AGENT_HANDSHAKE_TIMEOUT_MS }), acceptClearBodies: true });
   link.on("error", () => {}); // reported by the reads below
   await toFirewall(link, { case: "hello", value: { agent: "airlock-sandbox/1" } });
   const messages = fromFirewall(link);
