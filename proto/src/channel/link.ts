@@ -3,13 +3,38 @@
 // consumer at a time take them — the handshake (awaiting frames) and then the secure stream
 // (pulling frames as its reader asks). The underlying stream is paused whenever the frames
 // buffered here reach a bound, so a peer that floods cannot make us buffer without limit.
+//
+// Fewer copies (issue 12): over a socket the frames' bodies are handed on as views of the bytes it
+// delivered, for the secure stream to decrypt where they lie, and records are sealed into frame
+// buffers the link reuses once the socket is done with them (writeRecord).
+import net from "node:net";
 import type { Duplex } from "node:stream";
 import { AirlockError } from "../errors.ts";
+import { VsockStream } from "../vsock-stream.ts";
+import { frameSize, payloadLength } from "./protocol.ts";
+import type { RecordCipher } from "./protocol.ts";
 
 export interface Frame {
   /** The 4-byte length header (the record's associated data). */
   head: Buffer;
   body: Buffer;
+}
+
+/** Most chunks a body is handed on in as views (nextParts); one spread over more is copied into one buffer. */
+const MAX_PARTS = 16;
+/** Frames this long or longer are sealed into the link's reused buffers; shorter ones into a buffer of their size. */
+const POOLED_FRAME = 64 * 1024;
+/** Frame buffers kept for reuse: the secure stream's send window's worth, and one being filled. */
+const SPARE_FRAMES = 4;
+
+/**
+ * A socket's Duplex (node's, or our vsock one) hands each read over in a buffer of its own, and
+ * calls a write back only once the kernel has the bytes. Another Duplex may pass buffers by
+ * reference (a PassThrough gives the reader the writer's own buffer, and calls the writer back
+ * before it is read): its chunks are copied as they come, and its frames never reused.
+ */
+function isSocket(stream: Duplex): boolean {
+  return stream instanceof net.Socket || stream instanceof VsockStream;
 }
 
 /** A byte queue that yields whole frames. */
@@ -43,7 +68,25 @@ export class FrameSource {
     return this.nextFrame(scratch);
   }
 
+  /**
+   * The next whole frame with its body as the views of the chunks it lies in, in order, nothing
+   * copied (a body spread over more than MAX_PARTS chunks is copied into one new buffer). The
+   * source never looks at those bytes again: the caller may decrypt them in place.
+   */
+  nextParts(): { head: Buffer; parts: Buffer[]; length: number } | undefined {
+    const head = this.nextHead();
+    if (!head) return undefined;
+    const length = head.readUInt32BE(0);
+    return { head, parts: this.takeParts(length), length };
+  }
+
   private nextFrame(scratch: Buffer | undefined): Frame | undefined {
+    const head = this.nextHead();
+    return head && { head, body: this.take(head.readUInt32BE(0), scratch) };
+  }
+
+  /** Takes the next frame's length header once its whole body is buffered. */
+  private nextHead(): Buffer | undefined {
     if (this.length < 4) return undefined;
     const head = this.peekHead();
     const bodyLength = head.readUInt32BE(0);
@@ -51,7 +94,7 @@ export class FrameSource {
     if (bodyLength > this.maxBody) throw new AirlockError("GUEST_PROTOCOL", `secure channel: a frame of ${bodyLength} bytes exceeds the limit of ${this.maxBody}`);
     if (this.length < 4 + bodyLength) return undefined;
     this.take(4, undefined);
-    return { head, body: this.take(bodyLength, scratch) };
+    return head;
   }
 
   /** A copy of the first 4 bytes (they may span chunks). */
@@ -63,6 +106,27 @@ export class FrameSource {
       if (off === 4) break;
     }
     return head;
+  }
+
+  /** The next n bytes (all buffered) as views of their chunks; one new buffer if they span more than MAX_PARTS. */
+  private takeParts(n: number): Buffer[] {
+    let count = 0;
+    for (let have = 0; have < n && count <= MAX_PARTS; count++) have += this.chunks[count]!.length;
+    if (count > MAX_PARTS) return [this.take(n, undefined)];
+    this.length -= n;
+    const parts: Buffer[] = [];
+    while (n > 0) {
+      const c = this.chunks[0]!;
+      if (c.length > n) {
+        parts.push(c.subarray(0, n));
+        this.chunks[0] = c.subarray(n);
+        break;
+      }
+      parts.push(c);
+      this.chunks.shift();
+      n -= c.length;
+    }
+    return parts;
   }
 
   /** The next n bytes: a view when they lie in one chunk, else copied (into `into` if given). */
@@ -105,6 +169,11 @@ export class Link {
   failure: Error | undefined;
   private consumer: LinkConsumer | undefined;
   private readonly highWater: number;
+  /** The stream is a socket's (isSocket): its chunks are ours, its written buffers free once called back. */
+  private readonly socket: boolean;
+  /** Frame buffers of the largest frame's size, the socket done with them, for the next records. */
+  private readonly spareFrames: Buffer[] = [];
+  private readonly frameCapacity: number;
 
   constructor(
     readonly stream: Duplex,
@@ -113,6 +182,8 @@ export class Link {
     this.source = new FrameSource(maxBody);
     // Two full frames may sit here before we stop reading from the wire.
     this.highWater = 2 * (4 + maxBody);
+    this.socket = isSocket(stream);
+    this.frameCapacity = 4 + maxBody;
     stream.on("data", this.onData);
     stream.on("end", this.onEnd);
     stream.on("error", this.onError);
@@ -120,7 +191,7 @@ export class Link {
   }
 
   private readonly onData = (chunk: Buffer | string): void => {
-    this.source.push(typeof chunk === "string" ? Buffer.from(chunk) : chunk);
+    this.source.push(typeof chunk === "string" || !this.socket ? Buffer.from(chunk) : chunk);
     if (this.source.buffered >= this.highWater) this.stream.pause();
     this.consumer?.wake();
   };
@@ -155,6 +226,26 @@ export class Link {
 
   write(frame: Buffer): boolean {
     return this.stream.write(frame);
+  }
+
+  /**
+   * Seals a record of `pieces` into a frame buffer and writes it. A long frame goes into one of the
+   * link's reused buffers, taken back only when the socket calls that write back (its bytes are in
+   * the kernel then; a write that fails keeps its buffer out for good): nothing to allocate or
+   * collect per record, and nothing overwritten that may still be sent.
+   */
+  writeRecord(cipher: RecordCipher, type: number, pieces: readonly Buffer[]): boolean {
+    const size = frameSize(payloadLength(pieces));
+    if (!this.socket || size < POOLED_FRAME) {
+      const frame = Buffer.allocUnsafe(size);
+      cipher.sealInto(type, pieces, frame);
+      return this.stream.write(frame);
+    }
+    const buffer = this.spareFrames.pop() ?? Buffer.allocUnsafe(this.frameCapacity);
+    const n = cipher.sealInto(type, pieces, buffer);
+    return this.stream.write(buffer.subarray(0, n), (err?: Error | null) => {
+      if (!err && this.spareFrames.length < SPARE_FRAMES) this.spareFrames.push(buffer);
+    });
   }
 
   /** Holds writes back until uncork(), which hands them to the stream at once (one writev for a socket). */

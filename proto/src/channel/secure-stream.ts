@@ -3,10 +3,10 @@
 // only as fast as our reader takes them (the wire is paused otherwise). The underlying stream
 // ending before the peer's CLOSE is truncation and an error, never a normal end.
 //
-// Copies: a write's bytes go through the cipher once and its ciphertext goes to the socket as is
-// (the records of one write leave in one writev). A record that arrived within one read of the
-// socket is opened where it lies; one that spans reads is put together in a scratch buffer that is
-// reused (the read side's one copy, no allocation); the plaintext is the cipher's own output.
+// Copies: a write's bytes go through the cipher once, into a frame buffer the link reuses once the
+// socket has sent it, and the records of one write leave in one writev. A record is opened where
+// it lies in what the socket delivered, across reads if it spans them (link.ts nextParts): it is
+// decrypted in place, and its payload is views of those bytes — nothing copied or allocated.
 // Records are filled: a write's short tail (under HOLD_LIMIT) is copied and waits for the next
 // write to fill its record, at most until the event loop turns (or end()), so a message followed
 // by nothing still leaves at once.
@@ -20,7 +20,7 @@ import { Duplex } from "node:stream";
 import { AirlockError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Link } from "./link.ts";
-import { MAX_CLEAR, MAX_PAYLOAD, MAX_RECORD, RecordCipher, RecordType } from "./protocol.ts";
+import { MAX_CLEAR, MAX_PAYLOAD, RecordCipher, RecordType } from "./protocol.ts";
 
 /** Buffers written to leave unsealed (clearBody): only ever views made here, never a caller's own object. */
 const CLEAR_BODIES = new WeakSet<Buffer>();
@@ -53,8 +53,6 @@ export class SecureStream extends Duplex {
   private wantMore = false;
   private sentClose = false;
   private receivedClose = false;
-  /** Where a record that arrived in several chunks is put together to be opened (reused). */
-  private readonly scratch = Buffer.allocUnsafe(MAX_RECORD);
   /** A short tail of earlier writes (our own copies), sealed with the next write or when the loop turns. */
   private held: Buffer[] = [];
   private heldLength = 0;
@@ -86,9 +84,8 @@ export class SecureStream extends Duplex {
       // A failed connection (reset, destroyed) ends the channel now, even if nobody is reading.
       if (this.link.failure && !this.receivedClose && this.link.source.buffered === 0) throw this.truncated();
       while (this.wantMore) {
-        // The frame's body may be a view of what the socket delivered or our scratch copy of it; the
-        // payload is the cipher's own output, so the scratch is free again once the record is open.
-        const frame = this.link.source.nextInto(this.scratch);
+        // The frame's body as the views of the reads it lies in: ours, to open in place.
+        const frame = this.link.source.nextParts();
         if (!frame) {
           if (this.link.failure || this.link.ended) throw this.truncated();
           this.link.resume();
@@ -96,14 +93,20 @@ export class SecureStream extends Duplex {
         }
         if (this.receivedClose) throw new AirlockError("GUEST_PROTOCOL", "secure channel: the peer sent records after its close");
         if (this.clearNext !== undefined) {
-          // The frame a CLEAR_NEXT record announced: exactly that long, delivered as it came (a copy
-          // when it lies in the scratch buffer, which the next frame reuses).
-          if (frame.body.length !== this.clearNext) throw new AirlockError("CRYPTO", `secure channel: a clear body of ${frame.body.length} bytes where ${this.clearNext} were announced (tampered)`);
+          // The frame a CLEAR_NEXT record announced: exactly that long, delivered as it came.
+          if (frame.length !== this.clearNext) throw new AirlockError("CRYPTO", `secure channel: a clear body of ${frame.length} bytes where ${this.clearNext} were announced (tampered)`);
           this.clearNext = undefined;
-          this.wantMore = this.push(frame.body.buffer === this.scratch.buffer ? Buffer.from(frame.body) : frame.body);
+          for (const part of frame.parts) this.wantMore = this.push(part);
           continue;
         }
-        const { type, payload } = this.receiver.open(frame.head, frame.body);
+        // Decrypted in place; nothing of it is used unless it authenticates (else this throws).
+        const { type, payload: pieces } = this.receiver.openInPlace(frame.head, frame.parts);
+        if (type === RecordType.DATA) {
+          // Our reader's buffer may pass its high-water mark by less than one record.
+          for (const piece of pieces) this.wantMore = this.push(piece);
+          continue;
+        }
+        const payload = Buffer.concat(pieces); // the other records are short
         if (type === RecordType.CLEAR_NEXT) {
           if (!this.acceptClearBodies) throw new AirlockError("GUEST_PROTOCOL", "secure channel: the peer announced a clear body, which this end does not take");
           const n = payload.length === 4 ? payload.readUInt32BE(0) : 0;
@@ -111,10 +114,7 @@ export class SecureStream extends Duplex {
           this.clearNext = n;
           continue;
         }
-        if (type === RecordType.DATA) {
-          // Our reader's buffer may pass its high-water mark by less than one record.
-          this.wantMore = this.push(payload);
-        } else if (type === RecordType.CLOSE) {
+        if (type === RecordType.CLOSE) {
           if (payload.length !== 0) throw new AirlockError("GUEST_PROTOCOL", "secure channel: a close record with a payload");
           this.receivedClose = true;
           this.log.debug({ records: this.receiver.count }, "peer closed its direction");
@@ -228,7 +228,7 @@ export class SecureStream extends Duplex {
           this.link.cork();
           try {
             while (queued > HOLD_LIMIT && !full) {
-              for (const part of this.sender.sealParts(RecordType.DATA, take(Math.min(queued, MAX_PAYLOAD)))) this.link.write(part);
+              this.link.writeRecord(this.sender, RecordType.DATA, take(Math.min(queued, MAX_PAYLOAD)));
               full = this.link.unsent >= SEND_WINDOW;
             }
           } finally {

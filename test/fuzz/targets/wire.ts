@@ -464,7 +464,8 @@ const channel: TargetFactory = {
       const me: Role = input[0]! & 1 ? "server" : "client";
       const peer: Role = me === "client" ? "server" : "client";
       const src = new FrameSource(MAX_RECORD);
-      for (const c of chunks(rng, input.subarray(1))) src.push(c);
+      // Copies: application records are decrypted where they lie, as the link's own chunks are.
+      for (const c of chunks(rng, input.subarray(1))) src.push(Buffer.from(c));
       const next = (what: string): { head: Buffer; body: Buffer } => {
         const f = src.next();
         if (!f) throw new Refused(`the stream ended before ${what}`);
@@ -488,10 +489,12 @@ const channel: TargetFactory = {
       };
       expect(RecordType.EVIDENCE, "the evidence");
       if (me === "client" && expect(RecordType.FINISHED, "the verdict").length !== 0) throw new Refused("FINISHED with a payload");
-      // secure-stream.ts pump(): DATA until CLOSE, nothing after it.
+      // secure-stream.ts pump(): DATA until CLOSE, nothing after it; each record opened in place.
       for (;;) {
-        const f = next("the close");
-        const r = app.open(f.head, f.body);
+        const f = src.nextParts();
+        if (!f) throw new Refused("the stream ended before the close");
+        if (f.length > MAX_RECORD || f.head.length !== 4 || f.parts.reduce((n, p) => n + p.length, 0) !== f.length) throw new Violation(`a frame of ${f.length} bytes passed the limit or lost bytes`);
+        const r = app.openInPlace(f.head, f.parts);
         if (r.type === RecordType.CLOSE) {
           if (r.payload.length !== 0) throw new Refused("CLOSE with a payload");
           if (src.buffered > 0) throw new Refused("records after the close");
