@@ -1,8 +1,9 @@
 // airlock's native addon (host-tools/native, built by `npm run build`), loaded in one place for
-// what proto runs on it: the guests' vsock streams (vsock-stream.ts) and the secure channel's
-// cipher (channel/protocol.ts). The guest images carry it as the package `airlock-native`
-// (opt/airlock/node_modules); on the host (tests, benches) it is the repository's build, found
-// from this file (or the bundle it is in) upwards; $AIRLOCK_VSOCK_ADDON names another file.
+// everything that runs on it: the guests' vsock streams (vsock-stream.ts), the secure channel's
+// cipher (channel/protocol.ts) and the host's vsock fabric (host-tools/src/fabric/native.ts). The
+// guest images carry it as the package `airlock-native` (opt/airlock/node_modules); on the host it
+// is the repository's build, found from this file (or the bundle it is in) upwards;
+// $AIRLOCK_NATIVE_ADDON names another file.
 import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
@@ -14,7 +15,7 @@ const requireAddon = createRequire(import.meta.url);
 let loaded: unknown;
 
 function locate(): string | undefined {
-  if (process.env.AIRLOCK_VSOCK_ADDON) return process.env.AIRLOCK_VSOCK_ADDON;
+  if (process.env.AIRLOCK_NATIVE_ADDON) return process.env.AIRLOCK_NATIVE_ADDON;
   try {
     return requireAddon.resolve("airlock-native");
   } catch {
@@ -30,7 +31,7 @@ function locate(): string | undefined {
 export function nativeAddon<T>(): T {
   if (loaded === undefined) {
     const file = locate();
-    if (!file) throw new AirlockError("INTERNAL", "airlock's native addon (airlock-native) is not installed or built", { hint: "run `npm run build` (needs g++, make and python3)" });
+    if (!file) throw new AirlockError("IMAGE_MISSING", "airlock's native addon (airlock-native) is not built", { hint: "run `npm run build` (needs g++, make and python3)" });
     loaded = requireAddon(file);
   }
   return loaded as T;

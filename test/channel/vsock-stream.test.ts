@@ -8,15 +8,12 @@ import { mkdtempSync, rmSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { loadNative } from "../../host-tools/src/fabric/native.ts";
 import { READ_BUFFER, VsockStream } from "../../proto/src/vsock-stream.ts";
 
 const native = loadNative();
 const dir = mkdtempSync(path.join(os.tmpdir(), "airlock-vsock-stream-"));
-beforeAll(() => {
-  process.env.AIRLOCK_VSOCK_ADDON = path.resolve(import.meta.dirname, "../../host-tools/native/build/Release/airlock_fabric.node");
-});
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 /** A connected pair: our stream on the shim's accepted socket, and a plain Node socket as the peer. */

@@ -1,9 +1,5 @@
 // Typed access to the fabric's native shim (host-tools/native): the few syscalls Node lacks.
-import { createRequire } from "node:module";
-import { existsSync } from "node:fs";
-import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { AirlockError } from "../../../proto/src/errors.ts";
+import { nativeAddon } from "../../../proto/src/native.ts";
 
 export interface RecvResult {
   /** 0 means the peer closed. */
@@ -36,23 +32,7 @@ export interface FabricNative {
   Poller: new (fd: number, callback: (err: string | null, events: number) => void) => Poller;
 }
 
-const ADDON = "host-tools/native/build/Release/airlock_fabric.node";
-
-let cached: FabricNative | undefined;
-
-/** Loads the addon from $AIRLOCK_FABRIC_ADDON or the repository this file (or its bundle) sits in. */
+/** The addon, found where proto's loader finds it (proto/src/native.ts: the repository's build on the host). */
 export function loadNative(): FabricNative {
-  if (cached) return cached;
-  const candidates: string[] = [];
-  if (process.env.AIRLOCK_FABRIC_ADDON) candidates.push(process.env.AIRLOCK_FABRIC_ADDON);
-  for (let dir = path.dirname(fileURLToPath(import.meta.url)); ; dir = path.dirname(dir)) {
-    candidates.push(path.join(dir, ADDON));
-    if (path.dirname(dir) === dir) break;
-  }
-  const found = candidates.find((c) => existsSync(c));
-  if (!found) {
-    throw new AirlockError("FABRIC", "the vsock fabric's native addon is not built", { hint: "run `npm run build` (needs g++, make and python3)" });
-  }
-  cached = createRequire(import.meta.url)(found) as FabricNative;
-  return cached;
+  return nativeAddon<FabricNative>();
 }
