@@ -91,6 +91,16 @@ describe("native ChaCha20-Poly1305 (aead.cc)", () => {
     }
   });
 
+  it("takes a record of more pieces than one call of the addon does (many tiny writes)", () => {
+    const key = randomBytes(32);
+    const pieces = Array.from({ length: 10_000 }, () => randomBytes(randomInt(0, 20)));
+    const frame = new RecordCipher(key).sealParts(RecordType.DATA, pieces)[0]!;
+    expect(frame.equals(new RecordCipher(key).seal(RecordType.DATA, Buffer.concat(pieces)))).toBe(true);
+    const body = Buffer.from(frame.subarray(4));
+    const parts = Array.from({ length: body.length }, (_, i) => body.subarray(i, i + 1));
+    expect(Buffer.concat(new RecordCipher(key).openInPlace(frame.subarray(0, 4), parts).payload).equals(Buffer.concat(pieces))).toBe(true);
+  });
+
   it("opens records in place however the wire cut them, the tag split across reads too", () => {
     const key = randomBytes(32);
     const tx = new RecordCipher(key);

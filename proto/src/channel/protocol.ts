@@ -122,6 +122,9 @@ interface Aead {
   aeadOpen(key: Buffer, nonce: Buffer, aad: Uint8Array, parts: readonly Uint8Array[], tag: Uint8Array, out: Uint8Array | undefined): boolean;
 }
 
+/** Most pieces one call of the addon takes (aead.cc kMaxPieces); more, from many tiny writes, are joined first. */
+const AEAD_MAX_PIECES = 4096;
+
 function aead(): Aead {
   const addon = nativeAddon<Partial<Aead>>();
   if (!addon.aeadSeal || !addon.aeadOpen) throw new AirlockError("INTERNAL", "secure channel: the native addon has no cipher (built against other OpenSSL headers than this node's?)", { hint: "rebuild it: `npm run build`" });
@@ -190,7 +193,8 @@ export class RecordCipher {
     out.writeUInt32BE(size - 4, 0);
     this.typeBuffer[0] = type;
     // The aad is the length header just written; the record follows it in the same buffer.
-    return this.aead.aeadSeal(this.key, this.nonce(), out.subarray(0, 4), [this.typeBuffer, ...pieces], out, 4);
+    const plain = pieces.length < AEAD_MAX_PIECES ? [this.typeBuffer, ...pieces] : [this.typeBuffer, Buffer.concat(pieces)];
+    return this.aead.aeadSeal(this.key, this.nonce(), out.subarray(0, 4), plain, out, 4);
   }
 
   /**
@@ -213,6 +217,7 @@ export class RecordCipher {
    * byte it decrypted — nothing of them is used.
    */
   openInPlace(head: Buffer, parts: readonly Buffer[]): { type: number; payload: Buffer[] } {
+    if (parts.length >= AEAD_MAX_PIECES) parts = [Buffer.concat(parts)];
     let length = 0;
     for (const p of parts) length += p.length;
     this.checkLength(length);
