@@ -1,7 +1,7 @@
 // Step 5: the agent link. The firewall listens for the agent (and relays its PSP) from the start:
-// the sandbox boots alongside it, and an agent that finds no listener waits a second per try
-// (node-vsock's connect). Its handshake simply waits until openAgentChannel answers it; nothing is
-// sent to it before the earlier checks pass. The link crosses the host's vsock fabric, so it is
+// the sandbox boots alongside it, and an agent that finds no listener tries again a quarter of a
+// second later. The handshake runs as soon as the room is checked, beside steps 2-4; nothing is
+// sent over the channel before those pass. The link crosses the host's vsock fabric, so it is
 // the attested, encrypted channel: the sandbox must prove it runs the image the signed room pins
 // (the host has no say in it) before it is sent anything — channel.expected, channel.opened or
 // channel.refused.
@@ -47,12 +47,17 @@ export function listenForAgent({ violations }: RunContext): AgentListeners {
   return { connection, pspRelay };
 }
 
-/** Waits for the agent and opens the attested channel with it; the relay closes whatever the outcome. */
-export async function openAgentChannel(ctx: RunContext, listeners: AgentListeners): Promise<SecureChannel<RoomPeer>> {
+/**
+ * Waits for the agent and runs the attested handshake with it; the relay closes whatever the
+ * outcome. Started as soon as the room is checked, beside attestation, key release and consent
+ * (issue 12: the sandbox's half of the handshake then runs while this VM talks to the broker):
+ * the handshake shows the sandbox only this VM's report, and nothing is sent over the channel
+ * before openAgentChannel, after those steps passed.
+ */
+export async function handshakeAgent(ctx: RunContext, listeners: AgentListeners): Promise<SecureChannel<RoomPeer>> {
   const { room, host, audit, provider, log } = ctx;
   const sandboxMeasurement = room.attestation.sandbox;
   await audit.append("channel.expected", { peer: "sandbox", measurement: sandboxMeasurement, pinnedBy: "room digest" });
-  await host.send({ case: "firewallReady", value: { digest: room.digest } });
   const conn = await listeners.connection;
   // Closed by the run's end once the host has heard how the run ended: the sandbox powers off when
   // its link closes, and the host must learn why before it sees that.
@@ -74,6 +79,13 @@ export async function openAgentChannel(ctx: RunContext, listeners: AgentListener
   channel.stream.on("error", (err: Error) => log.warn({ err: err.message }, "agent channel failed"));
   await audit.append("channel.opened", { peer: "sandbox", measurement: channel.peer.measurement, hostData: channel.peer.hostData, cipher: "X25519, ChaCha20-Poly1305" });
   return channel;
+}
+
+/** After this VM's own checks passed: tells the host the firewall is ready, and waits for the agent's handshake. */
+export async function openAgentChannel(ctx: RunContext, handshake: Promise<SecureChannel<RoomPeer>>): Promise<SecureChannel<RoomPeer>> {
+  handshake.catch(() => undefined); // its refusal is ours once awaited below, even if the send fails first
+  await ctx.host.send({ case: "firewallReady", value: { digest: ctx.room.digest } });
+  return handshake;
 }
 
 /**

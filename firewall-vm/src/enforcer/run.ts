@@ -6,7 +6,7 @@ import { checkRoom } from "./room-check.ts";
 import { attest } from "./attestation.ts";
 import { releaseKeys } from "./key-release.ts";
 import { askConsent } from "./consent.ts";
-import { listenForAgent, openAgentChannel } from "./agent-channel.ts";
+import { handshakeAgent, listenForAgent, openAgentChannel } from "./agent-channel.ts";
 import { serveAgent } from "./session.ts";
 import type { RunContext } from "./context.ts";
 import { reportToGovernance } from "./governance.ts";
@@ -25,6 +25,9 @@ async function runSteps(ctx: RunContext, stepsMs: Record<string, number>): Promi
   const listeners = listenForAgent(ctx);
   // 1. The room: its digest computed here; every required collaborator's signature over it.
   await timed("room", () => checkRoom(ctx));
+  // 5 (its handshake): the sandbox proves itself beside steps 2-4, but is sent nothing before them.
+  const handshake = ctx.room.workload.service ? undefined : handshakeAgent(ctx, listeners);
+  handshake?.catch(() => undefined); // awaited at step 5; a refusal at steps 2-4 ends the run first
   // 2. Attestation: a report binding the audit key, so the trail's signatures name this VM.
   await timed("attestation", () => attest(ctx));
   // 3. Keys: each input's identity, and the room's own identity for secure outputs.
@@ -35,7 +38,7 @@ async function runSteps(ctx: RunContext, stepsMs: Record<string, number>): Promi
   // (Loaded only here: gRPC's library is most of the firewall's code, and batch rooms never run it.)
   if (ctx.room.workload.service) return void (await (await import("./service-room.ts")).serveServiceRoom(ctx, keys, listeners));
   // 5. The sandbox: one agent, over the attested channel.
-  const channel = await timed("agentChannel", () => openAgentChannel(ctx, listeners));
+  const channel = await timed("agentChannel", () => openAgentChannel(ctx, handshake!));
   // 6-8. Inputs, workload (with egress), outputs.
   const { host, room, log, hold, audit, violations } = ctx;
   await timed("session", () => serveAgent(channel.stream, host, room, log, { hold, identities: keys.identities, ownerScopes: keys.ownerScopes, audit, violations, ...(keys.roomRecipient ? { roomRecipient: keys.roomRecipient } : {}), ...(keys.roomIdentity ? { roomIdentity: keys.roomIdentity } : {}) }));

@@ -13,7 +13,7 @@ import { roomBytes } from "../../../proto/src/room.ts";
 import { IsolateState } from "../../../proto/gen/enforcer/v1/isolate_state_pb.ts";
 import { EzIsolateHealth_ContainerRunStatus_Status as RunStatus } from "../../../proto/gen/enforcer/v1/isolate_health_pb.ts";
 import { scopeRank } from "../policy/index.ts";
-import { listenForAgent, openAgentChannel, type AgentListeners } from "./agent-channel.ts";
+import { handshakeAgent, listenForAgent, openAgentChannel, type AgentListeners } from "./agent-channel.ts";
 import type { RunContext } from "./context.ts";
 import type { ReleasedKeys } from "./key-release.ts";
 import { SandboxInstance } from "../proxies/service/sandbox.ts";
@@ -47,7 +47,7 @@ export async function serveServiceRoom(ctx: RunContext, keys: ReleasedKeys, firs
   const startInstance = async (listeners: AgentListeners): Promise<SandboxInstance> => {
     generation++;
     state = IsolateState.STARTING;
-    const channel = await openAgentChannel(ctx, listeners);
+    const channel = await openAgentChannel(ctx, handshakeAgent(ctx, listeners));
     const inst = await SandboxInstance.start(generation, channel.stream, room, () => host.send({ case: "sandboxReady", value: {} }));
     await audit.append("service.ready", { generation, port: service.port });
     state = IsolateState.READY;

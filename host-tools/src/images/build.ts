@@ -3,7 +3,7 @@
 // image.json records only content hashes and package names, never host paths or times. The
 // fingerprints are also the cache key, so unchanged inputs reuse the cached result.
 import { createHash } from "node:crypto";
-import { copyFileSync, createReadStream, createWriteStream, existsSync, mkdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, createReadStream, createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { Transform } from "node:stream";
 import path from "node:path";
 import { pipeline } from "node:stream/promises";
@@ -151,7 +151,11 @@ async function gather(recipe: ImageRecipe, options: BuildOptions): Promise<Gathe
     const bundle = path.join(root, "dist", recipe.program);
     if (!existsSync(bundle)) throw new AirlockError("IMAGE_MISSING", `${bundle} is not built`, { hint: "run `npm run build` in the airlock checkout" });
     const program = await addHost(`opt/airlock/${recipe.program}`, bundle);
-    Object.assign(inputs, { node: { version: process.version, sha256: node.sha256 }, libraries: libs, program: program.sha256 });
+    // The program's chunks (images/build-bundles.mjs: code it imports only when needed), every one.
+    const chunkDir = bundle.replace(/\.mjs$/, "-chunks");
+    const chunks: Record<string, string> = {};
+    for (const f of existsSync(chunkDir) ? readdirSync(chunkDir).sort() : []) chunks[f] = (await addHost(`opt/airlock/${path.basename(chunkDir)}/${f}`, path.join(chunkDir, f))).sha256;
+    Object.assign(inputs, { node: { version: process.version, sha256: node.sha256 }, libraries: libs, program: program.sha256, ...(Object.keys(chunks).length > 0 ? { programChunks: chunks } : {}) });
   }
 
   if (recipe.workload) {
