@@ -5,8 +5,9 @@
 //
 // Copies: a write's bytes go through the cipher once, into a frame buffer the link reuses once the
 // socket has sent it, and the records of one write leave in one writev. A record is opened where
-// it lies in what the socket delivered, across reads if it spans them (link.ts nextParts): it is
-// decrypted in place, and its payload is views of those bytes — nothing copied or allocated.
+// it lies in what the socket delivered, across reads if it spans them (link.ts nextParts; one
+// spread over more than 16 is copied once): it is decrypted in place, and its payload is views of
+// those bytes, pushed as they are.
 // Records are filled: a write's short tail (under HOLD_LIMIT) is copied and waits for the next
 // write to fill its record, at most until the event loop turns (or end()), so a message followed
 // by nothing still leaves at once.
