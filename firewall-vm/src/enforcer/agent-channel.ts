@@ -54,23 +54,32 @@ export function listenForAgent({ violations }: RunContext): AgentListeners {
  * the handshake shows the sandbox only this VM's report, and nothing is sent over the channel
  * before openAgentChannel, after those steps passed.
  */
-export async function handshakeAgent(ctx: RunContext, listeners: AgentListeners): Promise<SecureChannel<RoomPeer>> {
+export async function handshakeAgent(ctx: RunContext, listeners: AgentListeners, attested: Promise<unknown>): Promise<SecureChannel<RoomPeer>> {
   const { room, host, audit, provider, log } = ctx;
   const sandboxMeasurement = room.attestation.sandbox;
+  const handshake = (async () => {
+    const conn = await listeners.connection;
+    // Closed by the run's end once the host has heard how the run ended: the sandbox powers off when
+    // its link closes, and the host must learn why before it sees that.
+    ctx.agentLink = conn;
+    try {
+      return await secureServer(conn, roomChannelOptions(provider, { peer: "sandbox", measurement: Buffer.from(sandboxMeasurement, "hex"), hostData: Buffer.from(room.digest, "hex"), log }));
+    } finally {
+      listeners.pspRelay.close();
+    }
+  })();
+  handshake.catch(() => undefined); // awaited below, once this VM's own attestation is on record
+  // The trail's first records are this VM's attestation (audit verify checks it): the handshake's
+  // own records follow it, whenever the handshake itself ran.
+  await attested;
   await audit.append("channel.expected", { peer: "sandbox", measurement: sandboxMeasurement, pinnedBy: "room digest" });
-  const conn = await listeners.connection;
-  // Closed by the run's end once the host has heard how the run ended: the sandbox powers off when
-  // its link closes, and the host must learn why before it sees that.
-  ctx.agentLink = conn;
   let channel: SecureChannel<RoomPeer>;
   try {
-    channel = await secureServer(conn, roomChannelOptions(provider, { peer: "sandbox", measurement: Buffer.from(sandboxMeasurement, "hex"), hostData: Buffer.from(room.digest, "hex"), log }));
+    channel = await handshake;
   } catch (err) {
     const e = AirlockError.from(err);
     await audit.append("channel.refused", { peer: "sandbox", code: e.code, reason: e.message.slice(0, 1000) });
     throw new AirlockError(e.code, `the sandbox's attested channel was not established: ${e.message}`);
-  } finally {
-    listeners.pspRelay.close();
   }
   // The handshake was the sandbox's one attestation: the host closes its sandbox PSP listener too.
   await host.send({ case: "sandboxAttested", value: {} });

@@ -25,11 +25,13 @@ async function runSteps(ctx: RunContext, stepsMs: Record<string, number>): Promi
   const listeners = listenForAgent(ctx);
   // 1. The room: its digest computed here; every required collaborator's signature over it.
   await timed("room", () => checkRoom(ctx));
-  // 5 (its handshake): the sandbox proves itself beside steps 2-4, but is sent nothing before them.
-  const handshake = ctx.room.workload.service ? undefined : handshakeAgent(ctx, listeners);
-  handshake?.catch(() => undefined); // awaited at step 5; a refusal at steps 2-4 ends the run first
   // 2. Attestation: a report binding the audit key, so the trail's signatures name this VM.
-  await timed("attestation", () => attest(ctx));
+  const attested = timed("attestation", () => attest(ctx));
+  // 5 (its handshake): the sandbox proves itself beside steps 2-4, but is sent nothing before them
+  // (its records follow the attestation's).
+  const handshake = ctx.room.workload.service ? undefined : handshakeAgent(ctx, listeners, attested);
+  handshake?.catch(() => undefined); // awaited at step 5; a refusal at steps 2-4 ends the run first
+  await attested;
   // 3. Keys: each input's identity, and the room's own identity for secure outputs.
   const keys = await timed("keys", () => releaseKeys(ctx));
   // 4. Consent, asked by the firewall itself from its NIC; fail closed.

@@ -47,7 +47,7 @@ export async function serveServiceRoom(ctx: RunContext, keys: ReleasedKeys, firs
   const startInstance = async (listeners: AgentListeners): Promise<SandboxInstance> => {
     generation++;
     state = IsolateState.STARTING;
-    const channel = await openAgentChannel(ctx, handshakeAgent(ctx, listeners));
+    const channel = await openAgentChannel(ctx, handshakeAgent(ctx, listeners, Promise.resolve()));
     const inst = await SandboxInstance.start(generation, channel.stream, room, () => host.send({ case: "sandboxReady", value: {} }));
     await audit.append("service.ready", { generation, port: service.port });
     state = IsolateState.READY;
