@@ -12,8 +12,8 @@ export interface ImageRecipe {
   modules: string[];
   /** Include node, its shared libraries and our program bundle (dist/<program>). */
   program?: "firewall-vm.mjs" | "sandbox-vm.mjs";
-  /** Include airlock's native addon (host-tools/native: AF_VSOCK from node, the channel's cipher). */
-  nativeAddon: boolean;
+  /** Include the node-vsock addon for AF_VSOCK from node. */
+  vsockAddon: boolean;
   /** Bake the room's workload bundle in at /workload. */
   workload: boolean;
   /** Unprivileged account the workload runs as. */
@@ -32,16 +32,16 @@ const NET = ["drivers/net/virtio_net.ko"];
 const CMDLINE = "console=ttyS0 quiet panic=-1 no_timer_check rdinit=/init";
 
 export const RECIPES: Record<ImageName, ImageRecipe> = {
-  firewall: { name: "firewall", cmdline: CMDLINE, modules: [...VIRTIO, ...VSOCK, ...NET], program: "firewall-vm.mjs", nativeAddon: true, workload: false },
+  firewall: { name: "firewall", cmdline: CMDLINE, modules: [...VIRTIO, ...VSOCK, ...NET], program: "firewall-vm.mjs", vsockAddon: true, workload: false },
   sandbox: {
     name: "sandbox",
     cmdline: CMDLINE,
     // No network driver at all: the sandbox has no NIC, and no module to drive one if it had.
     modules: [...VIRTIO, ...VSOCK],
     program: "sandbox-vm.mjs",
-    nativeAddon: true,
+    vsockAddon: true,
     workload: true,
     users: [{ name: "workload", uid: 1000 }],
   },
-  minimal: { name: "minimal", cmdline: CMDLINE, modules: [], nativeAddon: false, workload: false },
+  minimal: { name: "minimal", cmdline: CMDLINE, modules: [], vsockAddon: false, workload: false },
 };

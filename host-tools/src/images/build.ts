@@ -130,9 +130,14 @@ async function gather(recipe: ImageRecipe, options: BuildOptions): Promise<Gathe
     const node = await addHost("bin/node", process.execPath, 0o755);
     const libs: Record<string, string> = {};
     const binaries = [process.execPath];
-    if (recipe.nativeAddon) {
-      // airlock's own addon (proto/src/native.ts): the guests' vsock sockets (vsock-stream.ts) and the
-      // channel's cipher. node-vsock's binary is not in the images: nothing in them loads it.
+    if (recipe.vsockAddon) {
+      const addonDir = path.join(root, "node_modules/node-vsock-linux-x64-gnu");
+      const addon = path.join(addonDir, "node-vsock.linux-x64-gnu.node");
+      if (!existsSync(addon)) throw new AirlockError("IMAGE_MISSING", `${addon} is missing`, { hint: "run `npm ci` in the airlock checkout" });
+      await addHost("opt/airlock/node_modules/node-vsock-linux-x64-gnu/node-vsock.linux-x64-gnu.node", addon, 0o755);
+      files.push({ path: "opt/airlock/node_modules/node-vsock-linux-x64-gnu/package.json", type: "file", data: Buffer.from('{"name":"node-vsock-linux-x64-gnu","main":"node-vsock.linux-x64-gnu.node"}\n') });
+      binaries.push(addon);
+      // airlock's own shim: the guests listen on vsock through it (proto/src/vsock-stream.ts).
       const shim = path.join(root, "host-tools/native/build/Release/airlock_fabric.node");
       if (!existsSync(shim)) throw new AirlockError("IMAGE_MISSING", `${shim} is not built`, { hint: "run `npm run build` in the airlock checkout" });
       const shimFile = await addHost("opt/airlock/node_modules/airlock-native/airlock_fabric.node", shim, 0o755);
