@@ -183,7 +183,7 @@ export class SecureStream extends Duplex {
         const piece = body.subarray(off, off + MAX_CLEAR);
         const length = Buffer.allocUnsafe(4);
         length.writeUInt32BE(piece.length);
-        for (const part of this.sender.sealParts(RecordType.CLEAR_NEXT, [length])) this.link.write(part);
+        this.link.writeRecord(this.sender, RecordType.CLEAR_NEXT, [length]);
         this.link.write(length);
         this.link.write(piece);
       }
@@ -274,15 +274,10 @@ export class SecureStream extends Duplex {
 
   private sealHeld(): void {
     if (this.heldLength === 0) return;
-    const parts = this.sender.sealParts(RecordType.DATA, this.held);
+    const held = this.held;
     this.held = [];
     this.heldLength = 0;
-    this.link.cork();
-    try {
-      for (const part of parts) this.link.write(part);
-    } finally {
-      this.link.uncork();
-    }
+    this.link.writeRecord(this.sender, RecordType.DATA, held);
   }
 
   override _final(cb: (err?: Error | null) => void): void {
@@ -290,7 +285,7 @@ export class SecureStream extends Duplex {
     try {
       this.cancelFlush();
       this.sealHeld();
-      ok = this.link.write(this.sender.seal(RecordType.CLOSE, Buffer.alloc(0)));
+      ok = this.link.writeRecord(this.sender, RecordType.CLOSE, []);
     } catch (err) {
       return cb(AirlockError.from(err));
     }

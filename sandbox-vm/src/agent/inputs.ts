@@ -22,8 +22,8 @@ class Incoming {
   readonly opener: PayloadOpener;
   writeMs = 0;
   openMs = 0;
-  /** Set once the payload failed to open: the rest of its data is dropped unread. */
-  refused = false;
+  /** Why the payload did not open, once it did not: the rest of its data is dropped unread. */
+  fault: PayloadOpener["fault"];
 
   constructor(readonly name: string, mount: string, key: Uint8Array) {
     this.file = new InputFile(mount);
@@ -32,7 +32,7 @@ class Incoming {
 
   /** Writes the plaintext `chunks` yields as the opener opens it (or records the fault and discards the file). */
   take(chunks: (opener: PayloadOpener) => Iterable<Buffer>): void {
-    if (this.refused) return;
+    if (this.fault) return;
     let t = performance.now();
     try {
       for (const plain of chunks(this.opener)) {
@@ -45,9 +45,21 @@ class Incoming {
       this.openMs += performance.now() - t;
     } catch (err) {
       if (!this.opener.fault) throw err;
-      this.refused = true;
-      this.file.discard();
+      this.refuse(this.opener.fault);
     }
+  }
+
+  /** The payload has all come: the file is put in place if it opened whole and is `bytes` long; else why not. */
+  end(bytes: number): PayloadOpener["fault"] {
+    this.take((opener) => opener.end());
+    if (!this.fault && this.opener.bytes !== bytes) this.refuse({ kind: "malformed", chunk: 0 });
+    if (!this.fault) this.file.finish();
+    return this.fault;
+  }
+
+  private refuse(fault: NonNullable<PayloadOpener["fault"]>): void {
+    this.fault = fault;
+    this.file.discard();
   }
 }
 
@@ -75,18 +87,11 @@ export async function placeInputs(link: Writable, messages: AsyncIterator<FromFi
         if (!input || body.value.name !== input.name) throw new Error("input-end does not match the input");
         const done = input;
         input = undefined;
-        done.take((opener) => opener.end());
-        if (!done.refused && done.opener.bytes !== num(body.value.bytes)) {
-          done.refused = true;
-          done.opener.fault = { kind: "malformed", chunk: 0 };
-          done.file.discard();
-        }
-        if (done.refused) {
-          const fault = done.opener.fault!;
+        const fault = done.end(num(body.value.bytes));
+        if (fault) {
           await toFirewall(link, { case: "inputRefused", value: { name: done.name, fault: FAULTS[fault.kind], chunk: BigInt(fault.chunk) } });
           break;
         }
-        done.file.finish();
         await toFirewall(link, { case: "inputPlaced", value: { name: done.name, writeMs: Math.round(done.writeMs), openMs: Math.round(done.openMs) } });
         break;
       }
