@@ -82,3 +82,18 @@ describe("the prebuilt airlock --help", () => {
     }
   });
 });
+
+describe("the airlock launcher (host-tools/bin/airlock)", () => {
+  const launcher = fileURLToPath(new URL("../../bin/airlock", import.meta.url));
+  const bundle = fileURLToPath(new URL("../../../dist/airlock.mjs", import.meta.url));
+  // node warns on stderr when it cannot load NODE_EXTRA_CA_CERTS: proof of whether it tried.
+  it.skipIf(!existsSync(bundle))("runs the CLI without Node's start-up parse of NODE_EXTRA_CA_CERTS", () => {
+    const env = { ...process.env, NODE_EXTRA_CA_CERTS: "/nonexistent/airlock-test-ca.pem" };
+    const direct = spawnSync(process.execPath, ["-e", "0"], { env, encoding: "utf8" });
+    expect(direct.stderr).toContain("extra certs");
+    const r = spawnSync(launcher, ["--help"], { env, encoding: "utf8" });
+    expect(r.status).toBe(0);
+    expect(r.stdout).toContain("airlock <command>");
+    expect(r.stderr).toBe("");
+  });
+});

@@ -10,14 +10,14 @@ export function shellQuote(s: string): string {
 }
 
 /**
- * The remote command line for `airlock ARGS`: a checkout folder runs its host-tools/bin/airlock.mjs
- * with node; anything else is run as the command it names.
+ * The remote command line for `airlock ARGS`: a checkout folder runs its launcher,
+ * host-tools/bin/airlock; anything else is run as the command it names.
  */
 export function remoteAirlockCommand(host: RemoteHost, args: string[], extraEnv: Record<string, string> = {}): string {
   const env = Object.entries({ ...host.env, ...extraEnv }).map(([k, v]) => `${k}=${shellQuote(v)}`);
   const a = shellQuote(host.airlock);
   const argv = args.map(shellQuote).join(" ");
-  return `a=${a}; if [ -d "$a" ]; then set -- node "$a/host-tools/bin/airlock.mjs"; else set -- "$a"; fi; exec env ${env.join(" ")} "$@" ${argv}`;
+  return `a=${a}; if [ -d "$a" ]; then set -- "$a/host-tools/bin/airlock"; else set -- "$a"; fi; exec env ${env.join(" ")} "$@" ${argv}`;
 }
 
 /** Refuses a remote host whose airlock is missing or is not this one (version and build). */
