@@ -1,9 +1,9 @@
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, readlinkSync, statSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, readlinkSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { PassThrough } from "node:stream";
 import { describe, expect, it } from "vitest";
+import { scratchDir } from "../../../test/scratch.ts";
 import { canonicalEntries, writeCpio, type CpioEntry } from "./cpio.ts";
 
 async function archive(entries: CpioEntry[], mtime = 0): Promise<Buffer> {
@@ -16,7 +16,7 @@ async function archive(entries: CpioEntry[], mtime = 0): Promise<Buffer> {
 }
 
 describe("cpio newc writer", () => {
-  const dir = mkdtempSync(path.join(tmpdir(), "airlock-cpio-"));
+  const dir = scratchDir("airlock-cpio-");
   const host = path.join(dir, "host.bin");
   writeFileSync(host, Buffer.alloc(5000, 7));
   const entries: CpioEntry[] = [
@@ -37,7 +37,7 @@ describe("cpio newc writer", () => {
 
   it("unpacks with GNU cpio to the same tree", async () => {
     const data = await archive(entries);
-    const out = mkdtempSync(path.join(tmpdir(), "airlock-cpio-x-"));
+    const out = scratchDir("airlock-cpio-x-");
     execFileSync("cpio", ["-idm", "--quiet", "--no-absolute-filenames"], { cwd: out, input: data });
     expect(readFileSync(path.join(out, "init"), "utf8")).toBe("#!/bin/sh\necho hi\n");
     expect(statSync(path.join(out, "init")).mode & 0o777).toBe(0o755);

@@ -1,12 +1,12 @@
 // Choosing the QEMU and the firmware of an --tee snp launch: a QEMU too old or absent is refused
 // naming what to install; a firmware is taken only from the user and only with SEV metadata that
 // can measure the kernel. (test/pair/snp-qemu.test.ts starts the plans with the chosen QEMU.)
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { AirlockError } from "../../../proto/src/errors.ts";
 import { OVMF_AMDSEV_SUFFIX, OVMF_X64_SUFFIX } from "../../../test/fixtures/index.ts";
+import { scratchDir } from "../../../test/scratch.ts";
 import { chosenSnpFirmware, loadSnpFirmware } from "./snp-firmware.ts";
 import { findSnpQemu } from "./snp-qemu.ts";
 
@@ -48,7 +48,7 @@ describe("the firmware for --tee snp", () => {
   });
 
   it("refuses firmware that cannot launch or measure an SNP guest with -kernel", async () => {
-    const dir = mkdtempSync(path.join(tmpdir(), "airlock-fw-"));
+    const dir = scratchDir("airlock-fw-");
     const noKernelHashes = await codeOf(() => loadSnpFirmware(OVMF_X64_SUFFIX));
     expect([noKernelHashes.code, noKernelHashes.message]).toEqual(["MEASURE", expect.stringContaining("no SNP_KERNEL_HASHES section")]);
     writeFileSync(path.join(dir, "plain.fd"), Buffer.alloc(8192, 0x90));

@@ -1,12 +1,12 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync } from "node:fs";
+import { existsSync } from "node:fs";
 import net from "node:net";
-import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
+import { scratchDir } from "../../../test/scratch.ts";
 import { QmpClient } from "./client.ts";
 
-const dir = mkdtempSync(path.join(tmpdir(), "airlock-qmp-"));
+const dir = scratchDir("airlock-qmp-");
 const children: ChildProcess[] = [];
 const servers: net.Server[] = [];
 

@@ -1,19 +1,19 @@
 // The manifest's egress: entries (firewall-vm/src/proxies/README.md § The manifest), in both forms:
 // the user's file (tls.ca a file) and the canonical form the firewall checks (tls.caPem inline).
 import { X509Certificate } from "node:crypto";
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { AirlockError } from "../errors.ts";
 import { amdCertFixture, MILAN_CHAIN } from "../../../test/fixtures/index.ts";
+import { scratchDir } from "../../../test/scratch.ts";
 import { canonicalJson, canonicalManifest, loadManifest, validateCanonical, type Egress } from "./index.ts";
 
 const PINS = { firewall: "a".repeat(96), sandbox: "b".repeat(96), broker: "c".repeat(64) };
 const SPKI = "d".repeat(64);
 
 function roomWith(egressYaml: string): string {
-  const dir = mkdtempSync(path.join(tmpdir(), "airlock-egress-"));
+  const dir = scratchDir("airlock-egress-");
   mkdirSync(path.join(dir, "workload"));
   writeFileSync(path.join(dir, "workload/run.sh"), "#!/bin/sh\necho hi\n");
   mkdirSync(path.join(dir, "certs"));

@@ -1,8 +1,9 @@
-import { mkdtempSync, writeFileSync, mkdirSync, cpSync } from "node:fs";
+import { writeFileSync, mkdirSync, cpSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
+import { scratchDir } from "../../../test/scratch.ts";
 import { AirlockError } from "../errors.ts";
 import { loadManifest, manifestDigest } from "./index.ts";
 
@@ -10,7 +11,7 @@ const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../.
 const hello = path.join(repo, "examples/hello/room.yaml");
 
 function roomWith(yaml: string): string {
-  const dir = mkdtempSync(path.join(tmpdir(), "airlock-manifest-"));
+  const dir = scratchDir("airlock-manifest-");
   mkdirSync(path.join(dir, "workload"));
   writeFileSync(path.join(dir, "workload/run.sh"), "#!/bin/sh\necho hi\n");
   const file = path.join(dir, "room.yaml");
@@ -127,7 +128,7 @@ outputs:
   it("digests what changes the room, not where it sits on the host", () => {
     const a = manifestDigest(loadManifest(hello));
     expect(a).toHaveLength(32);
-    const copy = mkdtempSync(path.join(tmpdir(), "airlock-manifest-"));
+    const copy = scratchDir("airlock-manifest-");
     cpSync(path.join(repo, "examples/hello"), copy, { recursive: true });
     expect(manifestDigest(loadManifest(path.join(copy, "room.yaml")))).toEqual(a);
     writeFileSync(path.join(copy, "workload/run.sh"), "#!/bin/sh\necho changed\n");

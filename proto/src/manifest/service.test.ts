@@ -1,15 +1,15 @@
 // The manifest's workload.service (firewall-vm/src/proxies/service/README.md § The manifest): what a
 // service room declares, its defaults, what it may not combine with, and the same room through the
 // canonical form the firewall checks.
-import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
+import { scratchDir } from "../../../test/scratch.ts";
 import type { AirlockError } from "../errors.ts";
 import { canonicalJson, canonicalManifest, loadManifest, validateCanonical } from "./index.ts";
 
 function roomWith(workloadExtra: string, rest = ""): string {
-  const dir = mkdtempSync(path.join(tmpdir(), "airlock-service-"));
+  const dir = scratchDir("airlock-service-");
   mkdirSync(path.join(dir, "workload"));
   writeFileSync(path.join(dir, "workload/server.mjs"), "// a server\n");
   const file = path.join(dir, "room.yaml");
