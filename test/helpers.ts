@@ -1,10 +1,9 @@
 // Shared helpers for end-to-end tests: run the real `airlock` CLI (the built bundle) with its
 // state in a temporary folder, and make sure no QEMU outlives a test.
 import { execFileSync, spawn, type SpawnOptions } from "node:child_process";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { scratchDir } from "./scratch.ts";
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 export const airlockBin = path.join(repoRoot, "host-tools/bin/airlock.mjs");
@@ -16,8 +15,9 @@ export interface CliResult {
   stderr: string;
 }
 
+/** A fresh, empty airlock state folder (AIRLOCK_STATE), removed when the test or test file ends. */
 export function testStateDir(): string {
-  return mkdtempSync(path.join(tmpdir(), "airlock-state-"));
+  return scratchDir("airlock-state-");
 }
 
 /** Runs `airlock ...args` to its end (bounded), returning its exit status and output. */

@@ -2,10 +2,10 @@
 // host key, config and authorized_keys in a temporary folder): the "remote host" of the --host
 // tests and the fleet bench. The same machine plays both sides, reached through SSH only.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import net from "node:net";
-import { tmpdir } from "node:os";
 import path from "node:path";
+import { scratchDir } from "../scratch.ts";
 
 export interface TestSshd {
   dir: string;
@@ -40,7 +40,7 @@ async function freePort(): Promise<number> {
 }
 
 export async function startSshd(): Promise<TestSshd> {
-  const dir = mkdtempSync(path.join(tmpdir(), "airlock-sshd-"));
+  const dir = scratchDir("airlock-sshd-");
   const hostKey = path.join(dir, "host_ed25519");
   const hostPub = keygen(hostKey);
   const userKey = path.join(dir, "user_ed25519");
