@@ -4,8 +4,7 @@
 // with the affinity, resources and hook that keep the pair on one node with vsock as the sandbox's
 // only path; and the hook itself, run on a libvirt domain as virt-launcher would run it.
 import { execFileSync, spawnSync } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { parseAllDocuments } from "yaml";
 import { beforeAll, describe, expect, it } from "vitest";
@@ -16,6 +15,7 @@ import { Affinity } from "kubernetes-models/v1/Affinity";
 import { ResourceRequirements } from "kubernetes-models/v1/ResourceRequirements";
 import { NetworkPolicy } from "kubernetes-models/networking.k8s.io/v1/NetworkPolicy";
 import { airlock, repoRoot, testStateDir } from "../helpers.ts";
+import { scratchDir } from "../scratch.ts";
 
 type Obj = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 const env = { AIRLOCK_STATE: testStateDir() };
@@ -37,7 +37,7 @@ const find = (objs: Obj[], kind: string, name: string): Obj => {
 beforeAll(async () => {
   objects = await render(path.join(repoRoot, "examples/hello/room.yaml"));
   // A room with egress: the firewall gets its one NIC; the sandbox still none.
-  const dir = mkdtempSync(path.join(tmpdir(), "airlock-k8s-"));
+  const dir = scratchDir("airlock-k8s-");
   execFileSync("cp", ["-r", path.join(repoRoot, "examples/hello/workload"), dir]);
   const yaml = readFileSync(path.join(repoRoot, "examples/hello/room.yaml"), "utf8").replace("name: hello", "name: hello-egress") + "egress:\n  - {name: stats, url: 'http://stats.example.test:8080/in/', methods: [POST], mode: open, scope: PUBLIC}\n";
   execFileSync("sh", ["-c", `cat > ${dir}/room.yaml`], { input: yaml });
@@ -139,7 +139,7 @@ describe("airlock k8s render", () => {
   });
 
   it("--out writes one file per object", async () => {
-    const out = mkdtempSync(path.join(tmpdir(), "airlock-k8s-out-"));
+    const out = scratchDir("airlock-k8s-out-");
     const r = await airlock(["k8s", "render", path.join(repoRoot, "examples/hello/room.yaml"), "--out", out], env, 600_000);
     expect(r.code, r.stderr).toBe(0);
     expect(readdirSync(out).sort()).toEqual([

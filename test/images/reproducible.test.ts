@@ -2,12 +2,12 @@
 // two folders, give identical files; the sandbox image carries the workload (so it is measured)
 // and no network driver.
 import { execFileSync } from "node:child_process";
-import { cpSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { cpSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { IMAGE_FILES } from "../../host-tools/src/images/build.ts";
 import { airlock, repoRoot } from "../helpers.ts";
+import { scratchDir } from "../scratch.ts";
 
 const hello = path.join(repoRoot, "examples/hello/room.yaml");
 
@@ -29,7 +29,7 @@ async function build(cache: string, out: string, manifest = hello): Promise<Buil
 
 describe("airlock images build", () => {
   it("gives byte-identical images from two cold builds, reuses the cache, and bakes in the workload", async () => {
-    const tmp = mkdtempSync(path.join(tmpdir(), "airlock-images-"));
+    const tmp = scratchDir("airlock-images-");
     const a = await build(path.join(tmp, "cache-a"), path.join(tmp, "out-a"));
     const b = await build(path.join(tmp, "cache-b"), path.join(tmp, "out-b"));
     expect(a.map((x) => x.cached)).toEqual([false, false]);

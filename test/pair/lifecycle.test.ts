@@ -1,11 +1,11 @@
 // Issue 2 end to end, with real QEMU guests under the accelerator this host allows: the pair's
 // lifecycle from another shell, the QMP view of the sandbox, fail-closed stops, clean teardown.
-import { existsSync, mkdirSync, readFileSync, writeFileSync, cpSync, mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, mkdirSync, readFileSync, writeFileSync, cpSync } from "node:fs";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { QmpClient } from "../../host-tools/src/qmp/client.ts";
 import { airlock, killQemus, qemuPids, repoRoot, testStateDir, waitFor } from "../helpers.ts";
+import { scratchDir } from "../scratch.ts";
 
 const state = testStateDir();
 const env = { AIRLOCK_STATE: state };
@@ -91,7 +91,7 @@ describe("a VM pair started with airlock up", () => {
 
 describe("airlock run", () => {
   it("runs the hello example to its end and writes its released output", async () => {
-    const out = mkdtempSync(path.join(tmpdir(), "airlock-out-"));
+    const out = scratchDir("airlock-out-");
     const r = await airlock(["run", hello, "--out", out, "--name", "lc-run"], env);
     expect(r.code, r.stderr).toBe(0);
     expect(readFileSync(path.join(out, "greeting/greeting.txt"), "utf8")).toMatch(/^hello from the sandbox\nLinux 6\.1/);
@@ -103,7 +103,7 @@ describe("airlock run", () => {
   });
 
   it("exits with the workload's status", async () => {
-    const dir = mkdtempSync(path.join(tmpdir(), "airlock-room-"));
+    const dir = scratchDir("airlock-room-");
     cpSync(path.join(repoRoot, "examples/hello"), dir, { recursive: true });
     writeFileSync(path.join(dir, "workload/run.sh"), "#!/bin/sh\necho failing on purpose\nexit 7\n");
     const out = path.join(dir, "out");
@@ -114,7 +114,7 @@ describe("airlock run", () => {
   });
 
   it("leaves no QEMU behind when interrupted while booting", async () => {
-    const out = mkdtempSync(path.join(tmpdir(), "airlock-out-"));
+    const out = scratchDir("airlock-out-");
     const { spawn } = await import("node:child_process");
     const child = spawn(process.execPath, [path.join(repoRoot, "host-tools/bin/airlock.mjs"), "run", hello, "--out", out, "--name", "lc-int"], { env: { ...process.env, ...env }, stdio: "ignore" });
     await waitFor("both QEMUs started", () => qemuPids("lc-int").length === 2, 120_000);
@@ -127,7 +127,7 @@ describe("airlock run", () => {
 
 describe("bad input", () => {
   it("names the manifest file, the field and what was expected", async () => {
-    const dir = mkdtempSync(path.join(tmpdir(), "airlock-room-"));
+    const dir = scratchDir("airlock-room-");
     cpSync(path.join(repoRoot, "examples/hello"), dir, { recursive: true });
     const file = path.join(dir, "room.yaml");
     writeFileSync(file, readFileSync(file, "utf8").replace('command: ["/bin/sh", "/workload/run.sh"]', "command: 42"));

@@ -1,15 +1,15 @@
 // A real pair on a "remote" host reached only through SSH (a throwaway Debian sshd on loopback,
 // the remote airlock being this checkout with its own state and cache folders): up, status, logs,
 // down, then run with --out brought back.
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { airlock, killQemus, repoRoot } from "../helpers.ts";
+import { scratchDir } from "../scratch.ts";
 import { startSshd, type TestSshd } from "./sshd.ts";
 
 let sshd: TestSshd;
-const work = mkdtempSync(path.join(tmpdir(), "airlock-remote-pair-"));
+const work = scratchDir("airlock-remote-pair-");
 const hello = path.join(repoRoot, "examples/hello/room.yaml");
 const hosts = path.join(work, "hosts.yaml");
 const env = { AIRLOCK_HOSTS: hosts, AIRLOCK_STATE: path.join(work, "local-state"), SSH_AUTH_SOCK: "" };

@@ -1,12 +1,12 @@
 // --host against a real OpenSSH server (Debian's sshd on loopback, started here): the host key is
 // pinned or refused, only the user's authorized key logs in, the remote airlock must be this one,
 // and a cut upload resumes and is verified on arrival. No SSH mocks.
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { randomBytes, createHash } from "node:crypto";
-import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { airlock, repoRoot } from "../helpers.ts";
+import { scratchDir } from "../scratch.ts";
 import { keygen, startSshd, type TestSshd } from "./sshd.ts";
 import { SshConnection } from "../../host-tools/src/remote/connection.ts";
 import { BlobUploader, hashFile } from "../../host-tools/src/remote/upload.ts";
@@ -14,7 +14,7 @@ import { fingerprint, knownHostKeys } from "../../host-tools/src/remote/host-key
 import type { RemoteHost } from "../../host-tools/src/remote/inventory.ts";
 
 let sshd: TestSshd;
-const work = mkdtempSync(path.join(tmpdir(), "airlock-remote-trust-"));
+const work = scratchDir("airlock-remote-trust-");
 const remoteEnv = { AIRLOCK_STATE: path.join(work, "remote-state"), AIRLOCK_CACHE: path.join(work, "remote-cache") };
 
 function inventory(hosts: Record<string, Record<string, unknown>>): string {
