@@ -77,9 +77,30 @@ export async function startSshd(): Promise<TestSshd> {
       s.on("error", () => r(false));
     });
     if (ok) break;
-    if (Date.now() - t0 > 10_000) throw new Error(`sshd did not listen within 10 s: ${log}`);
+    if (Date.now() - t0 > 10_000) {
+      child.kill("SIGKILL");
+      throw new Error(`sshd did not listen within 10 s: ${log}`);
+    }
     await new Promise((r) => setTimeout(r, 50));
   }
+  // The whole tree under the listener: each connection's privileged and unprivileged sshd both
+  // hold the TCP socket, and the session's sftp-server.
+  const sessionPids = (): number[] => {
+    const children = (pid: number): number[] => {
+      try {
+        return execFileSync("pgrep", ["-P", String(pid)]).toString().trim().split("\n").filter(Boolean).map(Number);
+      } catch {
+        return [];
+      }
+    };
+    const all: number[] = [];
+    for (let todo = children(child.pid!); todo.length; ) {
+      const pid = todo.pop()!;
+      all.push(pid);
+      todo.push(...children(pid));
+    }
+    return all;
+  };
   const knownHosts = path.join(dir, "known_hosts");
   writeFileSync(knownHosts, `[127.0.0.1]:${port} ${hostPub.split(" ").slice(0, 2).join(" ")}\n`);
   return {
@@ -89,28 +110,22 @@ export async function startSshd(): Promise<TestSshd> {
     userKey,
     knownHosts,
     fingerprint: keyFingerprint(`${hostKey}.pub`),
-    // The whole tree under the listener: each connection's privileged and unprivileged sshd both
-    // hold the TCP socket, and the session's sftp-server.
-    sessionPids: () => {
-      const children = (pid: number): number[] => {
-        try {
-          return execFileSync("pgrep", ["-P", String(pid)]).toString().trim().split("\n").filter(Boolean).map(Number);
-        } catch {
-          return [];
-        }
-      };
-      const all: number[] = [];
-      for (let todo = children(child.pid!); todo.length; ) {
-        const pid = todo.pop()!;
-        all.push(pid);
-        todo.push(...children(pid));
-      }
-      return all;
-    },
+    sessionPids,
+    // The listener and every session under it (a session outlives its listener until its client
+    // closes). exitCode and signalCode both stay null only while the listener runs.
     stop: async () => {
-      if (child.exitCode === null) {
+      const sessions = sessionPids();
+      if (child.exitCode === null && child.signalCode === null) {
+        const exited = new Promise((r) => child.once("exit", r));
         child.kill("SIGTERM");
-        await new Promise((r) => child.once("exit", r));
+        await exited;
+      }
+      for (const pid of sessions) {
+        try {
+          process.kill(pid, "SIGTERM");
+        } catch {
+          // already gone
+        }
       }
     },
   };

@@ -84,7 +84,15 @@ export async function serveBrokerOverSsh(conn: SshConnection, remoteSocket: stri
   }
   const tmp = mkdtempSync(path.join(tmpdir(), "airlock-broker-"));
   const localSocket = path.join(tmp, "kbs.sock");
-  const kbs = await startKbs({ stateDir: dirs.kbs, masterKey: master, listen: { path: localSocket }, log });
+  // The folder holds only the broker's socket; it goes whichever way this ends.
+  const removeTmp = (): void => rmSync(tmp, { recursive: true, force: true });
+  let kbs: KbsHandle;
+  try {
+    kbs = await startKbs({ stateDir: dirs.kbs, masterKey: master, listen: { path: localSocket }, log });
+  } catch (err) {
+    removeTmp();
+    throw err;
+  }
   const onUnix = (info: { socketPath: string }, accept: () => NodeJS.ReadWriteStream & { on(e: string, f: () => void): void; destroy(): void }, reject: () => void): void => {
     if (info.socketPath !== remoteSocket) return reject();
     const ch = accept();
@@ -101,8 +109,7 @@ export async function serveBrokerOverSsh(conn: SshConnection, remoteSocket: stri
       ),
     );
   } catch (err) {
-    await kbs.close();
-    rmSync(tmp, { recursive: true, force: true });
+    await kbs.close().finally(removeTmp);
     throw err;
   }
   return {
@@ -112,8 +119,7 @@ export async function serveBrokerOverSsh(conn: SshConnection, remoteSocket: stri
     close: async () => {
       conn.client.off("unix connection", onUnix as never);
       await new Promise<void>((resolve) => conn.client.openssh_unforwardInStreamLocal(remoteSocket, () => resolve()));
-      await kbs.close();
-      rmSync(tmp, { recursive: true, force: true });
+      await kbs.close().finally(removeTmp);
     },
   };
 }
