@@ -21,5 +21,5 @@ if (prebuilt !== undefined) {
   process.stdout.write(`${prebuilt}\n`);
 } else {
   const measured = args[0] === "measure" ? await (await import("./cli/commands/measure.ts")).measureWithPlainOptions(args.slice(1)) : undefined;
-  process.exitCode = measured ?? (await (await import("./cli/run-cli.ts")).runCli(args));
+  process.exitCode = measured ?? (await (await import("./cli/run-cli.ts")).runCli(args, helpWidth()));
 }

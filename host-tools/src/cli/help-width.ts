@@ -1,5 +1,6 @@
-// The width airlock lays its help out for, shared by the yargs parser (cli/run-cli.ts) and the
-// prebuilt `airlock --help` (main.ts), which must agree on it to print the same text.
+// The width airlock lays its help out for: main.ts reads it for the prebuilt `airlock --help` and
+// passes it to the yargs parser (cli/run-cli.ts runCli), so the two agree and print the same text.
+// Only the entry imports this module, so the prebuilt help loads no chunk of its own.
 
 /** The terminal's width, at most 110; 100 when stdout is not a terminal. */
 export const helpWidth = (): number => Math.min(110, process.stdout.columns ?? 100);

@@ -6,7 +6,7 @@ import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { ERROR_CODES, RUN_EXIT, RUN_EXIT_SUMMARY } from "../../../proto/src/errors.ts";
 import { exitStatusHelp, runCli, topLevelHelp } from "./run-cli.ts";
-import { PREBUILT_HELP_WIDTHS } from "./help-width.ts";
+import { helpWidth, PREBUILT_HELP_WIDTHS } from "./help-width.ts";
 import { MILAN_CHAIN, MILAN_REPORT, MILAN_VCEK, OVMF_AMDSEV_SUFFIX } from "../../../test/fixtures/index.ts";
 
 let err = "";
@@ -29,7 +29,7 @@ describe("runCli exit status", () => {
     ];
     for (const [args, code] of cases) {
       err = "";
-      expect(await runCli(args), args.join(" ")).toBe(ERROR_CODES[code].exit);
+      expect(await runCli(args, 100), args.join(" ")).toBe(ERROR_CODES[code].exit);
       expect(err, args.join(" ")).toContain(`[${code}]`);
     }
     expect(ERROR_CODES.REPORT_REJECTED.exit).toBe(1);
@@ -61,7 +61,7 @@ describe("the prebuilt airlock --help", () => {
       for (const width of PREBUILT_HELP_WIDTHS) {
         Object.defineProperty(process.stdout, "columns", { value: width === 100 ? undefined : width, configurable: true });
         out = "";
-        expect(await runCli(["--help"])).toBe(0);
+        expect(await runCli(["--help"], helpWidth())).toBe(0);
         expect(out).toContain("Commands:");
         expect(out, `width ${width}`).toBe(`${await topLevelHelp(width)}\n`);
       }

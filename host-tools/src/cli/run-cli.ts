@@ -2,7 +2,6 @@ import yargs, { type Argv } from "yargs";
 import { AirlockError, ERROR_CODES, RUN_EXIT, RUN_EXIT_SUMMARY, type ErrorCode } from "../../../proto/src/errors.ts";
 import { commands } from "./commands/index.ts";
 import { commandExitStatus } from "./command.ts";
-import { helpWidth } from "./help-width.ts";
 
 /** Words of `text` in lines of at most `width` characters, the first after `first`, the rest indented as far. */
 function hanging(first: string, text: string, width: number): string {
@@ -63,8 +62,12 @@ export async function topLevelHelp(width: number): Promise<string> {
   return cliParser([], width).getHelp();
 }
 
-/** Runs one command line; returns the exit status (a handler's, or its error code's from ERROR_CODES). */
-export async function runCli(argv: string[]): Promise<number> {
-  const parser = cliParser(argv, helpWidth());
+/**
+ * Runs one command line, its help laid out at `width` (cli/help-width.ts, which main.ts reads: the
+ * entry alone imports it, so `airlock --help` loads no chunk); returns the exit status (a
+ * handler's, or its error code's from ERROR_CODES).
+ */
+export async function runCli(argv: string[], width: number): Promise<number> {
+  const parser = cliParser(argv, width);
   return commandExitStatus(() => parser.parseAsync());
 }

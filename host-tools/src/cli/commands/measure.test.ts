@@ -28,7 +28,7 @@ afterEach(() => vi.restoreAllMocks());
 async function measure(args: string[]): Promise<{ rc: number; out: string; err: string }> {
   out = "";
   err = "";
-  const rc = await runCli(["measure", ...args]);
+  const rc = await runCli(["measure", ...args], 100);
   const viaYargs = { rc, out, err };
   out = "";
   err = "";
@@ -111,7 +111,7 @@ describe("airlock measure", () => {
       err = "";
       expect(await measureWithPlainOptions(args), args.join(" ")).toBeUndefined();
       expect(err).toBe("");
-      expect(await runCli(["measure", ...args])).toBe(2);
+      expect(await runCli(["measure", ...args], 100)).toBe(2);
       expect(err).toBe(message);
     }
   });
