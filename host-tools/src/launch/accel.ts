@@ -66,8 +66,11 @@ export async function probeKvm(timeoutMs = KVM_PROBE_TIMEOUT_MS): Promise<{ ok: 
   });
 }
 
-/** Resolves --accel: kvm and tcg are taken at their word (kvm is still probed, to fail clearly). */
-export async function chooseAccel(choice: AccelChoice, log: Logger): Promise<Accel> {
+/**
+ * Resolves --accel: kvm and tcg are taken at their word (kvm is still probed, to fail clearly).
+ * `progress` tells the user why the launch waits while the probe boots.
+ */
+export async function chooseAccel(choice: AccelChoice, log: Logger, progress?: (step: string) => void): Promise<Accel> {
   if (choice === "tcg") return "tcg";
   const cacheFile = path.join(stateDir(), "kvm-probe.json");
   let verdict: ProbeVerdict | undefined;
@@ -78,7 +81,9 @@ export async function chooseAccel(choice: AccelChoice, log: Logger): Promise<Acc
     // no verdict yet for this boot
   }
   if (!verdict) {
-    log.info("probing KVM with a short test boot");
+    const step = `probing KVM with a short test boot (at most ${KVM_PROBE_TIMEOUT_MS / 1000} s, once per host boot)`;
+    if (progress) progress(step);
+    else log.info(step);
     const r = await probeKvm();
     verdict = { bootId: bootId(), kvm: r.ok, reason: r.reason };
     mkdirSync(path.dirname(cacheFile), { recursive: true });

@@ -164,7 +164,7 @@ export class Pair extends EventEmitter<PairEvents> {
     this.state.manifestDigest = identity.digest.toString("hex");
     this.state.measurements = { firewall: identity.pins.firewall, sandbox: identity.pins.sandbox };
     this.checkNotEnding();
-    const accel = await chooseAccel(this.options.accel, log);
+    const accel = await chooseAccel(this.options.accel, log, (step) => this.progress(step));
     this.state.accel = accel;
     this.save();
 
