@@ -71,7 +71,7 @@ export async function startSshd(): Promise<TestSshd> {
   child.stderr!.on("data", (d: Buffer) => (log += d.toString()));
   const t0 = Date.now();
   for (;;) {
-    if (child.exitCode !== null) throw new Error(`sshd exited: ${log}`);
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`sshd exited: ${log}`);
     const ok = await new Promise<boolean>((r) => {
       const s = net.connect(port, "127.0.0.1", () => (s.end(), r(true)));
       s.on("error", () => r(false));
