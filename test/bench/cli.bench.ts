@@ -5,19 +5,17 @@
 import { spawnSync } from "node:child_process";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { sideBySideMs, type Reporter } from "./harness.ts";
+import { launcherEnv, sideBySideMs, type Reporter } from "./harness.ts";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const cli = path.join(repoRoot, "host-tools/bin/airlock");
 const RUNS = 11;
 
-// The yardstick starts node as the launcher does, without NODE_EXTRA_CA_CERTS (which Node 20 would
-// parse at every start): the two differ only by what airlock itself does.
-const launcherEnv = { ...process.env };
-delete launcherEnv.NODE_EXTRA_CA_CERTS;
+// The yardstick starts node as the launcher does (launcherEnv): the two differ only by airlock's own work.
+const env = launcherEnv();
 
 function run(command: string, args: readonly string[]): void {
-  const r = spawnSync(command, args, { env: launcherEnv, stdio: ["ignore", "pipe", "pipe"], timeout: 30_000 });
+  const r = spawnSync(command, args, { env, stdio: ["ignore", "pipe", "pipe"], timeout: 30_000 });
   if (r.status !== 0) throw new Error(`${command} ${args.join(" ")} exited ${r.status ?? r.signal}: ${r.stderr.toString()}`);
 }
 

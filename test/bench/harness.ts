@@ -69,3 +69,14 @@ export function tsWorker(entry: URL, workerData: unknown): Worker {
   const tsx = JSON.stringify(import.meta.resolve("tsx/esm/api"));
   return new Worker(`import(${tsx}).then((api) => { api.register(); return import(${JSON.stringify(entry.href)}); })`, { eval: true, workerData });
 }
+
+/**
+ * The environment the `airlock` launcher (host-tools/bin/airlock) starts node with: without
+ * NODE_EXTRA_CA_CERTS, which Node 20 would parse at every start. A `node -e 0` yardstick started
+ * with it differs from the command only by what airlock itself does.
+ */
+export function launcherEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  delete env.NODE_EXTRA_CA_CERTS;
+  return env;
+}

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { snpLaunchDigest } from "../../host-tools/src/measure/index.ts";
-import { alternatedMs, medianMs, throughput, type Reporter } from "./harness.ts";
+import { alternatedMs, launcherEnv, medianMs, throughput, type Reporter } from "./harness.ts";
 import { OVMF_AMDSEV_SUFFIX } from "../fixtures/index.ts";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -57,10 +57,8 @@ export default async function bench(report: Reporter): Promise<void> {
       if (r.status !== 0) throw new Error(`openssl dgst exited ${r.status ?? r.signal}: ${r.stderr.toString()}`);
     };
     // node's own start (`node -e 0`), in the same rounds: the part of the CLI's time that is not
-    // airlock's. Started as the launcher starts node, without NODE_EXTRA_CA_CERTS (see host-tools/bin/airlock).
-    const launcherEnv = { ...process.env };
-    delete launcherEnv.NODE_EXTRA_CA_CERTS;
-    const [opensslMs, cliMs, nodeMs] = await alternatedMs([openssl, () => execFileSync(cli, args, { timeout: 60_000 }), () => execFileSync(process.execPath, ["-e", "0"], { env: launcherEnv })], RUNS, 1);
+    // airlock's. Started as the launcher starts node (launcherEnv).
+    const [opensslMs, cliMs, nodeMs] = await alternatedMs([openssl, () => execFileSync(cli, args, { timeout: 60_000 }), () => execFileSync(process.execPath, ["-e", "0"], { env: launcherEnv() })], RUNS, 1);
     report.figure("airlock measure CLI, same input", cliMs!, "ms", `median of ${RUNS}, process start to exit, alternated with openssl and node -e 0`);
     report.figure("openssl dgst -sha256 kernel initrd", opensslMs!, "ms", `median of ${RUNS}`);
     report.figure("node -e 0 (node's start alone)", nodeMs!, "ms", `median of ${RUNS}`);

@@ -64,8 +64,9 @@ export async function runAgent(provider: ReportProvider): Promise<number> {
   const raw = await connectFirewall();
   // The firewall must show a report from this room's launch (same root, same host_data as ours);
   // its measurement is checked against the room's pin once the room arrives (below).
-  // The firewall accepts us as soon as it boots but answers the handshake only after its own checks
-  // (attestation, key release, consent): give it time.
+  // The firewall accepts us as soon as it boots, answers the handshake once it has checked the room
+  // (its attestation, key release and consent run beside it), and sends nothing before those pass:
+  // give it time.
   const { stream: link, peer } = await secureClient(raw, { ...roomChannelOptions(provider, { peer: "firewall", timeoutMs: AGENT_HANDSHAKE_TIMEOUT_MS }), acceptClearBodies: true });
   link.on("error", () => {}); // reported by the reads below
   await toFirewall(link, { case: "hello", value: { agent: "airlock-sandbox/1" } });
